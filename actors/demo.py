@@ -1,0 +1,39 @@
+"""A ``<engine>.demo`` task for every engine: deterministic simulated work with progress and failure knobs."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from pydantic import JsonValue
+
+from engineroom.actors.context import JobContext
+from engineroom.actors.registry import task
+from engineroom.core.config import ENGINES
+from engineroom.core.errors import PermanentError, TransientError
+
+
+def demo(
+    ctx: JobContext,
+    duration_s: float = 0.5,
+    steps: int = 5,
+    fail: Literal["transient", "permanent"] | None = None,
+    result: JsonValue = None,
+) -> JsonValue:
+    """Sleep ``duration_s`` in ``steps`` steps reporting progress, then return ``result`` or fail as asked."""
+    if duration_s < 0 or steps < 1:
+        raise PermanentError("duration_s must be >= 0 and steps >= 1")
+    step_s = duration_s / steps
+    for step in range(1, steps + 1):
+        time.sleep(step_s)
+        ctx.raise_if_cancelled()
+        ctx.progress(100 * step / steps, f"step {step}/{steps}", step=step)
+    if fail == "transient":
+        raise TransientError("demo transient failure")
+    if fail == "permanent":
+        raise PermanentError("demo permanent failure")
+    return {"engine": ctx.job.engine, "steps": steps, "result": result}
+
+
+for _engine in ENGINES:
+    task(_engine, name="demo", max_retries=3, timeout_s=600)(demo)

@@ -1,0 +1,16 @@
+"""Entry module for ``dramatiq engineroom.actors.worker``: builds this process's broker and engine actors."""
+
+from __future__ import annotations
+
+from engineroom.actors.engines import declare_engine_actors
+from engineroom.actors.registry import load_task_modules
+from engineroom.actors.runner import JobRunner
+from engineroom.core.broker import build_broker
+from engineroom.core.config import get_settings
+from engineroom.notifications.bus import RabbitEventBus
+
+settings = get_settings()
+load_task_modules(settings.task_module_names)
+broker = build_broker(settings)
+runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange))
+actors = declare_engine_actors(broker, settings, runner)

@@ -1,0 +1,64 @@
+"""``create_app``: the gateway, with its clients built and closed in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from dramatiq import Broker
+from fastapi import FastAPI
+
+from engineroom import __version__
+from engineroom.actors.registry import load_task_modules
+from engineroom.api import ws
+from engineroom.api.errors import install_error_handlers
+from engineroom.api.limits import BodySizeLimit
+from engineroom.api.routes import health, jobs, tasks
+from engineroom.api.submission import JobSubmitter
+from engineroom.core.broker import Enqueuer, build_broker
+from engineroom.core.config import Settings, get_settings
+from engineroom.notifications.bus import EventBus, RabbitEventBus
+from engineroom.notifications.websocket import Hub
+from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.jobs import JobStore
+
+
+def create_app(
+    settings: Settings | None = None, *, broker: Broker | None = None, bus: EventBus | None = None
+) -> FastAPI:
+    """The gateway. ``broker`` and ``bus`` default to RabbitMQ; ``engineroom dev`` and tests pass in-process ones."""
+    settings = settings or get_settings()
+    load_task_modules(settings.task_module_names)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings)
+        db = client[settings.mongodb_db]
+        await ensure_indexes(db)
+        events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)
+        enqueuer = Enqueuer(broker or build_broker(settings), settings)
+        hub = Hub(asyncio.get_running_loop())
+        subscription = events.subscribe(hub.deliver_threadsafe)
+        app.state.db = db
+        app.state.jobs = JobStore(db)
+        app.state.enqueuer = enqueuer
+        app.state.hub = hub
+        app.state.submitter = JobSubmitter(app.state.jobs, enqueuer, events)
+        try:
+            yield
+        finally:
+            subscription.close()
+            app.state.submitter.close()
+            enqueuer.close()
+            if bus is None:
+                events.close()
+            client.close()
+
+    app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
+    install_error_handlers(app)
+    for router in (jobs.router, tasks.router, health.router, ws.router):
+        app.include_router(router)
+    return app

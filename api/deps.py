@@ -1,0 +1,48 @@
+"""FastAPI dependencies: read what the lifespan built from ``app.state``, and who is calling."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from engineroom.api.submission import JobSubmitter
+from engineroom.core.config import Settings
+from engineroom.core.errors import Unauthenticated
+from engineroom.core.tokens import decode_token
+from engineroom.models.principal import Principal
+from engineroom.store.jobs import JobStore
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT from `engineroom token`")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_job_store(request: Request) -> JobStore:
+    jobs: JobStore = request.app.state.jobs
+    return jobs
+
+
+def get_submitter(request: Request) -> JobSubmitter:
+    submitter: JobSubmitter = request.app.state.submitter
+    return submitter
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+def get_principal(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None:
+        raise Unauthenticated("missing bearer token")
+    return decode_token(settings, credentials.credentials)
+
+
+JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
+SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
+PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,100 @@
+"""The ``engineroom`` command: one small function per subcommand, no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engineroom.core.config import ENGINES, get_settings
+
+logger = logging.getLogger("engineroom.cli")
+
+
+def _api(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run("engineroom.api.app:create_app", factory=True, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    settings = get_settings()
+    engines = _engines(args.engines)
+    dramatiq_args = ["engineroom.actors.worker", "--processes", str(args.processes), "--threads", str(args.threads)]
+    dramatiq_args += ["--queues", *(settings.queue_name(engine) for engine in engines)]
+    result: int = dramatiq_main(make_argument_parser().parse_args(dramatiq_args))
+    return result
+
+
+def _token(args: argparse.Namespace) -> int:
+    from engineroom.core.tokens import issue_token
+
+    print(issue_token(get_settings(), user_id=args.user, tenant_id=args.tenant, admin=args.admin, ttl_s=args.ttl_s))
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from engineroom.core.dev import run_dev
+
+    return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), threads=args.threads)
+
+
+def _engines(value: str | None) -> list[str]:
+    if not value:
+        return list(ENGINES)
+    engines = [engine.strip() for engine in value.split(",") if engine.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        raise SystemExit(f"unknown engine(s): {', '.join(unknown)}; engines are {', '.join(ENGINES)}")
+    return engines
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="engineroom", description="A job system for AI-engine workloads.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    api = commands.add_parser("api", help="run the REST + WebSocket gateway")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, default=8000)
+    api.set_defaults(run=_api)
+
+    worker = commands.add_parser("worker", help="run Dramatiq workers for engine queues")
+    worker.add_argument("--engines", help=f"comma-separated; default all of {','.join(ENGINES)}")
+    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--threads", type=int, default=8)
+    worker.set_defaults(run=_worker)
+
+    token = commands.add_parser("token", help="print a JWT signed with ENGINEROOM_JWT_SECRET")
+    token.add_argument("--user", required=True)
+    token.add_argument("--tenant", required=True)
+    token.add_argument("--admin", action="store_true")
+    token.add_argument("--ttl-s", type=int, default=86400)
+    token.set_defaults(run=_token)
+
+    dev = commands.add_parser("dev", help="everything in one command, for a laptop")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--threads", type=int, default=8, help="worker threads")
+    dev.add_argument("--data-dir", default=os.path.join(".", ".engineroom"))
+    dev.set_defaults(run=_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "worker":  # dramatiq's CLI configures its own logging
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        logging.getLogger("pika").setLevel(logging.WARNING)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

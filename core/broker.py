@@ -1,0 +1,104 @@
+"""The one broker factory: every process builds its Dramatiq broker here, and enqueues jobs through it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import dramatiq
+from dramatiq import Broker, Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.middleware import AsyncIO, CurrentMessage
+
+from engineroom.core.config import ENGINES, Settings
+from engineroom.core.errors import BrokerUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: RabbitMQ priority levels; job priorities 0-10 map one to one (``x-max-priority``).
+MAX_PRIORITY = 10
+
+
+def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
+    """A RabbitMQ broker (or, for ``engineroom dev`` without RabbitMQ, an in-process stub).
+
+    Dramatiq's own ``Retries`` stays in the stack but every engine actor sets ``max_retries=0``: job
+    retries are decided from the job document, not from worker memory (dramatiq#827).
+    """
+    broker: Broker
+    if in_process:
+        broker = StubBroker()
+        broker.emit_after("process_boot")
+    else:
+        broker = RabbitmqBroker(url=settings.amqp_url, max_priority=MAX_PRIORITY)
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(CurrentMessage())
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def job_message(settings: Settings, *, engine: str, job_id: str, priority: int) -> Message[None]:
+    """The Dramatiq message that asks an engine to run a job: it carries the job id only."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}")
+    return Message(
+        queue_name=settings.queue_name(engine),
+        actor_name=settings.queue_name(engine),
+        args=(job_id,),
+        kwargs={},
+        options={"broker_priority": priority},
+    )
+
+
+class Enqueuer:
+    """Sends job messages from async code without blocking the event loop.
+
+    pika's BlockingConnection is not thread-safe, and RabbitmqBroker keeps one per thread, so one dedicated
+    thread does all of this process's enqueues.
+    """
+
+    def __init__(self, broker: Broker, settings: Settings) -> None:
+        self.broker = broker
+        self.settings = settings
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-enqueue")
+
+    async def enqueue(self, *, engine: str, job_id: str, priority: int) -> None:
+        """Put a job on its engine's queue.
+
+        Raises:
+          BrokerUnavailable: RabbitMQ refused or could not be reached after Dramatiq's bounded retries.
+        """
+        message = job_message(self.settings, engine=engine, job_id=job_id, priority=priority)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self.broker.enqueue, message)
+        except dramatiq.errors.ConnectionError as exc:
+            logger.error("enqueue of job %s failed: %s", job_id, exc)
+            raise BrokerUnavailable() from exc
+
+    async def ping(self) -> None:
+        """Check that the broker answers.
+
+        Raises:
+          BrokerUnavailable: it does not.
+        """
+        if isinstance(self.broker, RabbitmqBroker):
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._executor, self._touch_connection)
+            except Exception as exc:  # any pika failure means "not ready"; the cause is logged
+                logger.warning("RabbitMQ readiness check failed: %r", exc)
+                raise BrokerUnavailable() from exc
+
+    def _touch_connection(self) -> None:
+        assert isinstance(self.broker, RabbitmqBroker)
+        try:
+            self.broker.connection.process_data_events(time_limit=0)
+        except Exception:
+            del self.broker.connection  # drop the broken connection; the next access reconnects
+            self.broker.connection.process_data_events(time_limit=0)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,77 @@
+"""Settings, read from the environment only (prefix ``ENGINEROOM_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: The secret used when none is configured; refused outside ``env=dev``.
+DEV_JWT_SECRET = "engineroom-dev-secret-not-for-production"
+
+#: Engines and their default cluster-wide concurrency (DESIGN.md).
+DEFAULT_ENGINE_CONCURRENCY: dict[str, int] = {
+    "text_intelligence": 3,
+    "image_generation": 2,
+    "audio_generation": 2,
+    "video_pipeline": 1,
+    "creative_assistant": 3,
+    "social_media_planner": 2,
+    "discovery_analytics": 2,
+    "general": 2,
+}
+
+ENGINES: tuple[str, ...] = tuple(DEFAULT_ENGINE_CONCURRENCY)
+
+
+class Settings(BaseSettings):
+    """Everything configurable about an engineroom process."""
+
+    model_config = SettingsConfigDict(env_prefix="ENGINEROOM_", extra="ignore")
+
+    env: Literal["dev", "prod"] = "dev"
+    mongodb_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
+    mongodb_db: str = "engineroom"
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    #: Prefix for queue and exchange names, so several deployments (or test runs) can share one vhost.
+    namespace: str = ""
+    jwt_secret: SecretStr = SecretStr(DEV_JWT_SECRET)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    #: Comma-separated modules of user tasks, imported by every process so the registry is the same everywhere.
+    task_modules: str = ""
+    max_payload_bytes: int = 1024 * 1024
+    retention_days: int = 30
+    rate_limit_per_minute: int | None = None
+    smtp_url: str | None = None
+    default_timeout_s: float = 3600.0
+    default_max_retries: int = 3
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production_values(self) -> Settings:
+        if self.env == "prod":
+            secret = self.jwt_secret.get_secret_value()
+            if secret == DEV_JWT_SECRET or len(secret) < 32:
+                raise ValueError("ENGINEROOM_JWT_SECRET must be set to at least 32 characters when ENGINEROOM_ENV=prod")
+        if self.max_payload_bytes <= 0:
+            raise ValueError("ENGINEROOM_MAX_PAYLOAD_BYTES must be positive")
+        return self
+
+    @property
+    def task_module_names(self) -> list[str]:
+        return [name.strip() for name in self.task_modules.split(",") if name.strip()]
+
+    @property
+    def events_exchange(self) -> str:
+        return f"{self.namespace}engineroom.events"
+
+    def queue_name(self, engine: str) -> str:
+        """The RabbitMQ queue that carries an engine's jobs."""
+        return f"{self.namespace}{engine}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, built once on first use (not at import time)."""
+    return Settings()

@@ -1,0 +1,58 @@
+"""``engineroom dev``: gateway, workers for every engine and (when needed) an embedded database in one command."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import uvicorn
+from dramatiq import Worker
+
+from engineroom.actors.engines import declare_engine_actors
+from engineroom.actors.registry import load_task_modules
+from engineroom.actors.runner import JobRunner
+from engineroom.api.app import create_app
+from engineroom.core.broker import build_broker
+from engineroom.core.config import get_settings
+from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
+from engineroom.core.tokens import issue_token
+from engineroom.notifications.bus import EventBus, LocalEventBus, RabbitEventBus
+
+logger = logging.getLogger(__name__)
+
+
+def run_dev(*, host: str, port: int, data_dir: Path, threads: int) -> int:
+    """Run until Ctrl-C, then stop the worker and the embedded database."""
+    database: EmbeddedDatabase | None = None
+    if "ENGINEROOM_MONGODB_URL" not in os.environ:
+        database = EmbeddedDatabase(data_dir / "mongo").start()
+        os.environ["ENGINEROOM_MONGODB_URL"] = database.url
+        logger.info("embedded SecantusDB on %s (data in %s)", database.url, data_dir / "mongo")
+    get_settings.cache_clear()
+    settings = get_settings()
+    in_process = not is_rabbitmq_reachable(settings.amqp_url)
+    if in_process:
+        logger.warning(
+            "!!! RabbitMQ is not reachable at %s: using an IN-PROCESS broker. Jobs live in this process's memory "
+            "and are lost when it stops; start RabbitMQ for anything but a quick look. !!!",
+            settings.amqp_url,
+        )
+    load_task_modules(settings.task_module_names)
+    broker = build_broker(settings, in_process=in_process)
+    bus: EventBus = LocalEventBus() if in_process else RabbitEventBus(settings.amqp_url, settings.events_exchange)
+    declare_engine_actors(broker, settings, JobRunner(settings, bus))
+    worker = Worker(broker, worker_threads=threads)
+    worker.start()
+    token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
+    print(f"\nengineroom dev is up: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")  # noqa: T201
+    print(f"admin token (tenant 'default'): {token}\n", flush=True)  # noqa: T201
+    try:
+        uvicorn.run(create_app(settings, broker=broker, bus=bus), host=host, port=port, log_level="info")
+    finally:
+        worker.stop()
+        bus.close()
+        broker.close()
+        if database is not None:
+            database.stop()
+    return 0

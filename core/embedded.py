@@ -1,0 +1,115 @@
+"""Local stand-ins for ``engineroom dev``: an embedded SecantusDB process and a RabbitMQ reachability probe.
+
+SecantusDB is GPL-2.0, so it is only ever started as a separate process (``secantusd-py``), never imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pika
+import pika.exceptions
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for the embedded database to accept connections.
+DATABASE_START_TIMEOUT_S = 30.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_port(host: str, port: int, timeout_s: float) -> None:
+    """Block until something accepts TCP connections on ``host:port``.
+
+    Raises:
+      TimeoutError: nothing did within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s} s")
+
+
+class EmbeddedDatabase:
+    """A ``secantusd-py`` child process with its data under ``storage_path``."""
+
+    def __init__(self, storage_path: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+        self.storage_path = storage_path
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        # retryWrites=false: SecantusDB slows to ~150 writes/s with retryable writes (DESIGN.md pitfalls).
+        return f"mongodb://{self.host}:{self.port}/?retryWrites=false&directConnection=true"
+
+    def start(self) -> EmbeddedDatabase:
+        """Start the server and wait until it accepts connections.
+
+        Raises:
+          RuntimeError: ``secantusd-py`` is not installed (``pip install -e .[dev]``) or did not start.
+        """
+        executable = shutil.which("secantusd-py")
+        if executable is None:
+            raise RuntimeError(
+                "secantusd-py not found: install the dev extra (pip install -e '.[dev]') or set ENGINEROOM_MONGODB_URL"
+            )
+        self.storage_path.mkdir(parents=True, exist_ok=True)
+        log = (self.storage_path.parent / "secantusd.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                executable,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--storage-path",
+                str(self.storage_path),
+                "--log-level",
+                "WARNING",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for_port(self.host, self.port, DATABASE_START_TIMEOUT_S)
+        except TimeoutError as exc:
+            self.stop()
+            raise RuntimeError(f"SecantusDB did not start; see {log.name}") from exc
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+
+def is_rabbitmq_reachable(amqp_url: str, timeout_s: float = 2.0) -> bool:
+    parameters = pika.URLParameters(amqp_url)
+    parameters.socket_timeout = timeout_s
+    parameters.connection_attempts = 1
+    try:
+        pika.BlockingConnection(parameters).close()
+    except (pika.exceptions.AMQPError, OSError):
+        return False
+    return True

@@ -1,0 +1,70 @@
+"""The one event envelope that travels workers → events exchange → gateways → browsers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from engineroom.core.clock import utcnow
+from engineroom.core.ids import new_id
+
+
+class JobLike(Protocol):
+    id: str
+    tenant_id: str
+    user_id: str
+    task: str
+    engine: str
+    state: Any
+    workflow_id: str | None
+
+
+class EventType(StrEnum):
+    JOB_QUEUED = "job.queued"
+    JOB_STARTED = "job.started"
+    JOB_PROGRESS = "job.progress"
+    JOB_RETRYING = "job.retrying"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+    JOB_CANCELLED = "job.cancelled"
+    WORKFLOW_COMPLETED = "workflow.completed"
+    WORKFLOW_FAILED = "workflow.failed"
+    WORKFLOW_CANCELLED = "workflow.cancelled"
+    QUEUE_PAUSED = "queue.paused"
+    QUEUE_RESUMED = "queue.resumed"
+    QUEUE_LIMITS = "queue.limits"
+    NOTIFICATION_CREATED = "notification.created"
+
+
+class Event(BaseModel):
+    """An event. ``tenant_id`` and ``user_id`` name its audience: gateways deliver it only to them.
+
+    DESIGN.md's envelope has no audience fields; without them every gateway would need a database read per
+    event to authorize it, so they travel in the envelope (they only ever reach their own user).
+    """
+
+    id: str
+    type: EventType
+    ts: datetime
+    tenant_id: str
+    user_id: str | None = None
+    job_id: str | None = None
+    workflow_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+def job_event(job: JobLike, event_type: EventType, data: dict[str, Any] | None = None) -> Event:
+    """The event that tells a job's owner about it."""
+    return Event(
+        id=new_id(),
+        type=event_type,
+        ts=utcnow(),
+        tenant_id=job.tenant_id,
+        user_id=job.user_id,
+        job_id=job.id,
+        workflow_id=job.workflow_id,
+        data={"state": str(job.state), "task": job.task, "engine": job.engine, **(data or {})},
+    )

@@ -1,0 +1,160 @@
+"""The job: its states, the submit body, the stored document and the public view."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+
+
+class JobState(StrEnum):
+    #: Waiting for the jobs it depends on.
+    PENDING = "pending"
+    #: Waiting for its `scheduled_at` time.
+    SCHEDULED = "scheduled"
+    #: On its engine's queue, waiting for a worker.
+    QUEUED = "queued"
+    #: A worker is running its task.
+    RUNNING = "running"
+    #: Failed transiently; waiting for `next_attempt_at`.
+    RETRYING = "retrying"
+    #: Finished with a result. Terminal.
+    COMPLETED = "completed"
+    #: Finished with an error. Terminal.
+    FAILED = "failed"
+    #: Stopped by a user. Terminal.
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+#: Named priorities accepted wherever a priority is (DESIGN.md).
+PRIORITY_NAMES: dict[str, int] = {"low": 0, "normal": 5, "high": 8, "critical": 10}
+
+
+def _priority_from_name(value: Any) -> Any:
+    if isinstance(value, str):
+        if value.lower() in PRIORITY_NAMES:
+            return PRIORITY_NAMES[value.lower()]
+        raise ValueError(f"priority must be 0-10 or one of {', '.join(PRIORITY_NAMES)}")
+    if isinstance(value, bool):
+        raise ValueError("priority must be an integer 0-10, not a boolean")
+    return value
+
+
+Priority = Annotated[int, BeforeValidator(_priority_from_name), Field(ge=0, le=10, strict=True)]
+
+
+class Progress(BaseModel):
+    percent: float = Field(0.0, ge=0, le=100)
+    message: str | None = None
+    details: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    traceback: str | None = None
+    transient: bool = False
+
+
+class HistoryEntry(BaseModel):
+    state: JobState
+    at: datetime
+    detail: str | None = None
+
+
+class Usage(BaseModel):
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float = 0.0
+
+
+class JobSubmit(BaseModel):
+    """Body of ``POST /jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=3, max_length=200, description="`<engine>.<name>`, as listed by GET /tasks")
+    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    priority: Priority = PRIORITY_NAMES["normal"]
+    max_retries: int | None = Field(None, ge=0, le=100)
+    timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _require_object(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError("the request body must be a JSON object")
+        return data
+
+
+class _JobFields(BaseModel):
+    id: str
+    tenant_id: str
+    user_id: str
+    engine: str
+    task: str
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = PRIORITY_NAMES["normal"]
+    state: JobState
+    progress: Progress = Field(default_factory=Progress)
+    result: Any = None
+    error: JobError | None = None
+    attempts: int = 0
+    max_retries: int = 0
+    timeout_s: float | None = None
+    scheduled_at: datetime | None = None
+    created_at: datetime
+    queued_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    tags: list[str] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    workflow_id: str | None = None
+    step_id: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    history: list[HistoryEntry] = Field(default_factory=list)
+    version: int = 0
+
+
+class JobDocument(_JobFields):
+    """A job as stored in the ``jobs`` collection; only store/ and actors/ handle it."""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+class JobPublic(_JobFields):
+    """A job as the API shows it."""
+
+    @classmethod
+    def from_document(cls, document: JobDocument) -> JobPublic:
+        return cls.model_validate(document.model_dump())
+
+
+class JobPage(BaseModel):
+    """One page of ``GET /jobs``, newest first; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[JobPublic]
+    next_cursor: str | None = None
+
+
+class JobFilter(BaseModel):
+    """What ``GET /jobs`` may filter on, besides ownership."""
+
+    state: JobState | None = None
+    engine: str | None = None
+    task: str | None = None
+    tag: str | None = None
+    workflow_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None

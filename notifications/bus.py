@@ -1,0 +1,184 @@
+"""The events bus: workers and gateways publish to the ``engineroom.events`` topic exchange; every gateway
+consumes all of it through its own exclusive queue, so any number of gateways each see every event.
+
+``LocalEventBus`` is the in-process stand-in used by ``engineroom dev`` without RabbitMQ and by unit tests.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from engineroom.core.errors import BrokerUnavailable
+from engineroom.models.event import Event
+
+logger = logging.getLogger(__name__)
+
+EventHandler = Callable[[Event], None]
+
+#: Publish attempts before an event is reported lost (each failure reconnects first).
+MAX_PUBLISH_ATTEMPTS = 3
+#: Seconds between reconnect attempts of a gateway's consumer.
+CONSUMER_RECONNECT_DELAY_S = 1.0
+
+
+class Subscription(Protocol):
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    def publish(self, event: Event) -> None:
+        """Send an event to every gateway; blocking, so call it off the event loop."""
+
+    def subscribe(self, handler: EventHandler) -> Subscription:
+        """Call ``handler`` (from another thread) with every event published from now on."""
+
+    def close(self) -> None: ...
+
+
+class LocalEventBus:
+    """Delivers events to handlers in this process only."""
+
+    def __init__(self) -> None:
+        self._handlers: list[EventHandler] = []
+        self._lock = threading.Lock()
+
+    def publish(self, event: Event) -> None:
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            handler(event)
+
+    def subscribe(self, handler: EventHandler) -> Subscription:
+        with self._lock:
+            self._handlers.append(handler)
+        return _LocalSubscription(self, handler)
+
+    def unsubscribe(self, handler: EventHandler) -> None:
+        with self._lock:
+            self._handlers.remove(handler)
+
+    def close(self) -> None:
+        with self._lock:
+            self._handlers.clear()
+
+
+class _LocalSubscription:
+    def __init__(self, bus: LocalEventBus, handler: EventHandler) -> None:
+        self._bus, self._handler = bus, handler
+
+    def close(self) -> None:
+        self._bus.unsubscribe(self._handler)
+
+
+class RabbitEventBus:
+    """Publishes over one pika connection per thread, as Dramatiq's RabbitmqBroker does.
+
+    An idle BlockingConnection misses heartbeats and is closed by the server; a publish that finds it closed
+    drops it, reconnects and retries, a bounded number of times.
+    """
+
+    def __init__(self, amqp_url: str, exchange: str) -> None:
+        self.parameters = pika.URLParameters(amqp_url)
+        self.exchange = exchange
+        self._local = threading.local()
+
+    def _channel(self) -> BlockingChannel:
+        channel: BlockingChannel | None = getattr(self._local, "channel", None)
+        if channel is None or not channel.is_open:
+            self._drop_connection()
+            connection = pika.BlockingConnection(self.parameters)
+            channel = connection.channel()
+            channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            self._local.connection, self._local.channel = connection, channel
+        return channel
+
+    def _drop_connection(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        self._local.connection = self._local.channel = None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except pika.exceptions.AMQPError:
+                logger.debug("closing a broken publisher connection failed", exc_info=True)
+
+    def publish(self, event: Event) -> None:
+        """Publish one event.
+
+        Raises:
+          BrokerUnavailable: RabbitMQ could not be reached after ``MAX_PUBLISH_ATTEMPTS``.
+        """
+        body = event.model_dump_json().encode()
+        properties = pika.BasicProperties(content_type="application/json", delivery_mode=1)
+        for attempt in range(1, MAX_PUBLISH_ATTEMPTS + 1):
+            try:
+                self._channel().basic_publish(self.exchange, str(event.type), body, properties)
+                return
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                logger.warning("publishing event %s failed (attempt %d): %r", event.id, attempt, exc)
+                self._drop_connection()
+        raise BrokerUnavailable(f"could not publish event {event.id}")
+
+    def subscribe(self, handler: EventHandler) -> Subscription:
+        consumer = _RabbitConsumer(self.parameters, self.exchange, handler)
+        consumer.start()
+        if not consumer.ready.wait(timeout=10):
+            logger.warning("events consumer not bound yet; it keeps retrying in the background")
+        return consumer
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+class _RabbitConsumer(threading.Thread):
+    """Consumes the events exchange through an exclusive, server-named queue; reconnects until closed."""
+
+    def __init__(self, parameters: pika.URLParameters, exchange: str, handler: EventHandler) -> None:
+        super().__init__(name="engineroom-events-consumer", daemon=True)
+        self.parameters, self.exchange, self.handler = parameters, exchange, handler
+        self.ready = threading.Event()
+        self._stopping = threading.Event()
+        self._connection: pika.BlockingConnection | None = None
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._consume()
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                if not self._stopping.is_set():
+                    logger.warning("events consumer lost RabbitMQ (%r); reconnecting", exc)
+                    time.sleep(CONSUMER_RECONNECT_DELAY_S)
+
+    def _consume(self) -> None:
+        self._connection = connection = pika.BlockingConnection(self.parameters)
+        channel = connection.channel()
+        channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.queue_bind(queue, self.exchange, routing_key="#")
+        channel.basic_consume(queue, self._on_message, auto_ack=True)
+        self.ready.set()
+        while not self._stopping.is_set():
+            connection.process_data_events(time_limit=0.5)
+        connection.close()
+
+    def _on_message(self, _channel: BlockingChannel, _method: object, _properties: object, body: bytes) -> None:
+        try:
+            event = Event.model_validate_json(body)
+        except ValueError:
+            logger.error("dropping a malformed event: %r", body[:200])
+            return
+        try:
+            self.handler(event)
+        except Exception:  # one failing handler must not stop the consumer
+            logger.exception("event handler failed for %s", event.id)
+
+    def close(self) -> None:
+        self._stopping.set()
+        self.join(timeout=5)

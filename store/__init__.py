@@ -1,0 +1,1 @@
+"""All MongoDB access: one module per collection. Nothing outside store/ builds a query."""

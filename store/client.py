@@ -1,0 +1,56 @@
+"""Connecting to MongoDB and creating the indexes every query relies on."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo.errors import PyMongoError
+
+from engineroom.core.config import Settings
+from engineroom.core.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+Database = AsyncIOMotorDatabase[dict[str, Any]]
+
+#: How long a query waits for a reachable server before the caller gets ``StoreUnavailable``.
+SERVER_SELECTION_TIMEOUT_MS = 3000
+
+
+def connect(settings: Settings) -> AsyncIOMotorClient[dict[str, Any]]:
+    """A motor client; it binds to the running event loop on first use, so call this from that loop."""
+    return AsyncIOMotorClient(
+        settings.mongodb_url,
+        tz_aware=True,
+        serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
+        uuidRepresentation="standard",
+    )
+
+
+async def ping(db: Database) -> None:
+    """Check that MongoDB answers.
+
+    Raises:
+      StoreUnavailable: it does not.
+    """
+    try:
+        await db.command("ping")
+    except PyMongoError as exc:
+        raise StoreUnavailable() from exc
+
+
+async def ensure_indexes(db: Database) -> None:
+    """Create the indexes for the queries store/ makes; safe to run at every start."""
+    jobs = db["jobs"]
+    # GET /jobs: own jobs newest first (ids are time-sortable), and the admin's tenant-wide view.
+    await jobs.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
+    await jobs.create_index([("tenant_id", 1), ("state", 1), ("_id", -1)], name="tenant_state_newest")
+    await jobs.create_index(
+        [("tenant_id", 1), ("user_id", 1), ("idempotency_key", 1)],
+        name="idempotency",
+        unique=True,
+        partialFilterExpression={"idempotency_key": {"$type": "string"}},
+    )
+    logger.debug("indexes ensured on %s", db.name)
