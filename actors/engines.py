@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dramatiq import Actor, Broker
+from dramatiq import Actor, Broker, Middleware, Worker
+from dramatiq.middleware import AsyncIO
 
 from engineroom.actors.runner import JobRunner
 from engineroom.core.config import ENGINES, Settings
@@ -11,8 +12,22 @@ from engineroom.core.config import ENGINES, Settings
 ACTOR_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 
+class _RunnerShutdown(Middleware):
+    """Closes the runner's clients once worker threads are done, before ``AsyncIO`` stops their loop.
+
+    Added after ``AsyncIO``: Dramatiq runs ``after_*`` hooks in reverse order, so this one runs first.
+    """
+
+    def __init__(self, runner: JobRunner) -> None:
+        self.runner = runner
+
+    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
+        self.runner.close()
+
+
 def declare_engine_actors(broker: Broker, settings: Settings, runner: JobRunner) -> dict[str, Actor[[str], None]]:
     """Declare the eight engine actors on ``broker``; each runs job messages through ``runner``."""
+    broker.add_middleware(_RunnerShutdown(runner), after=AsyncIO)
     actors: dict[str, Actor[[str], None]] = {}
     for engine in ENGINES:
         queue = settings.queue_name(engine)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
+from motor.motor_asyncio import AsyncIOMotorClient
 from pydantic_core import to_jsonable_python
 
 from engineroom.actors.context import JobContext
@@ -50,6 +51,7 @@ class JobRunner:
         self.settings = settings
         self.bus = bus
         self._jobs: JobStore | None = None
+        self._client: AsyncIOMotorClient[dict[str, Any]] | None = None
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         loop_thread = get_event_loop_thread()
@@ -60,8 +62,18 @@ class JobRunner:
 
     async def _store(self) -> JobStore:
         if self._jobs is None:  # created on the loop thread, where motor binds to the loop
-            self._jobs = JobStore(connect(self.settings)[self.settings.mongodb_db])
+            self._client = connect(self.settings)
+            self._jobs = JobStore(self._client[self.settings.mongodb_db])
         return self._jobs
+
+    async def _close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._client = self._jobs = None
+
+    def close(self) -> None:
+        """Close this runner's database client; call while the event loop thread still runs."""
+        self._run(self._close())
 
     async def _get(self, job_id: str) -> JobDocument | None:
         return await (await self._store()).get(job_id)

@@ -70,27 +70,28 @@ class EmbeddedDatabase:
                 "secantusd-py not found: install the dev extra (pip install -e '.[dev]') or set ENGINEROOM_MONGODB_URL"
             )
         self.storage_path.mkdir(parents=True, exist_ok=True)
-        log = (self.storage_path.parent / "secantusd.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                executable,
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-                "--storage-path",
-                str(self.storage_path),
-                "--log-level",
-                "WARNING",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        log_path = self.storage_path.parent / "secantusd.log"
+        with log_path.open("ab") as log:  # the child keeps its own copy of the descriptor
+            self._process = subprocess.Popen(
+                [
+                    executable,
+                    "--host",
+                    self.host,
+                    "--port",
+                    str(self.port),
+                    "--storage-path",
+                    str(self.storage_path),
+                    "--log-level",
+                    "WARNING",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         try:
             wait_for_port(self.host, self.port, DATABASE_START_TIMEOUT_S)
         except TimeoutError as exc:
             self.stop()
-            raise RuntimeError(f"SecantusDB did not start; see {log.name}") from exc
+            raise RuntimeError(f"SecantusDB did not start; see {log_path}") from exc
         return self
 
     def stop(self) -> None:

@@ -1,0 +1,94 @@
+"""Shared fixtures: settings, the real RabbitMQ and SecantusDB, and in-process brokers (after dramatiq's own)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pika
+import pytest
+
+from engineroom.core.config import ENGINES, Settings
+from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
+from engineroom.core.tokens import issue_token
+
+AMQP_URL = os.environ.get("ENGINEROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+#: Same secret for in-process apps and the processes e2e tests start.
+TEST_JWT_SECRET = "engineroom-test-secret-0123456789abcdef"
+
+
+def _unavailable(what: str) -> None:
+    """Under CI a missing service fails the run, as dramatiq's ``check_rabbitmq`` does; locally it skips."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required in CI and is not available")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    if not is_rabbitmq_reachable(AMQP_URL):
+        _unavailable(f"RabbitMQ at {AMQP_URL}")
+    return AMQP_URL
+
+
+@pytest.fixture(scope="session")
+def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SecantusDB server process for the session; each test uses its own database on it."""
+    database = EmbeddedDatabase(tmp_path_factory.mktemp("secantus") / "data")
+    try:
+        database.start()
+    except RuntimeError as exc:
+        _unavailable(f"SecantusDB ({exc})")
+    yield database.url
+    database.stop()
+
+
+@pytest.fixture
+def namespace(amqp_url: str) -> Iterator[str]:
+    """A queue and exchange prefix of this test's own, deleted afterwards, so runs never see each other's messages."""
+    prefix = f"test{uuid.uuid4().hex[:8]}."
+    yield prefix
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    channel = connection.channel()
+    for engine in ENGINES:
+        for suffix in ("", ".DQ", ".XQ"):
+            channel.queue_delete(f"{prefix}{engine}{suffix}")
+    channel.exchange_delete(f"{prefix}engineroom.events")
+    connection.close()
+
+
+@pytest.fixture
+def db_name() -> str:
+    return f"test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(db_name: str) -> Settings:
+    """Settings for in-process tests; the database URL is filled in by fixtures that need a server."""
+    return Settings(mongodb_db=db_name, jwt_secret=TEST_JWT_SECRET, namespace="unit.")  # type: ignore[arg-type]
+
+
+def make_token(user: str = "alice", tenant: str = "acme", *, admin: bool = False) -> str:
+    return issue_token(
+        Settings(jwt_secret=TEST_JWT_SECRET),  # type: ignore[arg-type]
+        user_id=user,
+        tenant_id=tenant,
+        admin=admin,
+    )
+
+
+TokenFor = Callable[..., str]
+
+
+@pytest.fixture
+def token_for() -> TokenFor:
+    """``token_for("bob", "acme", admin=True)``: a valid token signed with the test secret."""
+    return make_token
+
+
+@pytest.fixture
+def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

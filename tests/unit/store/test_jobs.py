@@ -1,0 +1,154 @@
+"""JobStore on mongomock-motor: single-document paths, conditional transitions, visibility, paging."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from mongomock_motor import AsyncMongoMockClient
+
+from engineroom.core.clock import utcnow
+from engineroom.core.errors import InvalidTransition, NotFound
+from engineroom.core.ids import new_id
+from engineroom.models.job import JobDocument, JobFilter, JobState, Progress
+from engineroom.models.principal import ADMIN_ROLE, Principal
+from engineroom.store.client import ensure_indexes
+from engineroom.store.jobs import JobStore
+
+ALICE = Principal(user_id="alice", tenant_id="acme")
+BOB = Principal(user_id="bob", tenant_id="acme")
+ACME_ADMIN = Principal(user_id="root", tenant_id="acme", roles=(ADMIN_ROLE,))
+MALLORY = Principal(user_id="alice", tenant_id="evil")
+
+
+def make_job(owner: Principal = ALICE, **fields: Any) -> JobDocument:
+    now = utcnow()
+    defaults: dict[str, Any] = {
+        "id": new_id(),
+        "tenant_id": owner.tenant_id,
+        "user_id": owner.user_id,
+        "engine": "general",
+        "task": "general.demo",
+        "state": JobState.QUEUED,
+        "created_at": now,
+        "queued_at": now,
+    }
+    return JobDocument(**{**defaults, **fields})
+
+
+@pytest.fixture
+async def jobs() -> JobStore:
+    db = AsyncMongoMockClient(tz_aware=True)["test"]
+    await ensure_indexes(db)
+    return JobStore(db)
+
+
+async def test_an_inserted_job_reads_back_equal(jobs: JobStore) -> None:
+    job = make_job(payload={"text": "hi"}, tags=["a"])
+    await jobs.insert(job)
+    assert await jobs.get(job.id) == job
+
+
+async def test_transition_moves_the_job_and_records_history(jobs: JobStore) -> None:
+    job = await jobs.insert(make_job())
+    await jobs.transition(job.id, expected=[JobState.QUEUED], to=JobState.RUNNING, increment_attempts=True)
+    stored = await jobs.get(job.id)
+    assert stored is not None
+    assert stored.state == JobState.RUNNING
+    assert stored.attempts == 1
+    assert stored.version == 1
+    assert [entry.state for entry in stored.history] == [JobState.RUNNING]
+
+
+@pytest.mark.parametrize("current", [JobState.RUNNING, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
+async def test_transition_refuses_a_job_in_another_state(jobs: JobStore, current: JobState) -> None:
+    job = await jobs.insert(make_job(state=current))
+    with pytest.raises(InvalidTransition):
+        await jobs.transition(job.id, expected=[JobState.QUEUED], to=JobState.RUNNING)
+    stored = await jobs.get(job.id)
+    assert stored is not None and stored.state == current and stored.version == 0
+
+
+async def test_a_cancelled_job_cannot_be_completed(jobs: JobStore) -> None:
+    job = await jobs.insert(make_job(state=JobState.CANCELLED))
+    with pytest.raises(InvalidTransition):
+        await jobs.transition(job.id, expected=[JobState.RUNNING], to=JobState.COMPLETED, fields={"result": 1})
+    stored = await jobs.get(job.id)
+    assert stored is not None and stored.result is None
+
+
+async def test_transition_of_a_missing_job_is_refused(jobs: JobStore) -> None:
+    with pytest.raises(InvalidTransition):
+        await jobs.transition(new_id(), expected=[JobState.QUEUED], to=JobState.RUNNING)
+
+
+async def test_progress_is_recorded_only_while_running(jobs: JobStore) -> None:
+    queued = await jobs.insert(make_job())
+    running = await jobs.insert(make_job(state=JobState.RUNNING))
+    progress = Progress(percent=40, message="drafting", details={"step": 2})
+    assert await jobs.set_progress(queued.id, progress) is False
+    assert await jobs.set_progress(running.id, progress) is True
+    stored = await jobs.get(running.id)
+    assert stored is not None and stored.progress == progress
+
+
+async def test_other_users_and_tenants_get_not_found(jobs: JobStore) -> None:
+    job = await jobs.insert(make_job(owner=ALICE))
+    assert (await jobs.get_visible(job.id, ALICE)).id == job.id
+    assert (await jobs.get_visible(job.id, ACME_ADMIN)).id == job.id
+    for stranger in (BOB, MALLORY):
+        with pytest.raises(NotFound):
+            await jobs.get_visible(job.id, stranger)
+
+
+async def test_listing_shows_own_jobs_newest_first_and_admins_the_tenants(jobs: JobStore) -> None:
+    base = utcnow()
+    mine = [await jobs.insert(make_job(ALICE, id=new_id(int(base.timestamp() * 1000) + i))) for i in range(3)]
+    await jobs.insert(make_job(BOB))
+    await jobs.insert(make_job(MALLORY))
+    page = await jobs.list_visible(ALICE, JobFilter())
+    assert [job.id for job in page.items] == [job.id for job in reversed(mine)]
+    assert len((await jobs.list_visible(ACME_ADMIN, JobFilter())).items) == 4
+
+
+async def test_listing_pages_with_a_cursor_without_gaps_or_repeats(jobs: JobStore) -> None:
+    created = {(await jobs.insert(make_job())).id for _ in range(7)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await jobs.list_visible(ALICE, JobFilter(), limit=3, cursor=cursor)
+        seen += [job.id for job in page.items]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 7
+    assert set(seen) == created
+    assert seen == sorted(seen, reverse=True)
+
+
+async def test_listing_filters_by_state_engine_task_tag_and_time(jobs: JobStore) -> None:
+    now = utcnow()
+    target = await jobs.insert(
+        make_job(state=JobState.COMPLETED, engine="image_generation", task="image_generation.demo", tags=["x"])
+    )
+    await jobs.insert(make_job(state=JobState.COMPLETED, tags=["y"]))
+    await jobs.insert(make_job(engine="image_generation", task="image_generation.demo", tags=["x"]))
+    filters = JobFilter(
+        state=JobState.COMPLETED,
+        engine="image_generation",
+        task="image_generation.demo",
+        tag="x",
+        created_after=now - timedelta(seconds=5),
+        created_before=now + timedelta(seconds=5),
+    )
+    page = await jobs.list_visible(ALICE, filters)
+    assert [job.id for job in page.items] == [target.id]
+
+
+async def test_a_repeated_idempotency_key_returns_the_first_job(jobs: JobStore) -> None:
+    first = await jobs.insert(make_job(idempotency_key="order-7"))
+    again = await jobs.insert(make_job(idempotency_key="order-7"))
+    assert again.id == first.id
+    other_user = await jobs.insert(make_job(BOB, idempotency_key="order-7"))
+    assert other_user.id != first.id
