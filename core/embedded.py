@@ -48,7 +48,7 @@ class EmbeddedDatabase:
     """A ``secantusd-py`` child process with its data under ``storage_path``."""
 
     def __init__(self, storage_path: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
-        self.storage_path = storage_path
+        self.storage_path = storage_path.resolve()
         self.host = host
         self.port = port or free_port(host)
         self._process: subprocess.Popen[bytes] | None = None

@@ -60,6 +60,11 @@ def namespace(amqp_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def jwt_secret() -> str:
+    return TEST_JWT_SECRET
+
+
+@pytest.fixture
 def db_name() -> str:
     return f"test_{uuid.uuid4().hex[:12]}"
 

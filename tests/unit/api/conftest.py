@@ -27,7 +27,7 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     broker = build_broker(app_settings, in_process=True)
     bus = LocalEventBus()
     declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus))
-    worker = Worker(broker, worker_threads=2, worker_timeout=100)
+    worker = Worker(broker, worker_threads=2, worker_timeout=50)
     worker.start()
     try:
         with TestClient(create_app(app_settings, broker=broker, bus=bus)) as test_client:

@@ -1,0 +1,122 @@
+"""Real processes: ``engineroom api`` and ``engineroom worker`` against SecantusDB and the real RabbitMQ."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engineroom.core.embedded import free_port
+
+#: Seconds a process gets to become ready.
+START_TIMEOUT_S = 30.0
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file, shown when a test fails."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    def stop(self) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGINT)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        return self.popen.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+@dataclass
+class Stack:
+    """The processes of one test, and where to reach them."""
+
+    env: dict[str, str]
+    log_dir: Path
+    processes: list[Process] = field(default_factory=list)
+
+    def start(self, name: str, *args: str) -> Process:
+        log_path = self.log_dir / f"{name}.log"
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "engineroom.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        process = Process(name, popen, log_path)
+        self.processes.append(process)
+        return process
+
+    def start_api(self, name: str = "api") -> str:
+        """Start a gateway and return its base URL once ``/readyz`` answers 200."""
+        port = free_port()
+        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port))
+        base_url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if process.popen.poll() is not None:
+                raise AssertionError(f"{name} exited:\n{process.log()}")
+            try:
+                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
+                    return base_url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{name} not ready after {START_TIMEOUT_S} s:\n{process.log()}")
+
+    def start_worker(self, *extra: str) -> Process:
+        return self.start("worker", "worker", "--processes", "1", "--threads", "8", *extra)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {process.name} ---\n{process.log()}" for process in self.processes)
+
+
+@pytest.fixture
+def stack(
+    mongodb_url: str,
+    amqp_url: str,
+    namespace: str,
+    db_name: str,
+    jwt_secret: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Stack]:
+    env = {
+        **os.environ,
+        "ENGINEROOM_MONGODB_URL": mongodb_url,
+        "ENGINEROOM_MONGODB_DB": db_name,
+        "ENGINEROOM_AMQP_URL": amqp_url,
+        "ENGINEROOM_NAMESPACE": namespace,
+        "ENGINEROOM_JWT_SECRET": jwt_secret,
+        "PYTHONUNBUFFERED": "1",
+    }
+    running = Stack(env=env, log_dir=tmp_path)
+    yield running
+    running.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(running.logs())  # noqa: T201  (shown by pytest only for the failing test)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

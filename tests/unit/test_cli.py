@@ -1,0 +1,36 @@
+"""The ``engineroom`` command's own behaviour (its subcommands run for real in tests/e2e)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from engineroom.cli import build_parser
+from engineroom.core.config import Settings
+from engineroom.core.tokens import decode_token
+
+
+def test_token_prints_a_jwt_signed_with_the_configured_secret(jwt_secret: str) -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "engineroom.cli", "token", "--user", "ops", "--tenant", "acme", "--admin"],
+        env={"ENGINEROOM_JWT_SECRET": jwt_secret, "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    who = decode_token(Settings(jwt_secret=jwt_secret), printed)  # type: ignore[arg-type]
+    assert (who.user_id, who.tenant_id, who.is_admin) == ("ops", "acme", True)
+
+
+def test_worker_refuses_unknown_engines() -> None:
+    args = build_parser().parse_args(["worker", "--engines", "general,warp_drive"])
+    with pytest.raises(SystemExit, match="warp_drive"):
+        args.run(args)
+
+
+def test_every_subcommand_of_the_design_exists() -> None:
+    parser = build_parser()
+    for argv in (["api"], ["worker"], ["token", "--user", "u", "--tenant", "t"], ["dev"]):
+        assert parser.parse_args(argv).command == argv[0]
