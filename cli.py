@@ -29,7 +29,8 @@ def _worker(args: argparse.Namespace) -> int:
     engines = _engines(args.engines)
     dramatiq_args = ["engineroom.actors.worker", "--processes", str(args.processes), "--threads", str(args.threads)]
     dramatiq_args += ["--queues", *(settings.queue_name(engine) for engine in engines)]
-    result: int = dramatiq_main(make_argument_parser().parse_args(dramatiq_args))
+    parsed = make_argument_parser().parse_args(dramatiq_args)  # type: ignore[no-untyped-call]
+    result: int = dramatiq_main(parsed)  # type: ignore[no-untyped-call]
     return result
 
 
