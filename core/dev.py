@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from dramatiq import Worker
@@ -14,7 +16,7 @@ from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
 from engineroom.core.broker import build_broker
-from engineroom.core.config import get_settings
+from engineroom.core.config import Settings, get_settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.core.tokens import issue_token
 from engineroom.notifications.bus import EventBus, LocalEventBus, RabbitEventBus
@@ -22,15 +24,31 @@ from engineroom.notifications.bus import EventBus, LocalEventBus, RabbitEventBus
 logger = logging.getLogger(__name__)
 
 
+def _exit_cleanly(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def run_dev(*, host: str, port: int, data_dir: Path, threads: int) -> int:
-    """Run until Ctrl-C, then stop the worker and the embedded database."""
+    """Run until Ctrl-C or SIGTERM, then stop the worker and the embedded database."""
+    # uvicorn re-raises the SIGTERM it caught once it has shut down; the default action would kill this process
+    # before the ``finally`` below stops the worker and the database. Exiting through SystemExit runs it.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     database: EmbeddedDatabase | None = None
-    if "ENGINEROOM_MONGODB_URL" not in os.environ:
-        database = EmbeddedDatabase(data_dir / "mongo").start()
-        os.environ["ENGINEROOM_MONGODB_URL"] = database.url
-        logger.info("embedded SecantusDB on %s (data in %s)", database.url, data_dir / "mongo")
-    get_settings.cache_clear()
-    settings = get_settings()
+    try:
+        if "ENGINEROOM_MONGODB_URL" not in os.environ:
+            database = EmbeddedDatabase(data_dir / "mongo").start()
+            os.environ["ENGINEROOM_MONGODB_URL"] = database.url
+            logger.info("embedded SecantusDB on %s (data in %s)", database.url, data_dir / "mongo")
+        get_settings.cache_clear()
+        _serve(get_settings(), host=host, port=port, threads=threads)
+    finally:
+        if database is not None:
+            database.stop()
+    return 0
+
+
+def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
+    """Workers for every engine on threads of this process, and the gateway in front, until it stops."""
     in_process = not is_rabbitmq_reachable(settings.amqp_url)
     if in_process:
         logger.warning(
@@ -45,7 +63,7 @@ def run_dev(*, host: str, port: int, data_dir: Path, threads: int) -> int:
     worker = Worker(broker, worker_threads=threads)
     worker.start()
     token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
-    print(f"\nengineroom dev is up: http://{host}:{port}/  (API docs: http://{host}:{port}/docs)")  # noqa: T201
+    print(f"\nengineroom dev is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")  # noqa: T201
     print(f"admin token (tenant 'default'): {token}\n", flush=True)  # noqa: T201
     try:
         uvicorn.run(create_app(settings, broker=broker, bus=bus), host=host, port=port, log_level="info")
@@ -53,6 +71,3 @@ def run_dev(*, host: str, port: int, data_dir: Path, threads: int) -> int:
         worker.stop()
         bus.close()
         broker.close()
-        if database is not None:
-            database.stop()
-    return 0

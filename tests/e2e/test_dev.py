@@ -60,9 +60,9 @@ class DevProcess:
                 time.sleep(0.2)
         raise AssertionError(f"dev server never answered:\n{self.log()}")
 
-    def interrupt(self) -> int:
-        """Ctrl-C, as a user would; returns the exit code."""
-        self.popen.send_signal(signal.SIGINT)
+    def interrupt(self, signum: int = signal.SIGINT) -> int:
+        """Ctrl-C (or ``signum``), as a user or a process manager would; returns the exit code."""
+        self.popen.send_signal(signum)
         try:
             return self.popen.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -111,7 +111,7 @@ async def test_dev_serves_a_job_end_to_end_from_a_clean_directory_and_stops_on_c
 ) -> None:
     token = dev.wait_for_token()
     dev.wait_until_serving()
-    assert f"http://127.0.0.1:{dev.port}/" in dev.log()
+    assert f"http://127.0.0.1:{dev.port}/docs" in dev.log()
     assert "IN-PROCESS broker" not in dev.log()
     job = await run_one_job(dev.base_url, token)
     assert job["state"] == "completed"
@@ -129,3 +129,11 @@ async def test_dev_without_rabbitmq_warns_loudly_and_still_runs_jobs(dev: DevPro
     job = await run_one_job(dev.base_url, token)
     assert job["state"] == "completed" and job["result"] == {"engine": "text_intelligence", "steps": 2, "result": 42}
     assert dev.interrupt() == 0
+
+
+async def test_dev_stops_its_database_on_sigterm_too(dev: DevProcess, tmp_path: Path) -> None:
+    dev.wait_for_token()
+    dev.wait_until_serving()
+    assert secantus_processes_under(tmp_path)
+    assert dev.interrupt(signal.SIGTERM) == 0
+    assert not secantus_processes_under(tmp_path)
