@@ -28,10 +28,20 @@ def _worker(args: argparse.Namespace) -> int:
     settings = get_settings()
     engines = _engines(args.engines)
     dramatiq_args = ["engineroom.actors.worker", "--processes", str(args.processes), "--threads", str(args.threads)]
+    dramatiq_args += ["--worker-shutdown-timeout", str(int(args.grace_s * 1000))]
     dramatiq_args += ["--queues", *(settings.queue_name(engine) for engine in engines)]
     parsed = make_argument_parser().parse_args(dramatiq_args)  # type: ignore[no-untyped-call]
     result: int = dramatiq_main(parsed)  # type: ignore[no-untyped-call]
     return result
+
+
+def _scheduler(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engineroom.scheduler.process import serve_scheduler
+
+    asyncio.run(serve_scheduler(get_settings()))
+    return 0
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -70,7 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--engines", help=f"comma-separated; default all of {','.join(ENGINES)}")
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument(
+        "--grace-s",
+        type=float,
+        default=600.0,
+        help="on SIGTERM, how long running jobs may finish before the rest go back to the queue",
+    )
     worker.set_defaults(run=_worker)
+
+    scheduler = commands.add_parser("scheduler", help="release retries, recover orphaned jobs, send the outbox")
+    scheduler.set_defaults(run=_scheduler)
 
     token = commands.add_parser("token", help="print a JWT signed with ENGINEROOM_JWT_SECRET")
     token.add_argument("--user", required=True)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
+from engineroom.core.errors import PermanentError
 from engineroom.models.job import JobDocument, Progress, Usage
+
+
+class InvalidProgress(PermanentError, ValueError):
+    """A task reported progress engineroom cannot store: a bug in the task, so the job fails without retries."""
 
 
 class JobReporter(Protocol):
@@ -31,9 +38,18 @@ class JobContext:
         return self.job.id
 
     def progress(self, percent: float, message: str | None = None, **details: Any) -> None:
-        """Record progress (0-100) and tell the job's watchers."""
-        clamped = max(0.0, min(100.0, float(percent)))
-        self._reporter.report_progress(self.job, Progress(percent=clamped, message=message, details=details))
+        """Record progress and tell the job's watchers.
+
+        Raises:
+          InvalidProgress: ``percent`` is not a number from 0 to 100, or ``details`` are not JSON values.
+        """
+        if isinstance(percent, bool) or not isinstance(percent, int | float) or not 0 <= percent <= 100:
+            raise InvalidProgress(f"ctx.progress: percent must be a number from 0 to 100, not {percent!r}")
+        try:
+            progress = Progress(percent=percent, message=message, details=details)
+        except ValidationError as exc:
+            raise InvalidProgress(f"ctx.progress: message and details must be JSON values: {exc}") from None
+        self._reporter.report_progress(self.job, progress)
 
     def raise_if_cancelled(self) -> None:
         """Stop here if the job was cancelled (cooperative check for long loops)."""

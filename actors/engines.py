@@ -12,14 +12,18 @@ from engineroom.core.config import ENGINES, Settings
 ACTOR_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 
-class _RunnerShutdown(Middleware):
-    """Closes the runner's clients once worker threads are done, before ``AsyncIO`` stops their loop.
+class _RunnerLifecycle(Middleware):
+    """Starts the runner's heartbeat and cancel listener with the worker, and closes them (and its database
+    client) once worker threads are done, before ``AsyncIO`` stops the loop they use.
 
-    Added after ``AsyncIO``: Dramatiq runs ``after_*`` hooks in reverse order, so this one runs first.
+    Added after ``AsyncIO``: Dramatiq runs ``after_*`` hooks in reverse order, so this one's shutdown runs first.
     """
 
     def __init__(self, runner: JobRunner) -> None:
         self.runner = runner
+
+    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        self.runner.start()
 
     def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
         self.runner.close()
@@ -27,7 +31,7 @@ class _RunnerShutdown(Middleware):
 
 def declare_engine_actors(broker: Broker, settings: Settings, runner: JobRunner) -> dict[str, Actor[[str], None]]:
     """Declare the eight engine actors on ``broker``; each runs job messages through ``runner``."""
-    broker.add_middleware(_RunnerShutdown(runner), after=AsyncIO)
+    broker.add_middleware(_RunnerLifecycle(runner), after=AsyncIO)
     actors: dict[str, Actor[[str], None]] = {}
     for engine in ENGINES:
         queue = settings.queue_name(engine)

@@ -40,6 +40,9 @@ class Task:
     max_retries: int
     timeout_s: float | None
     description: str | None
+    #: Exceptions that always retry / always fail at once, on top of TransientError / PermanentError.
+    retry_on: tuple[type[BaseException], ...] = ()
+    fail_on: tuple[type[BaseException], ...] = ()
 
     @property
     def full_name(self) -> str:
@@ -95,9 +98,18 @@ def _payload_model(full_name: str, fn: TaskFn) -> type[BaseModel]:
 
 
 def task(
-    engine: str, *, name: str | None = None, max_retries: int = 3, timeout_s: float | None = 300.0
+    engine: str,
+    *,
+    name: str | None = None,
+    max_retries: int = 3,
+    timeout_s: float | None = 300.0,
+    retry_on: Iterable[type[BaseException]] = (),
+    fail_on: Iterable[type[BaseException]] = (),
 ) -> Callable[[F], F]:
     """Register a function as the task ``<engine>.<name>``.
+
+    ``retry_on`` / ``fail_on`` name exception classes that retry or fail at once (``fail_on`` wins); see
+    ``actors/failures.py`` for how everything else is judged.
 
     Raises:
       ValueError: unknown engine, duplicate name or bad limits (at import, not at first run).
@@ -125,6 +137,8 @@ def task(
             max_retries=max_retries,
             timeout_s=timeout_s,
             description=inspect.getdoc(fn),
+            retry_on=tuple(retry_on),
+            fail_on=tuple(fail_on),
         )
         return fn
 

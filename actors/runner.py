@@ -7,23 +7,31 @@ Runs on Dramatiq worker threads. MongoDB is reached through motor on the event l
 from __future__ import annotations
 
 import logging
-import traceback
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.middleware import Interrupt, TimeLimitExceeded
+from dramatiq.middleware import Interrupt
 from motor.motor_asyncio import AsyncIOMotorClient
+from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from engineroom.actors.context import JobContext
+from engineroom.actors.failures import describe_error
+from engineroom.actors.heartbeat import Heartbeat
+from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
+from engineroom.actors.running import RunningJobs
+from engineroom.core.backoff import compute_backoff_s
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
-from engineroom.core.errors import EngineroomError, InvalidTransition, JobCancelled
-from engineroom.models.event import EventType, job_event
+from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
+from engineroom.core.ids import process_identity
+from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import JobDocument, JobError, JobState, Progress
-from engineroom.notifications.bus import EventBus
+from engineroom.notifications.bus import EventBus, Subscription
 from engineroom.store.client import connect
 from engineroom.store.jobs import JobStore
 
@@ -31,17 +39,13 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
+#: arrives over RabbitMQ at once; the check covers a signal that was lost).
+CANCEL_POLL_INTERVAL_S = 1.0
 
-def describe_error(exc: BaseException) -> JobError:
-    """The stored form of a task's failure."""
-    if isinstance(exc, TimeLimitExceeded):
-        return JobError(type="Timeout", message="the job ran past its time limit", transient=True)
-    return JobError(
-        type=type(exc).__name__,
-        message=str(exc) or type(exc).__name__,
-        traceback="".join(traceback.format_exception(exc)),
-        transient=bool(getattr(exc, "transient", False)),
-    )
+
+def _storable(value: Any) -> Any:
+    return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
 
 
 class JobRunner:
@@ -50,8 +54,32 @@ class JobRunner:
     def __init__(self, settings: Settings, bus: EventBus) -> None:
         self.settings = settings
         self.bus = bus
-        self._jobs: JobStore | None = None
+        self.worker_id = process_identity()
+        self.running = RunningJobs()
+        self.progress = ProgressCoalescer()
         self._client: AsyncIOMotorClient[dict[str, Any]] | None = None
+        self._jobs: JobStore | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._cancel_subscription: Subscription | None = None
+        self._last_cancel_poll: dict[str, float] = {}
+
+    # -- lifecycle (driven by Dramatiq middleware in actors/engines.py) --
+
+    def start(self) -> None:
+        """Begin renewing leases and listening for cancellations."""
+        self._heartbeat = Heartbeat(self.renew_leases, self.settings.job_lease_s / 3)
+        self._heartbeat.start()
+        self._cancel_subscription = self.bus.subscribe(self._on_cancel_event, routing_keys=[EventType.JOB_CANCELLED])
+
+    def close(self) -> None:
+        """Stop the heartbeat and listener and close the database client; the event loop must still run."""
+        if self._cancel_subscription is not None:
+            self._cancel_subscription.close()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        self._run(self._close_client())
+
+    # -- database access, through the AsyncIO middleware's loop --
 
     def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         loop_thread = get_event_loop_thread()
@@ -60,29 +88,26 @@ class JobRunner:
             raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
         return loop_thread.run_coroutine(coroutine)
 
-    async def _store(self) -> JobStore:
-        if self._jobs is None:  # created on the loop thread, where motor binds to the loop
-            self._client = connect(self.settings)
-            self._jobs = JobStore(self._client[self.settings.mongodb_db])
-        return self._jobs
+    def _call(self, operation: Callable[[JobStore], Awaitable[T]]) -> T:
+        async def apply() -> T:
+            if self._jobs is None:  # created on the loop thread, where motor binds to the loop
+                self._client = connect(self.settings)
+                self._jobs = JobStore(self._client[self.settings.mongodb_db])
+            return await operation(self._jobs)
 
-    async def _close(self) -> None:
+        return self._run(apply())
+
+    async def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
         self._client = self._jobs = None
 
-    def close(self) -> None:
-        """Close this runner's database client; call while the event loop thread still runs."""
-        self._run(self._close())
+    def renew_leases(self) -> None:
+        until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
+        running = self.running.ids()
+        self._call(lambda jobs: jobs.renew_leases(running, self.worker_id, until))
 
-    async def _get(self, job_id: str) -> JobDocument | None:
-        return await (await self._store()).get(job_id)
-
-    async def _transition(self, job_id: str, **kwargs: Any) -> None:
-        await (await self._store()).transition(job_id, **kwargs)
-
-    async def _set_progress(self, job_id: str, progress: Progress) -> bool:
-        return await (await self._store()).set_progress(job_id, progress)
+    # -- a job's life --
 
     def publish(self, job: JobDocument, event_type: EventType, data: dict[str, Any] | None = None) -> None:
         """Tell the job's watchers; a lost event is logged, never fatal (the document is the truth)."""
@@ -93,7 +118,7 @@ class JobRunner:
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it."""
-        job = self._run(self._get(job_id))
+        job = self._call(lambda jobs: jobs.get(job_id))
         if job is None:
             logger.warning("job %s not found; dropping its message", job_id)
             return
@@ -102,65 +127,138 @@ class JobRunner:
             return
         try:
             task = get_task(job.task)
-        except EngineroomError as exc:
-            self._finish(job, JobState.FAILED, {"error": describe_error(exc).model_dump()}, expected=JobState.QUEUED)
+        except InvalidRequest as exc:
+            self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)}, expected=JobState.QUEUED)
             return
+        claimed = self._claim(job)
+        if claimed is not None:
+            self._execute(claimed, task)
+
+    def _claim(self, job: JobDocument) -> JobDocument | None:
         started_at = utcnow()
+        fields = {
+            "started_at": started_at,
+            "worker_id": self.worker_id,
+            "lease_expires_at": started_at + timedelta(seconds=self.settings.job_lease_s),
+            "needs_dispatch": False,
+            "next_attempt_at": None,
+        }
         try:
-            self._run(
-                self._transition(
+            self._call(
+                lambda jobs: jobs.transition(
                     job.id,
                     expected=[JobState.QUEUED],
                     to=JobState.RUNNING,
-                    fields={"started_at": started_at},
+                    fields=fields,
+                    detail=f"attempt {job.attempts + 1} on {self.worker_id}",
                     increment_attempts=True,
                 )
             )
         except InvalidTransition:
-            logger.info("job %s was claimed or cancelled meanwhile", job_id)
-            return
-        job = job.model_copy(update={"state": JobState.RUNNING, "started_at": started_at, "attempts": job.attempts + 1})
-        self.publish(job, EventType.JOB_STARTED, {"attempt": job.attempts})
-        self._execute(job, task)
+            logger.info("job %s was claimed or cancelled meanwhile", job.id)
+            return None
+        claimed = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **fields})
+        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts})
+        return claimed
 
     def _execute(self, job: JobDocument, task: Task) -> None:
         ctx = JobContext(job, self)
+        self.running.enter(job.id)
         try:
             result = to_jsonable_python(task(ctx, **task.validate_payload(job.payload)))
-        except (Exception, Interrupt) as exc:
-            if isinstance(exc, JobCancelled):
-                raise  # cancellation is recorded by whoever cancelled
-            logger.info("job %s failed: %r", job.id, exc)
-            fields = {"error": describe_error(exc).model_dump(), "usage": ctx.usage.model_dump()}
-            self._finish(job, JobState.FAILED, fields)
+        except JobCancelled:
+            logger.info("job %s stopped: it was cancelled", job.id)  # whoever cancelled recorded it
+            self.progress.pop_latest(job.id)
             return
-        fields = {
-            "result": result,
-            "usage": ctx.usage.model_dump(),
-            "progress": {"percent": 100.0, "message": "done", "details": {}},
-        }
+        except (Exception, Interrupt) as exc:
+            self._record_failure(job, task, exc, ctx)
+            return
+        finally:
+            self.running.leave(job.id)
+            self._last_cancel_poll.pop(job.id, None)
+        self.progress.pop_latest(job.id)
+        fields = {"result": result, "usage": ctx.usage, "progress": Progress(percent=100.0, message="done")}
         self._finish(job, JobState.COMPLETED, fields)
+
+    def _record_failure(self, job: JobDocument, task: Task, exc: BaseException, ctx: JobContext) -> None:
+        error = describe_error(exc, task)
+        fields: dict[str, Any] = {"error": error, "usage": ctx.usage}
+        latest = self.progress.pop_latest(job.id)
+        if latest is not None:
+            fields["progress"] = latest
+        if error.transient and job.may_retry:
+            self._schedule_retry(job, error, fields)
+        else:
+            logger.info("job %s failed for good after %d attempt(s): %s", job.id, job.attempts, error.type)
+            self._finish(job, JobState.FAILED, fields)
+
+    def _schedule_retry(self, job: JobDocument, error: JobError, fields: dict[str, Any]) -> None:
+        delay_s = compute_backoff_s(
+            job.attempts - 1, base_s=self.settings.retry_backoff_base_s, cap_s=self.settings.retry_backoff_cap_s
+        )
+        next_attempt_at = utcnow() + timedelta(seconds=delay_s)
+        detail = f"attempt {job.attempts} failed ({error.type}); next attempt in {delay_s:.1f} s"
+        fields = {**fields, "next_attempt_at": next_attempt_at, "worker_id": None, "lease_expires_at": None}
+        if self._transition(job, JobState.RETRYING, fields, detail=detail, error=error):
+            retrying = job.model_copy(update={"state": JobState.RETRYING})
+            data = {"attempt": job.attempts, "next_attempt_at": next_attempt_at.isoformat(), "error": error}
+            self.publish(retrying, EventType.JOB_RETRYING, to_jsonable_python(data))
 
     def _finish(
         self, job: JobDocument, to: JobState, fields: dict[str, Any], expected: JobState = JobState.RUNNING
     ) -> None:
-        fields = {**fields, "finished_at": utcnow()}
-        try:
-            self._run(self._transition(job.id, expected=[expected], to=to, fields=fields))
-        except InvalidTransition:
-            logger.info("job %s left %s before it could be marked %s", job.id, expected, to)
+        fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None}
+        error: JobError | None = fields.get("error")
+        if not self._transition(job, to, fields, expected=expected, error=error):
             return
         finished = job.model_copy(update={"state": to})
         if to == JobState.COMPLETED:
             self.publish(finished, EventType.JOB_COMPLETED, {"result": fields["result"]})
         else:
-            self.publish(finished, EventType.JOB_FAILED, {"error": fields["error"]})
+            self.publish(finished, EventType.JOB_FAILED, {"error": to_jsonable_python(error)})
 
-    # JobReporter, for JobContext:
+    def _transition(
+        self,
+        job: JobDocument,
+        to: JobState,
+        fields: dict[str, Any],
+        *,
+        expected: JobState = JobState.RUNNING,
+        detail: str | None = None,
+        error: JobError | None = None,
+    ) -> bool:
+        """Write the outcome if the job is still ``expected``; False if it moved on (say, it was cancelled)."""
+        stored_fields = {key: _storable(value) for key, value in fields.items()}
+        try:
+            self._call(
+                lambda jobs: jobs.transition(
+                    job.id, expected=[expected], to=to, fields=stored_fields, detail=detail, error=error
+                )
+            )
+        except InvalidTransition:
+            logger.info("job %s left %s before it could be marked %s", job.id, expected, to)
+            return False
+        return True
+
+    # -- JobReporter, for JobContext --
+
     def report_progress(self, job: JobDocument, progress: Progress) -> None:
-        if self._run(self._set_progress(job.id, progress)):
-            self.publish(job, EventType.JOB_PROGRESS, progress.model_dump())
+        if self.running.is_cancelled(job.id):
+            return
+        if self.progress.offer(job.id, progress):
+            self._call(lambda jobs: jobs.set_progress(job.id, progress))
+        self.publish(job, EventType.JOB_PROGRESS, progress.model_dump())
 
     def is_cancelled(self, job: JobDocument) -> bool:
-        current = self._run(self._get(job.id))
+        if self.running.is_cancelled(job.id):
+            return True
+        now = time.monotonic()
+        if now - self._last_cancel_poll.get(job.id, float("-inf")) < CANCEL_POLL_INTERVAL_S:
+            return False
+        self._last_cancel_poll[job.id] = now
+        current = self._call(lambda jobs: jobs.get(job.id))
         return current is None or current.state == JobState.CANCELLED
+
+    def _on_cancel_event(self, event: Event) -> None:
+        if event.job_id is not None:
+            self.running.cancel(event.job_id)

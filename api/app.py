@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,22 +13,31 @@ from fastapi import FastAPI
 from engineroom import __version__
 from engineroom.actors.registry import load_task_modules
 from engineroom.api import ws
+from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.routes import health, jobs, tasks
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
+from engineroom.core.dispatch import Dispatcher
 from engineroom.notifications.bus import EventBus, RabbitEventBus
+from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
+from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
 
 
 def create_app(
-    settings: Settings | None = None, *, broker: Broker | None = None, bus: EventBus | None = None
+    settings: Settings | None = None,
+    *,
+    broker: Broker | None = None,
+    bus: EventBus | None = None,
+    with_scheduler: bool = False,
 ) -> FastAPI:
-    """The gateway. ``broker`` and ``bus`` default to RabbitMQ; ``engineroom dev`` and tests pass in-process ones."""
+    """The gateway. ``broker`` and ``bus`` default to RabbitMQ; ``engineroom dev`` and tests pass in-process
+    ones, and may run the scheduler on the gateway's loop (``with_scheduler``) instead of as its own process."""
     settings = settings or get_settings()
     load_task_modules(settings.task_module_names)
 
@@ -37,19 +47,31 @@ def create_app(
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
         events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)
+        publisher = AsyncEventPublisher(events)
         enqueuer = Enqueuer(broker or build_broker(settings), settings)
+        jobs_store = JobStore(db)
+        dispatcher = Dispatcher(jobs_store, enqueuer)
         hub = Hub(asyncio.get_running_loop())
         subscription = events.subscribe(hub.deliver_threadsafe)
         app.state.db = db
-        app.state.jobs = JobStore(db)
+        app.state.jobs = jobs_store
         app.state.enqueuer = enqueuer
         app.state.hub = hub
-        app.state.submitter = JobSubmitter(app.state.jobs, enqueuer, events)
+        app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
+        app.state.control = JobControl(jobs_store, dispatcher, publisher)
+        scheduler_task = (
+            asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
+        )
         try:
             yield
         finally:
+            if scheduler_task is not None:
+                scheduler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler_task
             subscription.close()
-            app.state.submitter.close()
+            await dispatcher.close()
+            publisher.close()
             enqueuer.close()
             if bus is None:
                 events.close()

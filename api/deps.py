@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from engineroom.api.control import JobControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.config import Settings
 from engineroom.core.errors import Unauthenticated
@@ -32,6 +33,11 @@ def get_submitter(request: Request) -> JobSubmitter:
     return submitter
 
 
+def get_job_control(request: Request) -> JobControl:
+    control: JobControl = request.app.state.control
+    return control
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
@@ -45,4 +51,5 @@ def get_principal(
 
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
+JobControlDep = Annotated[JobControl, Depends(get_job_control)]
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

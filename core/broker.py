@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import dramatiq
 from dramatiq import Broker, Message
@@ -14,6 +15,7 @@ from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.errors import BrokerUnavailable
+from engineroom.models.job import JobDocument
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +32,6 @@ def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
     broker: Broker
     if in_process:
         broker = StubBroker()
-        broker.emit_after("process_boot")
     else:
         broker = RabbitmqBroker(url=settings.amqp_url, max_priority=MAX_PRIORITY)
     broker.add_middleware(AsyncIO())
@@ -39,16 +40,20 @@ def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
     return broker
 
 
-def job_message(settings: Settings, *, engine: str, job_id: str, priority: int) -> Message[None]:
-    """The Dramatiq message that asks an engine to run a job: it carries the job id only."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}")
+def job_message(settings: Settings, job: JobDocument) -> Message[None]:
+    """The Dramatiq message that asks an engine to run a job: the job id, plus what RabbitMQ and Dramatiq's
+    ``TimeLimit`` need before the document is read (priority, time limit in ms)."""
+    if job.engine not in ENGINES:
+        raise ValueError(f"unknown engine {job.engine!r}")
+    options: dict[str, Any] = {"broker_priority": job.priority}
+    if job.timeout_s is not None:
+        options["time_limit"] = int(job.timeout_s * 1000)
     return Message(
-        queue_name=settings.queue_name(engine),
-        actor_name=settings.queue_name(engine),
-        args=(job_id,),
+        queue_name=settings.queue_name(job.engine),
+        actor_name=settings.queue_name(job.engine),
+        args=(job.id,),
         kwargs={},
-        options={"broker_priority": priority},
+        options=options,
     )
 
 
@@ -64,18 +69,18 @@ class Enqueuer:
         self.settings = settings
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-enqueue")
 
-    async def enqueue(self, *, engine: str, job_id: str, priority: int) -> None:
+    async def enqueue(self, job: JobDocument) -> None:
         """Put a job on its engine's queue.
 
         Raises:
           BrokerUnavailable: RabbitMQ refused or could not be reached after Dramatiq's bounded retries.
         """
-        message = job_message(self.settings, engine=engine, job_id=job_id, priority=priority)
+        message = job_message(self.settings, job)
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self.broker.enqueue, message)
         except dramatiq.errors.ConnectionError as exc:
-            logger.error("enqueue of job %s failed: %s", job_id, exc)
+            logger.error("enqueue of job %s failed: %s", job.id, exc)
             raise BrokerUnavailable() from exc
 
     async def ping(self) -> None:
@@ -102,3 +107,11 @@ class Enqueuer:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+
+
+def start_in_process_worker(broker: Broker, *, threads: int, worker_timeout_ms: int = 1000) -> dramatiq.Worker:
+    """A Dramatiq worker on threads of this process (``engineroom dev``, tests); the CLI worker boots itself."""
+    broker.emit_after("process_boot")  # what dramatiq's CLI does in each worker process: starts TimeLimit
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=worker_timeout_ms)
+    worker.start()
+    return worker

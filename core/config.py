@@ -45,8 +45,15 @@ class Settings(BaseSettings):
     retention_days: int = 30
     rate_limit_per_minute: int | None = None
     smtp_url: str | None = None
-    default_timeout_s: float = 3600.0
-    default_max_retries: int = 3
+    #: Backoff before retry n is uniform in [0, min(base * 2**n, cap)] ("full jitter").
+    retry_backoff_base_s: float = 2.0
+    retry_backoff_cap_s: float = 3600.0
+    #: A running job whose worker stops renewing its lease for this long is re-queued by the scheduler.
+    job_lease_s: float = 30.0
+    #: How often the scheduler looks for due retries, expired leases and undispatched jobs.
+    scheduler_interval_s: float = 0.5
+    #: A job still flagged ``needs_dispatch`` this long after it was queued is (re)sent by the scheduler.
+    dispatch_grace_s: float = 5.0
 
     @model_validator(mode="after")
     def _refuse_unsafe_production_values(self) -> Settings:
@@ -54,8 +61,15 @@ class Settings(BaseSettings):
             secret = self.jwt_secret.get_secret_value()
             if secret == DEV_JWT_SECRET or len(secret) < 32:
                 raise ValueError("ENGINEROOM_JWT_SECRET must be set to at least 32 characters when ENGINEROOM_ENV=prod")
-        if self.max_payload_bytes <= 0:
-            raise ValueError("ENGINEROOM_MAX_PAYLOAD_BYTES must be positive")
+        for name in (
+            "max_payload_bytes",
+            "retry_backoff_base_s",
+            "retry_backoff_cap_s",
+            "job_lease_s",
+            "scheduler_interval_s",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"ENGINEROOM_{name.upper()} must be positive")
         return self
 
     @property

@@ -9,13 +9,12 @@ from pathlib import Path
 from types import FrameType
 
 import uvicorn
-from dramatiq import Worker
 
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
-from engineroom.core.broker import build_broker
+from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.core.tokens import issue_token
@@ -60,13 +59,14 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     broker = build_broker(settings, in_process=in_process)
     bus: EventBus = LocalEventBus() if in_process else RabbitEventBus(settings.amqp_url, settings.events_exchange)
     declare_engine_actors(broker, settings, JobRunner(settings, bus))
-    worker = Worker(broker, worker_threads=threads)
-    worker.start()
+    worker = start_in_process_worker(broker, threads=threads)
     token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
     print(f"\nengineroom dev is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")  # noqa: T201
     print(f"admin token (tenant 'default'): {token}\n", flush=True)  # noqa: T201
     try:
-        uvicorn.run(create_app(settings, broker=broker, bus=bus), host=host, port=port, log_level="info")
+        uvicorn.run(
+            create_app(settings, broker=broker, bus=bus, with_scheduler=True), host=host, port=port, log_level="info"
+        )
     finally:
         worker.stop()
         bus.close()

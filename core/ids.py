@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -23,3 +25,8 @@ def new_id(now_ms: int | None = None) -> str:
 
 def is_valid_id(value: str) -> bool:
     return len(value) == ID_LENGTH and all(char in _ALPHABET for char in value)
+
+
+def process_identity() -> str:
+    """Names this process in leases and job records: host, pid and a random suffix (pids get reused)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"

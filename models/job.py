@@ -64,6 +64,8 @@ class HistoryEntry(BaseModel):
     state: JobState
     at: datetime
     detail: str | None = None
+    #: The error of the attempt that ended here (on ``retrying`` and ``failed``).
+    error: JobError | None = None
 
 
 class Usage(BaseModel):
@@ -85,6 +87,7 @@ class JobSubmit(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    # Delays (``delay_s``, ``scheduled_at``) and dependencies come with the scheduler's time features.
 
     @model_validator(mode="before")
     @classmethod
@@ -123,14 +126,29 @@ class _JobFields(BaseModel):
     usage: Usage = Field(default_factory=Usage)
     history: list[HistoryEntry] = Field(default_factory=list)
     version: int = 0
+    #: When a ``retrying`` job is due for its next attempt.
+    next_attempt_at: datetime | None = None
+    #: ``attempts`` when the job was last retried by hand; automatic retries count from there.
+    attempts_before_retry: int = 0
 
 
 class JobDocument(_JobFields):
     """A job as stored in the ``jobs`` collection; only store/ and actors/ handle it."""
 
+    #: Set with every move to ``queued`` and cleared once its broker message is known sent (outbox).
+    needs_dispatch: bool = False
+    #: While ``running``: the worker process that runs it, and until when its heartbeat vouches for it.
+    worker_id: str | None = None
+    lease_expires_at: datetime | None = None
+
     @property
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    @property
+    def may_retry(self) -> bool:
+        """Whether a transient failure of the attempt just made leaves automatic retries."""
+        return self.attempts - self.attempts_before_retry <= self.max_retries
 
 
 class JobPublic(_JobFields):

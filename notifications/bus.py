@@ -7,9 +7,10 @@ consumes all of it through its own exclusive queue, so any number of gateways ea
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import pika
@@ -37,8 +38,9 @@ class EventBus(Protocol):
     def publish(self, event: Event) -> None:
         """Send an event to every gateway; blocking, so call it off the event loop."""
 
-    def subscribe(self, handler: EventHandler) -> Subscription:
-        """Call ``handler`` (from another thread) with every event published from now on."""
+    def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
+        """Call ``handler`` (from another thread) with every event published from now on whose type matches
+        one of ``routing_keys`` (AMQP topic patterns: ``#`` is everything, ``job.*`` every job event)."""
 
     def close(self) -> None: ...
 
@@ -47,23 +49,25 @@ class LocalEventBus:
     """Delivers events to handlers in this process only."""
 
     def __init__(self) -> None:
-        self._handlers: list[EventHandler] = []
+        self._handlers: list[tuple[EventHandler, tuple[str, ...]]] = []
         self._lock = threading.Lock()
 
     def publish(self, event: Event) -> None:
         with self._lock:
             handlers = list(self._handlers)
-        for handler in handlers:
-            handler(event)
+        for handler, routing_keys in handlers:
+            if any(_topic_matches(pattern, str(event.type)) for pattern in routing_keys):
+                handler(event)
 
-    def subscribe(self, handler: EventHandler) -> Subscription:
+    def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
+        entry = (handler, tuple(routing_keys))
         with self._lock:
-            self._handlers.append(handler)
-        return _LocalSubscription(self, handler)
+            self._handlers.append(entry)
+        return _LocalSubscription(self, entry)
 
-    def unsubscribe(self, handler: EventHandler) -> None:
+    def unsubscribe(self, entry: tuple[EventHandler, tuple[str, ...]]) -> None:
         with self._lock:
-            self._handlers.remove(handler)
+            self._handlers.remove(entry)
 
     def close(self) -> None:
         with self._lock:
@@ -71,11 +75,16 @@ class LocalEventBus:
 
 
 class _LocalSubscription:
-    def __init__(self, bus: LocalEventBus, handler: EventHandler) -> None:
-        self._bus, self._handler = bus, handler
+    def __init__(self, bus: LocalEventBus, entry: tuple[EventHandler, tuple[str, ...]]) -> None:
+        self._bus, self._entry = bus, entry
 
     def close(self) -> None:
-        self._bus.unsubscribe(self._handler)
+        self._bus.unsubscribe(self._entry)
+
+
+def _topic_matches(pattern: str, key: str) -> bool:
+    """AMQP topic matching, for the in-process bus: ``*`` is one word, ``#`` zero or more."""
+    return re.fullmatch(re.escape(pattern).replace(r"\#", ".*").replace(r"\*", "[^.]+"), key) is not None
 
 
 class RabbitEventBus:
@@ -126,8 +135,8 @@ class RabbitEventBus:
                 self._drop_connection()
         raise BrokerUnavailable(f"could not publish event {event.id}")
 
-    def subscribe(self, handler: EventHandler) -> Subscription:
-        consumer = _RabbitConsumer(self.parameters, self.exchange, handler)
+    def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
+        consumer = _RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys))
         consumer.start()
         if not consumer.ready.wait(timeout=10):
             logger.warning("events consumer not bound yet; it keeps retrying in the background")
@@ -140,9 +149,12 @@ class RabbitEventBus:
 class _RabbitConsumer(threading.Thread):
     """Consumes the events exchange through an exclusive, server-named queue; reconnects until closed."""
 
-    def __init__(self, parameters: pika.URLParameters, exchange: str, handler: EventHandler) -> None:
+    def __init__(
+        self, parameters: pika.URLParameters, exchange: str, handler: EventHandler, routing_keys: tuple[str, ...]
+    ) -> None:
         super().__init__(name="engineroom-events-consumer", daemon=True)
         self.parameters, self.exchange, self.handler = parameters, exchange, handler
+        self.routing_keys = routing_keys
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
@@ -161,7 +173,8 @@ class _RabbitConsumer(threading.Thread):
         channel = connection.channel()
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
         queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        channel.queue_bind(queue, self.exchange, routing_key="#")
+        for routing_key in self.routing_keys:
+            channel.queue_bind(queue, self.exchange, routing_key=routing_key)
         channel.basic_consume(queue, self._on_message, auto_ack=True)
         self.ready.set()
         while not self._stopping.is_set():

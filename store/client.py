@@ -53,4 +53,11 @@ async def ensure_indexes(db: Database) -> None:
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
     )
+    # The scheduler's sweeps; partial, so they index only the few documents each one looks for.
+    await jobs.create_index([("next_attempt_at", 1)], name="due_retries", partialFilterExpression={"state": "retrying"})
+    await jobs.create_index(
+        [("lease_expires_at", 1)], name="running_leases", partialFilterExpression={"state": "running"}
+    )
+    await jobs.create_index([("queued_at", 1)], name="outbox", partialFilterExpression={"needs_dispatch": True})
+    await db["leases"].create_index([("expires_at", 1)], name="lease_expiry")
     logger.debug("indexes ensured on %s", db.name)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from pymongo import DESCENDING
@@ -10,7 +13,17 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
-from engineroom.models.job import HistoryEntry, JobDocument, JobFilter, JobPage, JobPublic, JobState, Progress
+from engineroom.models.job import (
+    TERMINAL_STATES,
+    HistoryEntry,
+    JobDocument,
+    JobError,
+    JobFilter,
+    JobPage,
+    JobPublic,
+    JobState,
+    Progress,
+)
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
 
@@ -28,6 +41,10 @@ def _from_mongo(document: Mapping[str, Any]) -> JobDocument:
     fields = dict(document)
     fields["id"] = fields.pop("_id")
     return JobDocument.model_validate(fields)
+
+
+def _values(states: Collection[JobState]) -> list[str]:
+    return [str(state) for state in states]
 
 
 def _visible_to(who: Principal) -> dict[str, Any]:
@@ -114,12 +131,67 @@ class JobStore:
         next_cursor = jobs[-1].id if len(documents) > limit else None
         return JobPage(items=jobs, next_cursor=next_cursor)
 
-    async def delete(self, job_id: str) -> None:
-        """Remove a job outright (used when it could not be enqueued and was never accepted)."""
+    async def wait_until_finished(self, job_id: str, *, timeout_s: float) -> JobDocument:
+        """The job once it has finished, or as it is when ``timeout_s`` runs out (polling, backing off to 0.5 s).
+
+        Raises:
+          NotFound: the job vanished meanwhile.
+        """
+        deadline = time.monotonic() + timeout_s
+        pause_s = 0.02
+        while True:
+            job = await self.get(job_id)
+            if job is None:
+                raise NotFound(f"job {job_id} not found")
+            remaining_s = deadline - time.monotonic()
+            if job.is_terminal or remaining_s <= 0:
+                return job
+            await asyncio.sleep(min(pause_s, remaining_s))
+            pause_s = min(pause_s * 2, 0.5)
+
+    async def delete_terminal(self, job_id: str, who: Principal) -> None:
+        """Delete a finished job that ``who`` may see.
+
+        Raises:
+          NotFound: absent or someone else's.
+          InvalidTransition: the job has not finished.
+        """
+        job = await self.get_visible(job_id, who)
         try:
-            await self.collection.delete_one({"_id": job_id})
+            outcome = await self.collection.delete_one({"_id": job_id, "state": {"$in": _values(TERMINAL_STATES)}})
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
+        if outcome.deleted_count != 1:
+            raise InvalidTransition(f"job {job_id} is {job.state}; only finished jobs can be deleted")
+
+    async def renew_leases(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
+        """Extend the leases of the running jobs a live worker holds (its heartbeat)."""
+        if not job_ids:
+            return
+        await self._update_many(
+            {"_id": {"$in": list(job_ids)}, "state": str(JobState.RUNNING), "worker_id": worker_id},
+            {"$set": {"lease_expires_at": until}},
+        )
+
+    async def confirm_dispatched(self, job_ids: Collection[str]) -> None:
+        """Clear the outbox flag of jobs whose broker messages were sent; one write for many jobs."""
+        if job_ids:
+            await self._update_many({"_id": {"$in": list(job_ids)}}, {"$set": {"needs_dispatch": False}})
+
+    async def due_retries(self, now: datetime, limit: int) -> list[JobDocument]:
+        """``retrying`` jobs whose backoff is over, earliest first."""
+        query = {"state": str(JobState.RETRYING), "next_attempt_at": {"$lte": now}}
+        return await self._find_many(query, sort="next_attempt_at", limit=limit)
+
+    async def expired_leases(self, now: datetime, limit: int) -> list[JobDocument]:
+        """``running`` jobs whose worker stopped renewing their lease (it died or lost MongoDB)."""
+        query = {"state": str(JobState.RUNNING), "lease_expires_at": {"$lt": now}}
+        return await self._find_many(query, sort="lease_expires_at", limit=limit)
+
+    async def undispatched(self, queued_before: datetime, limit: int) -> list[JobDocument]:
+        """``queued`` jobs whose broker message may never have been sent (the outbox)."""
+        query = {"needs_dispatch": True, "state": str(JobState.QUEUED), "queued_at": {"$lt": queued_before}}
+        return await self._find_many(query, sort="queued_at", limit=limit)
 
     async def transition(
         self,
@@ -129,9 +201,12 @@ class JobStore:
         to: JobState,
         fields: Mapping[str, Any] | None = None,
         detail: str | None = None,
+        error: JobError | None = None,
         increment_attempts: bool = False,
+        extra_conditions: Mapping[str, Any] | None = None,
     ) -> None:
-        """Move the job to ``to`` only if it is still in one of ``expected``, setting ``fields`` with it.
+        """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``extra_conditions``),
+        setting ``fields`` and appending a history entry in the same write.
 
         Raises:
           InvalidTransition: the job is absent or in another state; nothing was written.
@@ -145,15 +220,15 @@ class JobStore:
         update = {
             "$set": changes,
             "$inc": increments,
-            "$push": {"history": HistoryEntry(state=to, at=now, detail=detail).model_dump(mode="python")},
+            "$push": {"history": HistoryEntry(state=to, at=now, detail=detail, error=error).model_dump(mode="python")},
         }
-        query = {"_id": job_id, "state": {"$in": [str(state) for state in expected]}}
+        query = {"_id": job_id, "state": {"$in": _values(expected)}, **(extra_conditions or {})}
         try:
             outcome = await self.collection.update_one(query, update)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         if outcome.matched_count != 1:
-            states = ", ".join(sorted(str(state) for state in expected))
+            states = ", ".join(sorted(_values(expected)))
             raise InvalidTransition(f"job {job_id} is not in state {states}; cannot move it to {to}")
 
     async def set_progress(self, job_id: str, progress: Progress) -> bool:
@@ -166,6 +241,19 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return outcome.matched_count == 1
+
+    async def _find_many(self, query: dict[str, Any], *, sort: str, limit: int) -> list[JobDocument]:
+        try:
+            documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return [_from_mongo(document) for document in documents]
+
+    async def _update_many(self, query: dict[str, Any], update: dict[str, Any]) -> None:
+        try:
+            await self.collection.update_many(query, update)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
 
     async def _find_one(self, query: dict[str, Any]) -> JobDocument | None:
         try:

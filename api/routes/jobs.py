@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Response
 
-from engineroom.api.deps import JobStoreDep, PrincipalDep, SubmitterDep
+from engineroom.api.deps import JobControlDep, JobStoreDep, PrincipalDep, SubmitterDep
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.job import JobFilter, JobPage, JobPublic, JobState, JobSubmit
 
@@ -16,15 +16,34 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 JobId = Annotated[str, Path(min_length=ID_LENGTH, max_length=ID_LENGTH, pattern="^[0-9A-Z]+$")]
 
 
-@router.post("", status_code=202, response_model=JobPublic)
+#: Longest ``?wait=`` a submit may ask for, in seconds.
+MAX_SUBMIT_WAIT_S = 60.0
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobPublic,
+    responses={200: {"description": "An earlier job with the same idempotency key, or the job finished in `wait`"}},
+)
 async def submit_job(
     body: JobSubmit,
     submitter: SubmitterDep,
+    jobs: JobStoreDep,
     who: PrincipalDep,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
+    wait: Annotated[float | None, Query(gt=0, le=MAX_SUBMIT_WAIT_S, description="seconds to wait for the end")] = None,
 ) -> JobPublic:
-    """Submit a job to its engine's queue."""
-    return JobPublic.from_document(await submitter.submit(body, who, idempotency_key))
+    """Submit a job to its engine's queue (202), or get the job an idempotency key already made (200)."""
+    job, created = await submitter.submit(body, who, idempotency_key)
+    if not created:
+        response.status_code = 200
+    if wait is not None and not job.is_terminal:
+        job = await jobs.wait_until_finished(job.id, timeout_s=wait)
+    if job.is_terminal:
+        response.status_code = 200
+    return JobPublic.from_document(job)
 
 
 @router.get("", response_model=JobPage)
@@ -58,3 +77,21 @@ async def list_jobs(
 async def get_job(job_id: JobId, jobs: JobStoreDep, who: PrincipalDep) -> JobPublic:
     """Read one job."""
     return JobPublic.from_document(await jobs.get_visible(job_id, who))
+
+
+@router.post("/{job_id}/cancel", response_model=JobPublic)
+async def cancel_job(job_id: JobId, control: JobControlDep, who: PrincipalDep) -> JobPublic:
+    """Cancel a job that has not finished; a running job is interrupted."""
+    return JobPublic.from_document(await control.cancel(job_id, who))
+
+
+@router.post("/{job_id}/retry", response_model=JobPublic)
+async def retry_job(job_id: JobId, control: JobControlDep, who: PrincipalDep) -> JobPublic:
+    """Run a failed or cancelled job again (same id, history kept)."""
+    return JobPublic.from_document(await control.retry(job_id, who))
+
+
+@router.delete("/{job_id}", status_code=204)
+async def delete_job(job_id: JobId, jobs: JobStoreDep, who: PrincipalDep) -> None:
+    """Delete a finished job."""
+    await jobs.delete_terminal(job_id, who)

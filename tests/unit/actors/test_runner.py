@@ -6,19 +6,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from dramatiq import Worker
 
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
-from engineroom.core.broker import build_broker
+from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
 from engineroom.models.event import Event
 from engineroom.models.job import JobDocument, JobState
 from engineroom.notifications.bus import LocalEventBus
-from engineroom.store.jobs import JobStore
 
 
 class Recorder:
@@ -39,8 +37,7 @@ def runner(settings: Settings, mongodb_url: str) -> Iterator[tuple[JobRunner, Re
     bus.subscribe(recorder)
     job_runner = JobRunner(settings, bus)
     declare_engine_actors(broker, settings, job_runner)
-    worker = Worker(broker, worker_threads=1, worker_timeout=50)
-    worker.start()
+    worker = start_in_process_worker(broker, threads=1, worker_timeout_ms=50)
     yield job_runner, recorder
     worker.stop()
     broker.close()
@@ -62,14 +59,11 @@ def store_job(runner: JobRunner, **fields: Any) -> JobDocument:
         }
     )
 
-    async def insert() -> JobDocument:
-        return await JobStore((await runner._store()).collection.database).insert(job)
-
-    return runner._run(insert())
+    return runner._call(lambda jobs: jobs.insert(job))
 
 
 def stored(runner: JobRunner, job_id: str) -> JobDocument:
-    job = runner._run(runner._get(job_id))
+    job = runner._call(lambda jobs: jobs.get(job_id))
     assert job is not None
     return job
 

@@ -5,32 +5,31 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from dramatiq import Worker
 from fastapi.testclient import TestClient
 
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
-from engineroom.core.broker import build_broker
+from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.config import Settings
 from engineroom.notifications.bus import LocalEventBus
 
 
 @pytest.fixture
 def app_settings(settings: Settings, mongodb_url: str) -> Settings:
-    return settings.model_copy(update={"mongodb_url": mongodb_url, "max_payload_bytes": 64 * 1024})
+    fast = {"retry_backoff_base_s": 0.05, "scheduler_interval_s": 0.05, "job_lease_s": 3.0}
+    return settings.model_copy(update={"mongodb_url": mongodb_url, "max_payload_bytes": 64 * 1024, **fast})
 
 
 @pytest.fixture
 def client(app_settings: Settings) -> Iterator[TestClient]:
-    """A gateway whose jobs run on two in-process worker threads."""
+    """A gateway (with the scheduler on its loop) whose jobs run on two in-process worker threads."""
     broker = build_broker(app_settings, in_process=True)
     bus = LocalEventBus()
     declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus))
-    worker = Worker(broker, worker_threads=2, worker_timeout=50)
-    worker.start()
+    worker = start_in_process_worker(broker, threads=2, worker_timeout_ms=50)
     try:
-        with TestClient(create_app(app_settings, broker=broker, bus=bus)) as test_client:
+        with TestClient(create_app(app_settings, broker=broker, bus=bus, with_scheduler=True)) as test_client:
             yield test_client
     finally:
         worker.stop()

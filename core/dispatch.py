@@ -1,0 +1,60 @@
+"""The outbox: a job moves to ``queued`` with ``needs_dispatch`` set, its message is sent, then the flag is cleared.
+
+If RabbitMQ is down the flag stays and the scheduler sends the message later; if this process dies between
+send and clear, the scheduler sends it again and the duplicate is harmless (workers only run ``queued`` jobs,
+claiming them with a conditional write). Clears are batched: one ``update_many`` for many jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from engineroom.core.broker import Enqueuer
+from engineroom.core.errors import BrokerUnavailable, StoreUnavailable
+from engineroom.models.job import JobDocument
+from engineroom.store.jobs import JobStore
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between batched outbox clears.
+CONFIRM_INTERVAL_S = 0.05
+
+
+class Dispatcher:
+    def __init__(self, jobs: JobStore, enqueuer: Enqueuer) -> None:
+        self.jobs = jobs
+        self.enqueuer = enqueuer
+        self._sent: set[str] = set()
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def dispatch(self, job: JobDocument) -> bool:
+        """Send the job's message; False (and the flag left set for the scheduler) if RabbitMQ is unreachable."""
+        try:
+            await self.enqueuer.enqueue(job)
+        except BrokerUnavailable:
+            logger.warning("job %s stored but not sent; the scheduler will send it when RabbitMQ is back", job.id)
+            return False
+        self._sent.add(job.id)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_soon())
+        return True
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(CONFIRM_INTERVAL_S)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Clear the flags of every job sent so far."""
+        sent, self._sent = self._sent, set()
+        try:
+            await self.jobs.confirm_dispatched(sent)
+        except StoreUnavailable:
+            logger.warning("could not clear the outbox flag of %d jobs; they may be sent twice (harmless)", len(sent))
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        await self.flush()

@@ -1,0 +1,31 @@
+"""Publishing events from async code (the gateway, the scheduler) without blocking the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from engineroom.core.errors import EngineroomError
+from engineroom.models.event import Event
+from engineroom.notifications.bus import EventBus
+
+logger = logging.getLogger(__name__)
+
+
+class AsyncEventPublisher:
+    """One thread does every publish of this process: pika connections are per thread and not thread-safe."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-events")
+
+    async def publish(self, event: Event) -> None:
+        """Announce an event; a lost event is logged, never raised (the job document is the truth)."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.bus.publish, event)
+        except EngineroomError:
+            logger.exception("event %s for job %s was not published", event.type, event.job_id)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,129 @@
+"""The scheduler's loop: while this process leads, sweep for due retries, orphaned jobs and unsent messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from engineroom.core.clock import utcnow
+from engineroom.core.config import Settings
+from engineroom.core.dispatch import Dispatcher
+from engineroom.core.errors import InvalidTransition, StoreUnavailable
+from engineroom.core.ids import process_identity
+from engineroom.models.event import EventType, job_event
+from engineroom.models.job import JobDocument, JobError, JobState
+from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.store.client import Database
+from engineroom.store.jobs import JobStore
+from engineroom.store.leases import LeaseStore
+
+logger = logging.getLogger(__name__)
+
+#: The lease that makes one scheduler the leader.
+LEADER_LEASE = "scheduler"
+#: Jobs one sweep handles at most; the next tick takes the rest.
+SWEEP_BATCH = 200
+
+
+class Scheduler:
+    def __init__(
+        self,
+        settings: Settings,
+        jobs: JobStore,
+        leases: LeaseStore,
+        dispatcher: Dispatcher,
+        publisher: AsyncEventPublisher,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.leases = leases
+        self.dispatcher = dispatcher
+        self.publisher = publisher
+        self.identity = process_identity()
+        #: A leader that stops renewing is replaced after this long.
+        self.leader_ttl_s = max(5.0, 10 * settings.scheduler_interval_s)
+
+    async def run_forever(self) -> None:
+        """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
+        try:
+            while True:
+                try:
+                    if await self.leases.acquire(LEADER_LEASE, self.identity, self.leader_ttl_s):
+                        await self.tick()
+                except StoreUnavailable:
+                    logger.warning("scheduler cannot reach MongoDB; retrying")
+                await asyncio.sleep(self.settings.scheduler_interval_s)
+        finally:
+            await asyncio.shield(self._resign())
+
+    async def _resign(self) -> None:
+        try:
+            await self.leases.release(LEADER_LEASE, self.identity)
+        except StoreUnavailable:
+            logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
+
+    async def tick(self) -> None:
+        await self.release_due_retries()
+        await self.recover_orphans()
+        await self.send_undispatched()
+
+    async def release_due_retries(self) -> None:
+        """``retrying`` → ``queued`` for every job whose backoff is over, in due order."""
+        for job in await self.jobs.due_retries(utcnow(), SWEEP_BATCH):
+            await self._requeue(job, JobState.RETRYING, detail="backoff over")
+
+    async def recover_orphans(self) -> None:
+        """Re-queue ``running`` jobs whose worker stopped renewing their lease; fail those out of attempts, so a
+        job that kills its worker every time cannot loop forever."""
+        for job in await self.jobs.expired_leases(utcnow(), SWEEP_BATCH):
+            lost = f"worker {job.worker_id} stopped renewing the lease of attempt {job.attempts}"
+            if job.may_retry:
+                await self._requeue(job, JobState.RUNNING, detail=lost, lease_expires_at=job.lease_expires_at)
+            else:
+                await self._fail_lost(job, lost)
+
+    async def send_undispatched(self) -> None:
+        """Send the messages of jobs stored while RabbitMQ was unreachable (or whose sender died)."""
+        queued_before = utcnow() - timedelta(seconds=self.settings.dispatch_grace_s)
+        for job in await self.jobs.undispatched(queued_before, SWEEP_BATCH):
+            if not await self.dispatcher.dispatch(job):
+                return  # RabbitMQ is still down: try again next tick
+
+    async def _requeue(self, job: JobDocument, source: JobState, *, detail: str, **conditions: object) -> None:
+        now = utcnow()
+        fields = {
+            "queued_at": now,
+            "needs_dispatch": True,
+            "next_attempt_at": None,
+            "worker_id": None,
+            "lease_expires_at": None,
+        }
+        try:
+            await self.jobs.transition(
+                job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, extra_conditions=conditions
+            )
+        except InvalidTransition:
+            return  # it moved on meanwhile (cancelled, or its worker came back)
+        queued = job.model_copy(update={"state": JobState.QUEUED, **fields})
+        await self.dispatcher.dispatch(queued)
+        await self.publisher.publish(job_event(queued, EventType.JOB_QUEUED, {"priority": job.priority}))
+
+    async def _fail_lost(self, job: JobDocument, detail: str) -> None:
+        error = JobError(type="WorkerLost", message=detail, transient=True)
+        fields = {"error": error.model_dump(), "finished_at": utcnow(), "lease_expires_at": None}
+        try:
+            await self.jobs.transition(
+                job.id, expected=[JobState.RUNNING], to=JobState.FAILED, fields=fields, detail=detail, error=error
+            )
+        except InvalidTransition:
+            return
+        failed = job.model_copy(update={"state": JobState.FAILED})
+        await self.publisher.publish(job_event(failed, EventType.JOB_FAILED, {"error": error.model_dump()}))
+
+
+async def run_scheduler(
+    settings: Settings, db: Database, dispatcher: Dispatcher, publisher: AsyncEventPublisher
+) -> None:
+    """Run a scheduler over ``db`` until cancelled."""
+    await Scheduler(settings, JobStore(db), LeaseStore(db), dispatcher, publisher).run_forever()

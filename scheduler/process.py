@@ -1,0 +1,40 @@
+"""``engineroom scheduler``: the scheduler as a process of its own, with its own clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+from engineroom.core.broker import Enqueuer, build_broker
+from engineroom.core.config import Settings
+from engineroom.core.dispatch import Dispatcher
+from engineroom.notifications.bus import RabbitEventBus
+from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.scheduler.loop import run_scheduler
+from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.jobs import JobStore
+
+
+async def serve_scheduler(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, then resign leadership and close every client."""
+    client = connect(settings)
+    db = client[settings.mongodb_db]
+    await ensure_indexes(db)
+    bus = RabbitEventBus(settings.amqp_url, settings.events_exchange)
+    publisher = AsyncEventPublisher(bus)
+    enqueuer = Enqueuer(build_broker(settings), settings)
+    dispatcher = Dispatcher(JobStore(db), enqueuer)
+    loop = asyncio.get_running_loop()
+    scheduler = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, scheduler.cancel)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await scheduler
+    finally:
+        await dispatcher.close()
+        publisher.close()
+        enqueuer.close()
+        bus.close()
+        client.close()
