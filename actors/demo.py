@@ -19,8 +19,10 @@ def demo(
     steps: int = 5,
     fail: Literal["transient", "permanent"] | None = None,
     result: JsonValue = None,
+    fail_attempts: int = 0,
 ) -> JsonValue:
-    """Sleep ``duration_s`` in ``steps`` steps reporting progress, then return ``result`` or fail as asked."""
+    """Sleep ``duration_s`` in ``steps`` steps reporting progress, then return ``result`` or fail as asked:
+    always (``fail``), or transiently on the first ``fail_attempts`` attempts (to watch retries work)."""
     if duration_s < 0 or steps < 1:
         raise PermanentError("duration_s must be >= 0 and steps >= 1")
     step_s = duration_s / steps
@@ -28,6 +30,8 @@ def demo(
         time.sleep(step_s)
         ctx.raise_if_cancelled()
         ctx.progress(100 * step / steps, f"step {step}/{steps}", step=step)
+    if ctx.job.attempts <= fail_attempts:
+        raise TransientError(f"demo transient failure on attempt {ctx.job.attempts} of the first {fail_attempts}")
     if fail == "transient":
         raise TransientError("demo transient failure")
     if fail == "permanent":
