@@ -15,7 +15,7 @@ import yaml
 from engineroom.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINEROOM_SERVICES = ("api", "worker")
+ENGINEROOM_SERVICES = ("api", "worker", "scheduler")
 ALL_SERVICES = ("mongo", "rabbitmq", *ENGINEROOM_SERVICES)
 
 
@@ -117,7 +117,7 @@ def test_engineroom_services_run_in_production_mode_with_a_secret_the_operator_m
 
 
 def test_api_and_worker_share_one_environment() -> None:
-    assert _environment("api") == _environment("worker")
+    assert _environment("api") == _environment("worker") == _environment("scheduler")
 
 
 @pytest.mark.parametrize("name", ENGINEROOM_SERVICES)
