@@ -1,5 +1,6 @@
 """Progress coalescing: every report becomes an event, but a job's document is written at most
-``1 / MIN_WRITE_INTERVAL_S`` times a second; the last report is never lost (the final write carries it)."""
+``1 / MIN_WRITE_INTERVAL_S`` times a second, and not in a job's first interval; the last report is never lost
+(the job's final write carries it)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ class ProgressCoalescer:
         self._last_write: dict[str, float] = {}
         self._latest: dict[str, Progress] = {}
         self._lock = threading.Lock()
+
+    def start(self, job_id: str) -> None:
+        """The job starts now: its first write waits one interval (a job done by then needs none)."""
+        with self._lock:
+            self._last_write[job_id] = time.monotonic()
 
     def offer(self, job_id: str, progress: Progress) -> bool:
         """Remember the report; True if it should be written now."""

@@ -164,6 +164,10 @@ class JobRunner:
     def _execute(self, job: JobDocument, task: Task) -> None:
         ctx = JobContext(job, self)
         self.running.enter(job.id)
+        # The claim just read the job as running: no need to poll for cancellation or write progress at once.
+        # A job shorter than these intervals then costs three database operations: read, claim, finish.
+        self._last_cancel_poll[job.id] = time.monotonic()
+        self.progress.start(job.id)
         try:
             result = to_jsonable_python(task(ctx, **task.validate_payload(job.payload)))
         except JobCancelled:

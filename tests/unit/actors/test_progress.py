@@ -65,3 +65,10 @@ def test_usage_adds_up() -> None:
     ctx.record_usage(tokens_in=10, cost_usd=0.5)
     ctx.record_usage(tokens_in=5, tokens_out=3, cost_usd=0.25)
     assert ctx.usage.model_dump() == {"tokens_in": 15, "tokens_out": 3, "cost_usd": 0.75}
+
+
+def test_a_job_that_just_started_writes_no_progress_in_its_first_interval() -> None:
+    coalescer = ProgressCoalescer(min_interval_s=60)
+    coalescer.start("job")
+    assert coalescer.offer("job", Progress(percent=50)) is False
+    assert coalescer.pop_latest("job") == Progress(percent=50)

@@ -1,0 +1,5 @@
+"""``python -m bench``: the burst benchmark."""
+
+from bench.burst import main
+
+raise SystemExit(main())

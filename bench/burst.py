@@ -1,0 +1,622 @@
+"""Burst benchmark: engineroom's full stack against raw Dramatiq on the same RabbitMQ, in one run.
+
+(a) engineroom: ``--jobs`` submits of ``general.demo`` (``{"duration_s": 0, "steps": 1}``) over ``POST /jobs``,
+``--concurrency`` in flight, to a real ``engineroom api`` process; a real ``engineroom worker`` runs them; MongoDB
+is a separate ``secantusd-py`` process. Timed from the first submit until a WebSocket client, connected before
+the burst, has seen ``job.completed`` for every accepted job. Also reported: the submit-only rate (accepted/s,
+first submit to last 202) and per-job latency (request sent to ``job.completed`` seen).
+
+(b) raw Dramatiq: as many no-op messages through ``RabbitmqBroker`` to a ``dramatiq`` worker with the same
+processes and threads (``bench/raw_worker.py``). Timed from the first enqueue until the last message's actor
+ran (each writes its finish time to a file; the benchmark waits for every line).
+
+Repeats interleave (engineroom, raw, engineroom, raw, ...). Each run uses its own namespace for queues and
+the events exchange and deletes them at the end; every process started is stopped, on error too. Subprocess
+output goes to a temporary directory whose path is printed, with a count of warnings and errors per log. CPU
+seconds per burst are read from ``/proc`` for each process group (API, worker, SecantusDB) and for this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pika
+import pika.exceptions
+import pymongo
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from pika.adapters.blocking_connection import BlockingChannel
+from websockets.asyncio.client import ClientConnection, connect
+
+from engineroom.core.broker import MAX_PRIORITY
+from engineroom.core.config import ENGINES, Settings
+from engineroom.core.embedded import free_port
+from engineroom.core.tokens import issue_token
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "burst.json"
+HOST = "127.0.0.1"
+ENGINE = "general"
+JOB_BODY: dict[str, Any] = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}}
+#: Seconds a process gets to become ready, and to stop after SIGTERM before its process group is killed.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+POLL_S = 0.01
+#: httpx's pool costs client CPU per request in proportion to its size (measured: 1.0 ms at 8 connections,
+#: 4.4 ms at 48), which on a small machine starves the system under test; so the burst uses several small pools.
+CONNECTIONS_PER_CLIENT = 8
+LOG_MARKERS = ("Traceback", "ERROR", "CRITICAL", "WARNING")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    jobs: int
+    concurrency: int
+    processes: int
+    threads: int
+    repeat: int
+    amqp_url: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What one run shares across its repeats: names, secrets, the database and where logs go."""
+
+    config: BenchConfig
+    tag: str
+    work_dir: Path
+    mongodb_url: str
+    database_pid: int
+    jwt_secret: str = field(repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the engineroom processes run with (database aside); names queues and signs tokens."""
+        return Settings(namespace=f"bench{self.tag}.", jwt_secret=self.jwt_secret, amqp_url=self.config.amqp_url)
+
+    @property
+    def raw_queue(self) -> str:
+        return f"bench{self.tag}-raw"
+
+    def log(self, name: str) -> Path:
+        return self.work_dir / f"{name}.log"
+
+    def engineroom_env(self, repeat: int) -> dict[str, str]:
+        settings = self.settings
+        return {
+            "ENGINEROOM_MONGODB_URL": self.mongodb_url,
+            "ENGINEROOM_MONGODB_DB": f"bench_{repeat}",
+            "ENGINEROOM_NAMESPACE": settings.namespace,
+            "ENGINEROOM_JWT_SECRET": self.jwt_secret,
+            "ENGINEROOM_AMQP_URL": self.config.amqp_url,
+        }
+
+
+@dataclass(frozen=True)
+class EngineroomSample:
+    jobs: int
+    submit_s: float
+    total_s: float
+    latency_p50_s: float
+    latency_p95_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    db_ops_per_job: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def accepted_per_s(self) -> float:
+        return self.jobs / self.submit_s
+
+    @property
+    def jobs_per_s(self) -> float:
+        return self.jobs / self.total_s
+
+
+@dataclass(frozen=True)
+class RawSample:
+    messages: int
+    enqueue_s: float
+    total_s: float
+    cpu_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def enqueued_per_s(self) -> float:
+        return self.messages / self.enqueue_s
+
+    @property
+    def messages_per_s(self) -> float:
+        return self.messages / self.total_s
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def _process_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without inherited ``ENGINEROOM_*`` settings, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ENGINEROOM_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process (Dramatiq and uvicorn shut down cleanly on it); SIGKILL its group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is it and its forked workers
+        process.wait()
+
+
+@contextlib.contextmanager
+def running(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` with stdout and stderr in ``log``; stop it on leaving, whatever happened."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            argv, stdout=output, stderr=subprocess.STDOUT, env=_process_env(env), cwd=REPO_ROOT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        _stop(process)
+
+
+def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``ready`` until it holds.
+
+    Raises:
+      RuntimeError: ``process`` exited, or ``ready`` did not hold within ``START_TIMEOUT_S``.
+    """
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {START_TIMEOUT_S} s; see {log}")
+        time.sleep(0.1)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def scan_log(log: Path) -> dict[str, int]:
+    """How many lines of ``log`` carry each of ``LOG_MARKERS``."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return {marker: sum(marker in line for line in lines) for marker in LOG_MARKERS}
+
+
+Reading = Callable[[], dict[str, float]]
+
+
+class Delta:
+    """How much each figure of a reading grew between creation and ``since()``."""
+
+    def __init__(self, read: Reading) -> None:
+        self._read = read
+        self._start = read()
+
+    def since(self, per: int = 1) -> dict[str, float]:
+        now = self._read()
+        return {name: round((now[name] - self._start.get(name, 0.0)) / per, 3) for name in now}
+
+
+def cpu_reading(groups: dict[str, int]) -> Reading:
+    """CPU seconds used by each named process group and by this process (``bench``): Linux ``/proc``.
+
+    Every process started here leads its own group, which its forks (Dramatiq's worker processes) join, so a
+    group's time is the whole command's.
+    """
+    return lambda: {**{name: group_cpu_s(pgid) for name, pgid in groups.items()}, "bench": time.process_time()}
+
+
+def db_reading(mongodb_url: str) -> Reading:
+    """The database's ``serverStatus`` operation counters (the database serves this run only)."""
+
+    def read() -> dict[str, float]:
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=5000)
+        with client:
+            counters: dict[str, float] = client.admin.command("serverStatus")["opcounters"]
+            return counters
+
+    return read
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User plus system CPU seconds of the live processes in group ``pgid``."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()  # after "(comm)": state, ppid, pgrp, ...
+            if int(fields[2]) == pgid:
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+# --- RabbitMQ ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def amqp_channel(amqp_url: str) -> Iterator[BlockingChannel]:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+def consumer_count(amqp_url: str, queue: str) -> int:
+    """Consumers on ``queue``; 0 while it does not exist yet."""
+    try:
+        with amqp_channel(amqp_url) as channel:
+            consumers: int = channel.queue_declare(queue, passive=True).method.consumer_count
+            return consumers
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+
+
+def consumers_at_least(amqp_url: str, queue: str, count: int) -> Callable[[], bool]:
+    """A readiness check: ``count`` consumers (one per worker process) are on ``queue``."""
+    return lambda: consumer_count(amqp_url, queue) >= count
+
+
+def dramatiq_queues(queue: str) -> list[str]:
+    """A queue and the delay and dead-letter companions Dramatiq declares with it."""
+    return [queue, f"{queue}.DQ", f"{queue}.XQ"]
+
+
+def delete_topology(ctx: RunContext) -> None:
+    """Delete every queue and exchange this run may have declared (deleting an absent one is not an error)."""
+    settings = ctx.settings
+    queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
+    with amqp_channel(ctx.config.amqp_url) as channel:
+        for queue in [*queues, *dramatiq_queues(ctx.raw_queue)]:
+            channel.queue_delete(queue)
+        channel.exchange_delete(settings.events_exchange)
+
+
+# --- (a) engineroom ------------------------------------------------------------------------------------------
+
+
+class Tracker:
+    """Which jobs were accepted and when, which completions the WebSocket saw and when."""
+
+    def __init__(self, jobs: int) -> None:
+        self.jobs = jobs
+        self.sent: dict[str, float] = {}
+        self.completed: dict[str, float] = {}
+        self.all_done = asyncio.Event()
+
+    def accepted(self, job_id: str, sent_at: float) -> None:
+        self.sent[job_id] = sent_at
+        self._check()
+
+    def completed_now(self, job_id: str) -> None:
+        self.completed[job_id] = time.perf_counter()
+        self._check()
+
+    def _check(self) -> None:
+        if len(self.sent) == self.jobs and self.sent.keys() <= self.completed.keys():
+            self.all_done.set()
+
+    def latencies(self) -> list[float]:
+        return sorted(self.completed[job_id] - sent_at for job_id, sent_at in self.sent.items())
+
+
+async def _listen(websocket: ClientConnection, tracker: Tracker) -> None:
+    """Record every ``job.completed``; a failed job ends the measurement."""
+    async for text in websocket:
+        event = json.loads(text)
+        if event.get("type") == "job.completed":
+            tracker.completed_now(event["job_id"])
+        elif event.get("type") == "job.failed":
+            raise RuntimeError(f"job {event['job_id']} failed: {event.get('data')}")
+
+
+async def _subscribed(websocket: ClientConnection) -> None:
+    """Wait for ``hello``, then a ``pong``: the server registers the socket between the two."""
+    for expected, frame in (("hello", None), ("pong", {"op": "ping"})):
+        if frame is not None:
+            await websocket.send(json.dumps(frame))
+        message = json.loads(await websocket.recv())
+        if message.get("type") != expected:
+            raise RuntimeError(f"WebSocket sent {message!r}, expected {expected}")
+
+
+async def _submitter(client: httpx.AsyncClient, tracker: Tracker, tickets: Iterator[int]) -> None:
+    for _ in tickets:
+        sent_at = time.perf_counter()
+        response = await client.post("/jobs", json=JOB_BODY)
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /jobs answered {response.status_code}: {response.text[:300]}")
+        tracker.accepted(response.json()["id"], sent_at)
+
+
+def _pool_sizes(concurrency: int) -> list[int]:
+    """``concurrency`` split into pools of at most ``CONNECTIONS_PER_CLIENT``."""
+    full, rest = divmod(concurrency, CONNECTIONS_PER_CLIENT)
+    return [CONNECTIONS_PER_CLIENT] * full + ([rest] if rest else [])
+
+
+async def _submit_all(base_url: str, token: str, config: BenchConfig, tracker: Tracker) -> None:
+    """``config.concurrency`` submitters, one connection each, sharing the burst's tickets."""
+    headers = {"Authorization": f"Bearer {token}"}
+    tickets = iter(range(config.jobs))  # shared: each submitter takes the next one
+    async with contextlib.AsyncExitStack() as stack:
+        submitters = []
+        for size in _pool_sizes(config.concurrency):
+            limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            client = httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60)
+            await stack.enter_async_context(client)
+            submitters += [_submitter(client, tracker, tickets) for _ in range(size)]
+        await asyncio.gather(*submitters)
+
+
+async def _await_completions(listener: asyncio.Task[None], tracker: Tracker, timeout_s: float) -> None:
+    done = asyncio.create_task(tracker.all_done.wait())
+    await asyncio.wait({done, listener}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    done.cancel()
+    if listener.done() and not tracker.all_done.is_set():
+        listener.result()  # re-raise what ended it
+        raise RuntimeError("the WebSocket closed before every job completed")
+    if not tracker.all_done.is_set():
+        raise RuntimeError(f"{len(tracker.completed)}/{tracker.jobs} completions seen after {timeout_s} s")
+
+
+async def _discard(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and drop its outcome: by now it was either re-raised or superseded by another error."""
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()
+
+
+async def engineroom_burst(port: int, token: str, config: BenchConfig) -> EngineroomSample:
+    """Submit the burst over HTTP and time it until the WebSocket has seen every job complete."""
+    tracker = Tracker(config.jobs)
+    async with connect(f"ws://{HOST}:{port}/ws?token={token}", max_size=None) as websocket:
+        await _subscribed(websocket)
+        listener = asyncio.create_task(_listen(websocket, tracker))
+        try:
+            start = time.perf_counter()
+            await _submit_all(f"http://{HOST}:{port}", token, config, tracker)
+            submitted = time.perf_counter()
+            await _await_completions(listener, tracker, config.timeout_s)
+            finished = time.perf_counter()
+        finally:
+            await _discard(listener)
+    latencies = tracker.latencies()
+    return EngineroomSample(
+        jobs=config.jobs,
+        submit_s=submitted - start,
+        total_s=finished - start,
+        latency_p50_s=statistics.median(latencies),
+        latency_p95_s=latencies[int(0.95 * (len(latencies) - 1))],
+    )
+
+
+def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
+    """Start an API and a worker on a fresh database, run one burst, stop both."""
+    config, settings, port = ctx.config, ctx.settings, free_port(HOST)
+    env = ctx.engineroom_env(repeat)
+    engineroom = [sys.executable, "-m", "engineroom.cli"]
+    api_argv = [*engineroom, "api", "--host", HOST, "--port", str(port)]
+    worker_argv = [*engineroom, "worker", "--engines", ENGINE]
+    worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
+    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
+    with running(api_argv, api_log, env) as api, running(worker_argv, worker_log, env) as worker:
+        wait_until(lambda: _http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
+        consuming = consumers_at_least(config.amqp_url, settings.queue_name(ENGINE), config.processes)
+        wait_until(consuming, "engineroom worker", worker, worker_log)
+        token = issue_token(settings, user_id="bench", tenant_id="bench")
+        cpu = Delta(cpu_reading({"api": api.pid, "worker": worker.pid, "secantusd": ctx.database_pid}))
+        db_ops = Delta(db_reading(ctx.mongodb_url))
+        sample = asyncio.run(engineroom_burst(port, token, config))
+        return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=config.jobs))
+
+
+# --- (b) raw Dramatiq ----------------------------------------------------------------------------------------
+
+
+def _enqueue_raw(ctx: RunContext) -> float:
+    """Send the baseline's messages, one after another as any Dramatiq producer does; returns when done."""
+    broker = RabbitmqBroker(url=ctx.config.amqp_url, max_priority=MAX_PRIORITY)
+    try:
+        for _ in range(ctx.config.jobs):
+            broker.enqueue(Message(queue_name=ctx.raw_queue, actor_name=ctx.raw_queue, args=(), kwargs={}, options={}))
+        return time.time()
+    finally:
+        broker.close()
+
+
+def _finish_times(counter: Path) -> list[float]:
+    return [float(line) for line in counter.read_text().splitlines()]
+
+
+def _raw_burst(ctx: RunContext, counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
+    start = time.time()
+    enqueued = _enqueue_raw(ctx)
+    deadline = time.monotonic() + ctx.config.timeout_s
+    while len(times := _finish_times(counter)) < ctx.config.jobs:
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"raw dramatiq: {len(times)}/{ctx.config.jobs} processed; see {log}")
+        time.sleep(POLL_S)
+    return RawSample(messages=ctx.config.jobs, enqueue_s=enqueued - start, total_s=max(times) - start)
+
+
+def measure_raw(ctx: RunContext, repeat: int) -> RawSample:
+    """Start a plain ``dramatiq`` worker, run one burst of no-op messages, stop it."""
+    config = ctx.config
+    counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
+    counter.touch()
+    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
+    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
+    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
+    with running(argv, log, env) as worker:
+        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+        cpu = Delta(cpu_reading({"worker": worker.pid}))
+        sample = _raw_burst(ctx, counter, worker, log)
+        return replace(sample, cpu_s=cpu.since())
+
+
+# --- the run -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(work_dir: Path) -> Iterator[tuple[str, int]]:
+    """A ``secantusd-py`` process on a free port with its data in ``work_dir``; yields its URL and pid."""
+    port, storage, log = free_port(HOST), work_dir / "secantus-data", work_dir / "secantusd.log"
+    argv = ["secantusd-py", "--host", HOST, "--port", str(port), "--storage-path", str(storage)]
+    try:
+        with running(argv, log, {}) as process:
+            wait_until(lambda: _port_open(port), "secantusd-py", process, log)
+            # retryWrites=false: SecantusDB slows down badly with retryable writes (DESIGN.md pitfalls).
+            yield f"mongodb://{HOST}:{port}/?retryWrites=false&directConnection=true", process.pid
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    """All repeats, interleaved; returns the report (samples, summary, log findings)."""
+    work_dir = Path(tempfile.mkdtemp(prefix="engineroom-bench-"))
+    print(f"logs: {work_dir}")
+    engineroom_samples: list[EngineroomSample] = []
+    raw_samples: list[RawSample] = []
+    load_before = os.getloadavg()
+    with contextlib.ExitStack() as stack:
+        mongodb_url, database_pid = stack.enter_context(database(work_dir))
+        ctx = RunContext(config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32))
+        stack.callback(delete_topology, ctx)
+        print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
+        for repeat in range(1, config.repeat + 1):
+            engineroom_samples.append(sample := measure_engineroom(ctx, repeat))
+            print(f"  #{repeat} engineroom {sample.jobs_per_s:8.1f} jobs/s  ({sample.accepted_per_s:.1f} accepted/s)")
+            raw_samples.append(raw := measure_raw(ctx, repeat))
+            print(f"  #{repeat} raw        {raw.messages_per_s:8.1f} msgs/s  ({raw.enqueued_per_s:.1f} enqueued/s)")
+    result = report(config, work_dir, engineroom_samples, raw_samples)
+    return {**result, "cpus": os.cpu_count(), "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+
+
+# --- the report ----------------------------------------------------------------------------------------------
+
+Figure = tuple[str, list[float]]
+
+
+def figures(engineroom: list[EngineroomSample], raw: list[RawSample]) -> list[Figure]:
+    """Each reported figure with its value per repeat; the ratio pairs each repeat with its raw neighbour."""
+    ratios = [e.jobs_per_s / r.messages_per_s for e, r in zip(engineroom, raw, strict=True)]
+    return [
+        ("engineroom end-to-end jobs/s", [s.jobs_per_s for s in engineroom]),
+        ("engineroom submit-only accepted/s", [s.accepted_per_s for s in engineroom]),
+        ("engineroom latency p50 s", [s.latency_p50_s for s in engineroom]),
+        ("engineroom latency p95 s", [s.latency_p95_s for s in engineroom]),
+        ("raw dramatiq msgs/s", [s.messages_per_s for s in raw]),
+        ("raw dramatiq enqueue-only msgs/s", [s.enqueued_per_s for s in raw]),
+        ("ratio engineroom/raw (jobs/s)", ratios),
+        *breakdown("engineroom cpu-s", [s.cpu_s for s in engineroom]),
+        *breakdown("raw cpu-s", [s.cpu_s for s in raw]),
+        *breakdown("engineroom db ops/job:", [s.db_ops_per_job for s in engineroom]),
+    ]
+
+
+def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
+    """One figure per name a per-repeat reading holds (CPU seconds per process group, database operations)."""
+    names = [name for name in readings[0] if any(reading[name] for reading in readings)] if readings else []
+    return [(f"{label} {name}", [reading[name] for reading in readings]) for name in names]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def table(rows: list[Figure]) -> str:
+    lines = [f"{'figure':<36}{'median':>10}{'min':>10}{'max':>10}"]
+    for name, values in rows:
+        stats = spread(values)
+        lines.append(f"{name:<36}" + "".join(f"{stats[key]:>10.3f}" for key in ("median", "min", "max")))
+    return "\n".join(lines)
+
+
+def report(
+    config: BenchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
+) -> dict[str, Any]:
+    rows = figures(engineroom, raw)
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "config": asdict(config),
+        "engineroom": [asdict(sample) for sample in engineroom],
+        "raw": [asdict(sample) for sample in raw],
+        "summary": {name: spread(values) for name, values in rows},
+        "table": table(rows),
+        "log_dir": str(work_dir),
+        "logs": {log.name: scan_log(log) for log in sorted(work_dir.glob("*.log"))},
+    }
+
+
+def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=48, help="HTTP submits in flight")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
+    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
+    parser.add_argument("--timeout-s", type=float, default=300.0, help="per burst")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    args = parser.parse_args(argv)
+    config = BenchConfig(
+        jobs=args.jobs,
+        concurrency=args.concurrency,
+        processes=args.processes,
+        threads=args.threads,
+        repeat=args.repeat,
+        amqp_url=args.amqp_url,
+        timeout_s=args.timeout_s,
+    )
+    return config, args.output
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, output = parse_args(argv)
+    print(f"burst: {config.jobs} jobs x {config.repeat} repeats, workers {config.processes}p x {config.threads}t")
+    result = run(config)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(result["table"])
+    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
+    print(f"log findings ({result['log_dir']}):")
+    for name, counts in result["logs"].items():
+        print(f"  {name:<20} " + "  ".join(f"{marker}={count}" for marker, count in counts.items()))
+    print(f"written: {output}")
+    return 0
