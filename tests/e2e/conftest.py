@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +27,8 @@ class Process:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    #: Started in a session of its own: ``kill_group`` reaches its children too (dramatiq forks its workers).
+    own_group: bool = False
 
     def stop(self) -> int:
         if self.popen.poll() is None:
@@ -34,9 +36,20 @@ class Process:
             try:
                 self.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:
+                if self.own_group:
+                    self.kill_group()
                 self.popen.kill()
                 self.popen.wait()
         return self.popen.returncode
+
+    def kill_group(self) -> None:
+        """SIGKILL the process and every child it forked (only for processes started with ``new_session``)."""
+        assert self.own_group, f"{self.name} shares the test's process group"
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        self.popen.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -50,20 +63,25 @@ class Stack:
     log_dir: Path
     processes: list[Process] = field(default_factory=list)
 
-    def start(self, name: str, *args: str) -> Process:
+    def start(self, name: str, *args: str, new_session: bool = False, env: Mapping[str, str] | None = None) -> Process:
+        """Run ``engineroom *args`` with ``self.env`` (plus ``env``); ``new_session`` gives it its own group."""
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "engineroom.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "engineroom.cli", *args],
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=new_session,
             )
-        process = Process(name, popen, log_path)
+        process = Process(name, popen, log_path, own_group=new_session)
         self.processes.append(process)
         return process
 
-    def start_api(self, name: str = "api") -> str:
+    def start_api(self, name: str = "api", *, env: Mapping[str, str] | None = None) -> str:
         """Start a gateway and return its base URL once ``/readyz`` answers 200."""
         port = free_port()
-        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port))
+        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port), env=env)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
@@ -77,8 +95,12 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"{name} not ready after {START_TIMEOUT_S} s:\n{process.log()}")
 
-    def start_worker(self, *extra: str) -> Process:
-        return self.start("worker", "worker", "--processes", "1", "--threads", "8", *extra)
+    def start_worker(self, *extra: str, name: str = "worker", new_session: bool = False) -> Process:
+        """A worker process; later options in ``extra`` (``--threads 1``) override the defaults."""
+        return self.start(name, "worker", "--processes", "1", "--threads", "8", *extra, new_session=new_session)
+
+    def start_scheduler(self, name: str = "scheduler") -> Process:
+        return self.start(name, "scheduler")
 
     def stop(self) -> None:
         for process in reversed(self.processes):
