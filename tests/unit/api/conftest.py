@@ -26,7 +26,7 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     """A gateway (with the scheduler on its loop) whose jobs run on two in-process worker threads."""
     broker = build_broker(app_settings, in_process=True)
     bus = LocalEventBus()
-    declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus))
+    declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus, broker))
     worker = start_in_process_worker(broker, threads=2, worker_timeout_ms=50)
     try:
         with TestClient(create_app(app_settings, broker=broker, bus=bus, with_scheduler=True)) as test_client:
