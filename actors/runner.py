@@ -46,6 +46,8 @@ T = TypeVar("T")
 
 #: How long after parking a job of an engine a worker keeps handing that engine's freed slots on itself.
 HAND_OFF_WINDOW_S = 10.0
+#: Seconds a worker trusts what it read of an engine's per-tenant cap.
+QUEUE_SETTINGS_TTL_S = 1.0
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
@@ -75,6 +77,7 @@ class JobRunner:
         self._stores: WorkerStores | None = None
         #: Engines this process parked jobs of lately, and when: it hands their slots on as it frees them.
         self._parked_at: dict[str, float] = {}
+        self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
         self._heartbeat: Heartbeat | None = None
         self._cancel_subscription: Subscription | None = None
         self._last_cancel_poll: dict[str, float] = {}
@@ -162,7 +165,12 @@ class JobRunner:
             self._hand_off(job.engine)
 
     def _admit(self, job: JobDocument) -> bool:
-        """Take one of the engine's slots, if its pause and limits allow a start now."""
+        """Take one of the engine's slots, if its pause and limits allow a start now and no parked job is ahead
+        of this one (so a newcomer never jumps the line). Under a per-tenant cap only the tenant's own parked
+        jobs count as ahead: another tenant's capped backlog must not hold this one back."""
+        tenant_capped = self._has_tenant_cap(job.engine)
+        if self._call(lambda stores: stores.jobs.has_parked_ahead(job, same_tenant_only=tenant_capped)):
+            return False
         now = utcnow()
         until = now + timedelta(seconds=self.settings.job_lease_s)
         return self._call(
@@ -170,6 +178,15 @@ class JobRunner:
                 job.engine, job_id=job.id, tenant_id=job.tenant_id, worker_id=self.worker_id, until=until, now=now
             )
         )
+
+    def _has_tenant_cap(self, engine: str) -> bool:
+        """Whether the engine has a per-tenant cap, read at most once a second (it changes rarely)."""
+        checked_at, capped = self._tenant_cap_seen.get(engine, (float("-inf"), False))
+        if time.monotonic() - checked_at > QUEUE_SETTINGS_TTL_S:
+            queue = self._call(lambda stores: stores.queues.get(engine))
+            capped = queue.max_concurrency_per_tenant is not None
+            self._tenant_cap_seen[engine] = (time.monotonic(), capped)
+        return capped
 
     def _park(self, job: JobDocument) -> None:
         """No slot: keep the job queued in MongoDB (its place kept by priority and age) and let the message go.

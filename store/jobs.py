@@ -202,6 +202,22 @@ class JobStore:
             raise StoreUnavailable() from exc
         return [_from_mongo(document) for document in documents]
 
+    async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
+        """Whether a parked job of the engine should start before this one (higher priority, or as high and
+        older): then this one joins the line instead of taking a slot that came free for the other."""
+        query = {
+            "engine": job.engine,
+            "state": str(JobState.QUEUED),
+            "parked": True,
+            "$or": [{"priority": {"$gt": job.priority}}, {"priority": job.priority, "_id": {"$lt": job.id}}],
+        }
+        if same_tenant_only:
+            query["tenant_id"] = job.tenant_id
+        try:
+            return await self.collection.find_one(query, {"_id": 1}) is not None
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
     async def position(self, job: JobDocument) -> int:
         """How many queued jobs of the same engine start before this one (higher priority, or as high and older)."""
         query = {
