@@ -9,9 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import dramatiq
+from dramatiq import Broker
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Interrupt
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -25,6 +28,7 @@ from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
 from engineroom.core.backoff import compute_backoff_s
+from engineroom.core.broker import job_message
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
@@ -34,11 +38,16 @@ from engineroom.models.job import JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
 from engineroom.store.client import connect
 from engineroom.store.jobs import JobStore
+from engineroom.store.queues import QueueStore
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: How long after parking a job of an engine a worker keeps handing that engine's freed slots on itself.
+HAND_OFF_WINDOW_S = 10.0
+#: Seconds a worker trusts what it read of an engine's per-tenant cap.
+QUEUE_SETTINGS_TTL_S = 1.0
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
@@ -48,17 +57,27 @@ def _storable(value: Any) -> Any:
     return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
 
 
+@dataclass(frozen=True)
+class WorkerStores:
+    jobs: JobStore
+    queues: QueueStore
+
+
 class JobRunner:
     """Executes job messages; one per worker process, shared by its threads."""
 
-    def __init__(self, settings: Settings, bus: EventBus) -> None:
+    def __init__(self, settings: Settings, bus: EventBus, broker: Broker) -> None:
         self.settings = settings
         self.bus = bus
+        self.broker = broker
         self.worker_id = process_identity()
         self.running = RunningJobs()
         self.progress = ProgressCoalescer()
         self._client: AsyncIOMotorClient[dict[str, Any]] | None = None
-        self._jobs: JobStore | None = None
+        self._stores: WorkerStores | None = None
+        #: Engines this process parked jobs of lately, and when: it hands their slots on as it frees them.
+        self._parked_at: dict[str, float] = {}
+        self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
         self._heartbeat: Heartbeat | None = None
         self._cancel_subscription: Subscription | None = None
         self._last_cancel_poll: dict[str, float] = {}
@@ -67,6 +86,7 @@ class JobRunner:
 
     def start(self) -> None:
         """Begin renewing leases and listening for cancellations."""
+        self._call(lambda stores: stores.queues.ensure_defaults())
         self._heartbeat = Heartbeat(self.renew_leases, self.settings.job_lease_s / 3)
         self._heartbeat.start()
         self._cancel_subscription = self.bus.subscribe(self._on_cancel_event, routing_keys=[EventType.JOB_CANCELLED])
@@ -88,24 +108,27 @@ class JobRunner:
             raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
         return loop_thread.run_coroutine(coroutine)
 
-    def _call(self, operation: Callable[[JobStore], Awaitable[T]]) -> T:
+    def _call(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
         async def apply() -> T:
-            if self._jobs is None:  # created on the loop thread, where motor binds to the loop
+            if self._stores is None:  # created on the loop thread, where motor binds to the loop
                 self._client = connect(self.settings)
-                self._jobs = JobStore(self._client[self.settings.mongodb_db])
-            return await operation(self._jobs)
+                db = self._client[self.settings.mongodb_db]
+                self._stores = WorkerStores(JobStore(db), QueueStore(db, rate_window_s=self.settings.rate_window_s))
+            return await operation(self._stores)
 
         return self._run(apply())
 
     async def _close_client(self) -> None:
         if self._client is not None:
             self._client.close()
-        self._client = self._jobs = None
+        self._client, self._stores = None, None
 
     def renew_leases(self) -> None:
+        """Extend the job and slot leases of every job this process runs."""
         until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
         running = self.running.ids()
-        self._call(lambda jobs: jobs.renew_leases(running, self.worker_id, until))
+        self._call(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
+        self._call(lambda stores: stores.queues.renew(running, until))
 
     # -- a job's life --
 
@@ -118,7 +141,7 @@ class JobRunner:
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it."""
-        job = self._call(lambda jobs: jobs.get(job_id))
+        job = self._call(lambda stores: stores.jobs.get(job_id))
         if job is None:
             logger.warning("job %s not found; dropping its message", job_id)
             return
@@ -130,9 +153,70 @@ class JobRunner:
         except InvalidRequest as exc:
             self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)}, expected=JobState.QUEUED)
             return
-        claimed = self._claim(job)
-        if claimed is not None:
-            self._execute(claimed, task)
+        if not self._admit(job):
+            self._park(job)
+            return
+        try:
+            claimed = self._claim(job)
+            if claimed is not None:
+                self._execute(claimed, task)
+        finally:
+            self._call(lambda stores: stores.queues.release(job.engine, job.id))
+            self._hand_off(job.engine)
+
+    def _admit(self, job: JobDocument) -> bool:
+        """Take one of the engine's slots, if its pause and limits allow a start now and no parked job is ahead
+        of this one (so a newcomer never jumps the line). Under a per-tenant cap only the tenant's own parked
+        jobs count as ahead: another tenant's capped backlog must not hold this one back."""
+        tenant_capped = self._has_tenant_cap(job.engine)
+        if self._call(lambda stores: stores.jobs.has_parked_ahead(job, same_tenant_only=tenant_capped)):
+            return False
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.job_lease_s)
+        return self._call(
+            lambda stores: stores.queues.try_acquire(
+                job.engine, job_id=job.id, tenant_id=job.tenant_id, worker_id=self.worker_id, until=until, now=now
+            )
+        )
+
+    def _has_tenant_cap(self, engine: str) -> bool:
+        """Whether the engine has a per-tenant cap, read at most once a second (it changes rarely)."""
+        checked_at, capped = self._tenant_cap_seen.get(engine, (float("-inf"), False))
+        if time.monotonic() - checked_at > QUEUE_SETTINGS_TTL_S:
+            queue = self._call(lambda stores: stores.queues.get(engine))
+            capped = queue.max_concurrency_per_tenant is not None
+            self._tenant_cap_seen[engine] = (time.monotonic(), capped)
+        return capped
+
+    def _park(self, job: JobDocument) -> None:
+        """No slot: keep the job queued in MongoDB (its place kept by priority and age) and let the message go.
+
+        Holding the message instead would hold a worker thread, or spin it through RabbitMQ; the scheduler (or
+        the next worker freeing a slot) sends the job again when its engine has room.
+        """
+        if self._call(lambda stores: stores.jobs.park(job.id)):
+            self._parked_at[job.engine] = time.monotonic()
+            logger.debug("job %s waits for a slot of %s", job.id, job.engine)
+
+    def _hand_off(self, engine: str) -> None:
+        """Send the engine's next parked job right away, if this process parked some lately (else the scheduler
+        will, within a tick): a saturated engine then moves at the pace of its jobs, not of the scheduler."""
+        parked_at = self._parked_at.get(engine)
+        if parked_at is None or time.monotonic() - parked_at > HAND_OFF_WINDOW_S:
+            self._parked_at.pop(engine, None)
+            return
+        waiting = self._call(lambda stores: stores.jobs.parked(engine, 1))
+        if not waiting:
+            return
+        next_job = waiting[0]
+        if not self._call(lambda stores: stores.jobs.unpark(next_job.id)):
+            return
+        try:
+            self.broker.enqueue(job_message(self.settings, next_job))
+        except dramatiq.errors.ConnectionError:
+            logger.warning("could not hand job %s on; the scheduler will send it", next_job.id)
+            return
+        self._call(lambda stores: stores.jobs.confirm_dispatched([next_job.id]))
 
     def _claim(self, job: JobDocument) -> JobDocument | None:
         started_at = utcnow()
@@ -145,7 +229,7 @@ class JobRunner:
         }
         try:
             self._call(
-                lambda jobs: jobs.transition(
+                lambda stores: stores.jobs.transition(
                     job.id,
                     expected=[JobState.QUEUED],
                     to=JobState.RUNNING,
@@ -235,7 +319,7 @@ class JobRunner:
         stored_fields = {key: _storable(value) for key, value in fields.items()}
         try:
             self._call(
-                lambda jobs: jobs.transition(
+                lambda stores: stores.jobs.transition(
                     job.id, expected=[expected], to=to, fields=stored_fields, detail=detail, error=error
                 )
             )
@@ -250,7 +334,7 @@ class JobRunner:
         if self.running.is_cancelled(job.id):
             return
         if self.progress.offer(job.id, progress):
-            self._call(lambda jobs: jobs.set_progress(job.id, progress))
+            self._call(lambda stores: stores.jobs.set_progress(job.id, progress))
         self.publish(job, EventType.JOB_PROGRESS, progress.model_dump())
 
     def is_cancelled(self, job: JobDocument) -> bool:
@@ -260,7 +344,7 @@ class JobRunner:
         if now - self._last_cancel_poll.get(job.id, float("-inf")) < CANCEL_POLL_INTERVAL_S:
             return False
         self._last_cancel_poll[job.id] = now
-        current = self._call(lambda jobs: jobs.get(job.id))
+        current = self._call(lambda stores: stores.jobs.get(job.id))
         return current is None or current.state == JobState.CANCELLED
 
     def _on_cancel_event(self, event: Event) -> None:

@@ -12,5 +12,5 @@ from engineroom.notifications.bus import RabbitEventBus
 settings = get_settings()
 load_task_modules(settings.task_module_names)
 broker = build_broker(settings)
-runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange))
+runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange), broker)
 actors = declare_engine_actors(broker, settings, runner)

@@ -16,7 +16,9 @@ from engineroom.api import ws
 from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
+from engineroom.api.queues import QueueControl
 from engineroom.api.routes import health, jobs, tasks
+from engineroom.api.routes import queues as queue_routes
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
@@ -27,6 +29,8 @@ from engineroom.notifications.websocket import Hub
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
+from engineroom.store.queues import QueueStore
+from engineroom.store.stats import JobStats
 
 
 def create_app(
@@ -46,6 +50,8 @@ def create_app(
         client = connect(settings)
         db = client[settings.mongodb_db]
         await ensure_indexes(db)
+        queues = QueueStore(db, rate_window_s=settings.rate_window_s)
+        await queues.ensure_defaults()
         events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)
         publisher = AsyncEventPublisher(events)
         enqueuer = Enqueuer(broker or build_broker(settings), settings)
@@ -59,6 +65,7 @@ def create_app(
         app.state.hub = hub
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
+        app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
         scheduler_task = (
             asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
         )
@@ -81,6 +88,6 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
-    for router in (jobs.router, tasks.router, health.router, ws.router):
+    for router in (jobs.router, queue_routes.router, tasks.router, health.router, ws.router):
         app.include_router(router)
     return app

@@ -8,9 +8,10 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from engineroom.api.control import JobControl
+from engineroom.api.queues import QueueControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.config import Settings
-from engineroom.core.errors import Unauthenticated
+from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
 from engineroom.store.jobs import JobStore
@@ -38,6 +39,11 @@ def get_job_control(request: Request) -> JobControl:
     return control
 
 
+def get_queue_control(request: Request) -> QueueControl:
+    control: QueueControl = request.app.state.queue_control
+    return control
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
@@ -52,4 +58,14 @@ def get_principal(
 JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
 JobControlDep = Annotated[JobControl, Depends(get_job_control)]
+QueueControlDep = Annotated[QueueControl, Depends(get_queue_control)]
+
+
+def require_admin(who: PrincipalDep) -> Principal:
+    """Guards operator routes: a valid token without the admin role gets 403."""
+    if not who.is_admin:
+        raise Forbidden("this needs the admin role")
+    return who
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

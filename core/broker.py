@@ -105,6 +105,24 @@ class Enqueuer:
             del self.broker.connection  # drop the broken connection; the next access reconnects
             self.broker.connection.process_data_events(time_limit=0)
 
+    async def depth(self, engine: str) -> int | None:
+        """Messages waiting in the engine's queue, or ``None`` if the broker cannot say right now."""
+        queue = self.settings.queue_name(engine)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._depth, queue)
+        except Exception as exc:  # stats must not fail on a broker hiccup; the cause is logged
+            logger.warning("could not read the depth of %s: %r", queue, exc)
+            return None
+
+    def _depth(self, queue: str) -> int:
+        if isinstance(self.broker, StubBroker):
+            return self.broker.queues[queue].qsize() if queue in self.broker.queues else 0
+        assert isinstance(self.broker, RabbitmqBroker)
+        # A (re)declare answers with the message count; dramatiq's helper declares with the queue's own arguments.
+        main, _delayed, _dead = self.broker.get_queue_message_counts(queue)
+        return int(main)
+
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     job_lease_s: float = 30.0
     #: How often the scheduler looks for due retries, expired leases and undispatched jobs.
     scheduler_interval_s: float = 0.5
+    #: The window of ``max_starts_per_minute``: 60 s, shorter only to test rate limits quickly.
+    rate_window_s: float = 60.0
     #: A job still flagged ``needs_dispatch`` this long after it was queued is (re)sent by the scheduler.
     dispatch_grace_s: float = 5.0
 

@@ -58,7 +58,7 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     load_task_modules(settings.task_module_names)
     broker = build_broker(settings, in_process=in_process)
     bus: EventBus = LocalEventBus() if in_process else RabbitEventBus(settings.amqp_url, settings.events_exchange)
-    declare_engine_actors(broker, settings, JobRunner(settings, bus))
+    declare_engine_actors(broker, settings, JobRunner(settings, bus, broker))
     worker = start_in_process_worker(broker, threads=threads)
     token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
     print(f"\nengineroom dev is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")  # noqa: T201

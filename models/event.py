@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
 from engineroom.core.clock import utcnow
 from engineroom.core.ids import new_id
+
+if TYPE_CHECKING:
+    from engineroom.models.queue import QueueDocument
 
 
 class JobLike(Protocol):
@@ -51,6 +54,8 @@ class Event(BaseModel):
     ts: datetime
     tenant_id: str
     user_id: str | None = None
+    #: ``owner``: the job's user; ``admins``: every admin's socket (queue events: engines are shared).
+    audience: Literal["owner", "admins"] = "owner"
     job_id: str | None = None
     workflow_id: str | None = None
     data: dict[str, Any] = Field(default_factory=dict)
@@ -68,3 +73,9 @@ def job_event(job: JobLike, event_type: EventType, data: dict[str, Any] | None =
         workflow_id=job.workflow_id,
         data={"state": str(job.state), "task": job.task, "engine": job.engine, **(data or {})},
     )
+
+
+def queue_event(queue: QueueDocument, event_type: EventType, *, by: str) -> Event:
+    """The event that tells admins an engine was paused, resumed or given new limits."""
+    data = queue.model_dump(mode="json", exclude={"holders", "starts"})
+    return Event(id=new_id(), type=event_type, ts=utcnow(), tenant_id="*", audience="admins", data={**data, "by": by})

@@ -137,6 +137,8 @@ class JobDocument(_JobFields):
 
     #: Set with every move to ``queued`` and cleared once its broker message is known sent (outbox).
     needs_dispatch: bool = False
+    #: ``queued`` but held in MongoDB (its message consumed) until its engine's limits or pause let it start.
+    parked: bool = False
     #: While ``running``: the worker process that runs it, and until when its heartbeat vouches for it.
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
@@ -153,6 +155,10 @@ class JobDocument(_JobFields):
 
 class JobPublic(_JobFields):
     """A job as the API shows it."""
+
+    #: While queued: how many jobs of its engine start before it, and a rough estimate of when it starts.
+    position: int | None = None
+    eta_s: float | None = None
 
     @classmethod
     def from_document(cls, document: JobDocument) -> JobPublic:

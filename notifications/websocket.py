@@ -30,7 +30,9 @@ class ClientConnection:
         self._sender = asyncio.create_task(self._drain(), name=f"ws-sender-{principal.user_id}")
 
     def may_hear(self, event: Event) -> bool:
-        """Only the event's own user, in the event's own tenant."""
+        """Job events: only their own user, in their own tenant. Queue events: admins."""
+        if event.audience == "admins":
+            return self.principal.is_admin
         return event.tenant_id == self.principal.tenant_id and event.user_id == self.principal.user_id
 
     def offer(self, event: Event) -> None:
@@ -85,8 +87,12 @@ class Hub:
         self._loop.call_soon_threadsafe(self.deliver, event)
 
     def deliver(self, event: Event) -> None:
-        if event.user_id is None:
+        if event.audience == "admins":
+            candidates = [connection for connections in self._by_user.values() for connection in connections]
+        elif event.user_id is not None:
+            candidates = list(self._by_user.get((event.tenant_id, event.user_id), ()))
+        else:
             return
-        for connection in list(self._by_user.get((event.tenant_id, event.user_id), ())):
+        for connection in candidates:
             if connection.may_hear(event):
                 connection.offer(event)

@@ -11,12 +11,14 @@ from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
 from engineroom.core.ids import process_identity
-from engineroom.models.event import EventType, job_event
+from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.scheduler.admission import pick_startable, start_room
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
+from engineroom.store.queues import QueueStore
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ logger = logging.getLogger(__name__)
 LEADER_LEASE = "scheduler"
 #: Jobs one sweep handles at most; the next tick takes the rest.
 SWEEP_BATCH = 200
+#: Parked jobs read beyond an engine's room, to step over tenants at their cap.
+PARKED_LOOKAHEAD = 50
 
 
 class Scheduler:
@@ -32,12 +36,14 @@ class Scheduler:
         settings: Settings,
         jobs: JobStore,
         leases: LeaseStore,
+        queues: QueueStore,
         dispatcher: Dispatcher,
         publisher: AsyncEventPublisher,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.leases = leases
+        self.queues = queues
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.identity = process_identity()
@@ -66,7 +72,27 @@ class Scheduler:
     async def tick(self) -> None:
         await self.release_due_retries()
         await self.recover_orphans()
+        await self.resume_due_pauses()
+        await self.start_parked()
         await self.send_undispatched()
+
+    async def resume_due_pauses(self) -> None:
+        """Resume engines paused ``until`` a time that has come."""
+        for engine in await self.queues.due_resumes(utcnow()):
+            queue = await self.queues.resume(engine)
+            await self.publisher.publish(queue_event(queue, EventType.QUEUE_RESUMED, by="scheduler"))
+
+    async def start_parked(self) -> None:
+        """Send as many parked jobs of each engine as its limits have room for now, in priority order."""
+        now = utcnow()
+        for queue in await self.queues.all():
+            room = start_room(queue, now, self.settings.rate_window_s)
+            if room <= 0:
+                continue
+            candidates = await self.jobs.parked(queue.engine, room + PARKED_LOOKAHEAD)
+            for job in pick_startable(queue, candidates, room, now):
+                if await self.jobs.unpark(job.id):
+                    await self.dispatcher.dispatch(job)
 
     async def release_due_retries(self) -> None:
         """``retrying`` → ``queued`` for every job whose backoff is over, in due order."""
@@ -78,6 +104,7 @@ class Scheduler:
         job that kills its worker every time cannot loop forever."""
         for job in await self.jobs.expired_leases(utcnow(), SWEEP_BATCH):
             lost = f"worker {job.worker_id} stopped renewing the lease of attempt {job.attempts}"
+            await self.queues.release(job.engine, job.id)
             if job.may_retry:
                 await self._requeue(job, JobState.RUNNING, detail=lost, lease_expires_at=job.lease_expires_at)
             else:
@@ -126,4 +153,5 @@ async def run_scheduler(
     settings: Settings, db: Database, dispatcher: Dispatcher, publisher: AsyncEventPublisher
 ) -> None:
     """Run a scheduler over ``db`` until cancelled."""
-    await Scheduler(settings, JobStore(db), LeaseStore(db), dispatcher, publisher).run_forever()
+    queues = QueueStore(db, rate_window_s=settings.rate_window_s)
+    await Scheduler(settings, JobStore(db), LeaseStore(db), queues, dispatcher, publisher).run_forever()

@@ -14,6 +14,7 @@ from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
+from engineroom.store.queues import QueueStore
 
 
 async def serve_scheduler(settings: Settings) -> None:
@@ -21,6 +22,7 @@ async def serve_scheduler(settings: Settings) -> None:
     client = connect(settings)
     db = client[settings.mongodb_db]
     await ensure_indexes(db)
+    await QueueStore(db, rate_window_s=settings.rate_window_s).ensure_defaults()
     bus = RabbitEventBus(settings.amqp_url, settings.events_exchange)
     publisher = AsyncEventPublisher(bus)
     enqueuer = Enqueuer(build_broker(settings), settings)

@@ -59,5 +59,11 @@ async def ensure_indexes(db: Database) -> None:
         [("lease_expires_at", 1)], name="running_leases", partialFilterExpression={"state": "running"}
     )
     await jobs.create_index([("queued_at", 1)], name="outbox", partialFilterExpression={"needs_dispatch": True})
+    # Parked jobs of an engine, in start order; queue positions and per-engine state counts.
+    await jobs.create_index(
+        [("engine", 1), ("priority", -1), ("_id", 1)], name="parked_order", partialFilterExpression={"parked": True}
+    )
+    await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
+    await jobs.create_index([("engine", 1), ("finished_at", -1)], name="engine_finished")
     await db["leases"].create_index([("expires_at", 1)], name="lease_expiry")
     logger.debug("indexes ensured on %s", db.name)

@@ -178,6 +178,58 @@ class JobStore:
         if job_ids:
             await self._update_many({"_id": {"$in": list(job_ids)}}, {"$set": {"needs_dispatch": False}})
 
+    async def park(self, job_id: str) -> bool:
+        """Hold a ``queued`` job in MongoDB until its engine has room (its message is consumed); False if it is
+        no longer queued."""
+        return await self._update_one(
+            {"_id": job_id, "state": str(JobState.QUEUED)}, {"$set": {"parked": True, "needs_dispatch": False}}
+        )
+
+    async def unpark(self, job_id: str) -> bool:
+        """Mark a parked job for sending again (outbox flag set); False if it was not parked and queued."""
+        return await self._update_one(
+            {"_id": job_id, "state": str(JobState.QUEUED), "parked": True},
+            {"$set": {"parked": False, "needs_dispatch": True}},
+        )
+
+    async def parked(self, engine: str, limit: int) -> list[JobDocument]:
+        """An engine's parked jobs in the order they should start: highest priority, then oldest."""
+        query = {"engine": engine, "state": str(JobState.QUEUED), "parked": True}
+        try:
+            cursor = self.collection.find(query).sort([("priority", DESCENDING), ("_id", 1)]).limit(limit)
+            documents = await cursor.to_list(limit)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return [_from_mongo(document) for document in documents]
+
+    async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
+        """Whether a parked job of the engine should start before this one (higher priority, or as high and
+        older): then this one joins the line instead of taking a slot that came free for the other."""
+        query = {
+            "engine": job.engine,
+            "state": str(JobState.QUEUED),
+            "parked": True,
+            "$or": [{"priority": {"$gt": job.priority}}, {"priority": job.priority, "_id": {"$lt": job.id}}],
+        }
+        if same_tenant_only:
+            query["tenant_id"] = job.tenant_id
+        try:
+            return await self.collection.find_one(query, {"_id": 1}) is not None
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def position(self, job: JobDocument) -> int:
+        """How many queued jobs of the same engine start before this one (higher priority, or as high and older)."""
+        query = {
+            "engine": job.engine,
+            "state": str(JobState.QUEUED),
+            "$or": [{"priority": {"$gt": job.priority}}, {"priority": job.priority, "_id": {"$lt": job.id}}],
+        }
+        try:
+            return int(await self.collection.count_documents(query))
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
     async def due_retries(self, now: datetime, limit: int) -> list[JobDocument]:
         """``retrying`` jobs whose backoff is over, earliest first."""
         query = {"state": str(JobState.RETRYING), "next_attempt_at": {"$lte": now}}
@@ -248,6 +300,13 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return [_from_mongo(document) for document in documents]
+
+    async def _update_one(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
+        try:
+            outcome = await self.collection.update_one(query, update)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return outcome.matched_count == 1
 
     async def _update_many(self, query: dict[str, Any], update: dict[str, Any]) -> None:
         try:

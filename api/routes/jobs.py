@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from engineroom.api.deps import JobControlDep, JobStoreDep, PrincipalDep, SubmitterDep
+from engineroom.api.deps import JobControlDep, JobStoreDep, PrincipalDep, QueueControlDep, SubmitterDep
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.job import JobFilter, JobPage, JobPublic, JobState, JobSubmit
 
@@ -74,9 +74,14 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job_id: JobId, jobs: JobStoreDep, who: PrincipalDep) -> JobPublic:
-    """Read one job."""
-    return JobPublic.from_document(await jobs.get_visible(job_id, who))
+async def get_job(job_id: JobId, jobs: JobStoreDep, queues: QueueControlDep, who: PrincipalDep) -> JobPublic:
+    """Read one job; while it is queued, with its position in its engine's queue and a rough ``eta_s``."""
+    document = await jobs.get_visible(job_id, who)
+    job = JobPublic.from_document(document)
+    if document.state == JobState.QUEUED:
+        job.position = await jobs.position(document)
+        job.eta_s = await queues.estimate_start_s(document.engine, job.position)
+    return job
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)

@@ -35,7 +35,7 @@ def runner(settings: Settings, mongodb_url: str) -> Iterator[tuple[JobRunner, Re
     broker = build_broker(settings, in_process=True)
     bus, recorder = LocalEventBus(), Recorder()
     bus.subscribe(recorder)
-    job_runner = JobRunner(settings, bus)
+    job_runner = JobRunner(settings, bus, broker)
     declare_engine_actors(broker, settings, job_runner)
     worker = start_in_process_worker(broker, threads=1, worker_timeout_ms=50)
     yield job_runner, recorder
@@ -59,11 +59,11 @@ def store_job(runner: JobRunner, **fields: Any) -> JobDocument:
         }
     )
 
-    return runner._call(lambda jobs: jobs.insert(job))
+    return runner._call(lambda stores: stores.jobs.insert(job))
 
 
 def stored(runner: JobRunner, job_id: str) -> JobDocument:
-    job = runner._call(lambda jobs: jobs.get(job_id))
+    job = runner._call(lambda stores: stores.jobs.get(job_id))
     assert job is not None
     return job
 

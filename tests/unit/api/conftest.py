@@ -17,7 +17,7 @@ from engineroom.notifications.bus import LocalEventBus
 
 @pytest.fixture
 def app_settings(settings: Settings, mongodb_url: str) -> Settings:
-    fast = {"retry_backoff_base_s": 0.05, "scheduler_interval_s": 0.05, "job_lease_s": 3.0}
+    fast = {"retry_backoff_base_s": 0.05, "scheduler_interval_s": 0.05, "job_lease_s": 3.0, "rate_window_s": 2.0}
     return settings.model_copy(update={"mongodb_url": mongodb_url, "max_payload_bytes": 64 * 1024, **fast})
 
 
@@ -26,7 +26,7 @@ def client(app_settings: Settings) -> Iterator[TestClient]:
     """A gateway (with the scheduler on its loop) whose jobs run on two in-process worker threads."""
     broker = build_broker(app_settings, in_process=True)
     bus = LocalEventBus()
-    declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus))
+    declare_engine_actors(broker, app_settings, JobRunner(app_settings, bus, broker))
     worker = start_in_process_worker(broker, threads=2, worker_timeout_ms=50)
     try:
         with TestClient(create_app(app_settings, broker=broker, bus=bus, with_scheduler=True)) as test_client:

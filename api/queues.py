@@ -1,0 +1,78 @@
+"""Operating the engine queues: pause, resume, limits (each announced to admins), and the figures of each."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engineroom.core.broker import Enqueuer
+from engineroom.core.clock import utcnow
+from engineroom.models.event import EventType, queue_event
+from engineroom.models.principal import Principal
+from engineroom.models.queue import PauseRequest, QueueDocument, QueueLimits, QueueStats
+from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.store.queues import QueueStore
+from engineroom.store.stats import EngineFigures, JobStats
+
+
+def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | None) -> QueueStats:
+    finished = figures.completed_last_hour + figures.failed_last_hour
+    counts = figures.by_state
+    now = utcnow()
+    return QueueStats(
+        **queue.model_dump(exclude={"holders", "starts"}),
+        running=len(queue.live_holders(now)),
+        queued=counts.get("queued", 0),
+        waiting_for_slot=figures.parked,
+        scheduled=counts.get("scheduled", 0),
+        retrying=counts.get("retrying", 0),
+        pending=counts.get("pending", 0),
+        broker_depth=broker_depth,
+        completed_last_hour=figures.completed_last_hour,
+        failed_last_hour=figures.failed_last_hour,
+        success_rate=None if finished == 0 else figures.completed_last_hour / finished,
+        jobs_per_minute=figures.finished_last_5_min / 5,
+        p50_duration_s=figures.p50_duration_s,
+        p95_duration_s=figures.p95_duration_s,
+    )
+
+
+class QueueControl:
+    def __init__(self, queues: QueueStore, stats: JobStats, enqueuer: Enqueuer, publisher: AsyncEventPublisher) -> None:
+        self.queues = queues
+        self.stats = stats
+        self.enqueuer = enqueuer
+        self.publisher = publisher
+
+    async def describe(self, engine: str | None = None) -> list[QueueStats]:
+        """Every engine's figures (or one engine's). Counts only: no job of any tenant shows through."""
+        queues = [await self.queues.get(engine)] if engine is not None else await self.queues.all()
+        figures = await self.stats.by_engine(utcnow())
+        depths = await asyncio.gather(*(self.enqueuer.depth(queue.engine) for queue in queues))
+        return [
+            _stats(queue, figures.get(queue.engine, EngineFigures()), depth)
+            for queue, depth in zip(queues, depths, strict=True)
+        ]
+
+    async def estimate_start_s(self, engine: str, position: int) -> float | None:
+        """Seconds until a job with ``position`` jobs ahead starts: the waves ahead of it at the engine's
+        concurrency times its median duration over the last hour; ``None`` while unknown or paused."""
+        queue = await self.queues.get(engine)
+        figures = (await self.stats.by_engine(utcnow())).get(engine)
+        if queue.paused or queue.max_concurrency == 0 or figures is None or figures.p50_duration_s is None:
+            return None
+        return (position // queue.max_concurrency + 1) * figures.p50_duration_s
+
+    async def pause(self, engine: str, request: PauseRequest, who: Principal) -> QueueDocument:
+        queue = await self.queues.pause(engine, by=who.user_id, reason=request.reason, until=request.until)
+        await self.publisher.publish(queue_event(queue, EventType.QUEUE_PAUSED, by=who.user_id))
+        return queue
+
+    async def resume(self, engine: str, who: Principal) -> QueueDocument:
+        queue = await self.queues.resume(engine)
+        await self.publisher.publish(queue_event(queue, EventType.QUEUE_RESUMED, by=who.user_id))
+        return queue
+
+    async def set_limits(self, engine: str, limits: QueueLimits, who: Principal) -> QueueDocument:
+        queue = await self.queues.set_limits(engine, limits)
+        await self.publisher.publish(queue_event(queue, EventType.QUEUE_LIMITS, by=who.user_id))
+        return queue

@@ -1,0 +1,85 @@
+"""Figures over the ``jobs`` collection for ``GET /queues``: counts by state, throughput, durations."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.errors import PyMongoError
+
+from engineroom.core.errors import StoreUnavailable
+from engineroom.models.job import TERMINAL_STATES, JobState
+from engineroom.store.client import Database
+
+
+@dataclass
+class EngineFigures:
+    """What the jobs collection says about one engine."""
+
+    by_state: dict[str, int] = field(default_factory=dict)
+    parked: int = 0
+    completed_last_hour: int = 0
+    failed_last_hour: int = 0
+    finished_last_5_min: int = 0
+    p50_duration_s: float | None = None
+    p95_duration_s: float | None = None
+
+
+class JobStats:
+    def __init__(self, db: Database) -> None:
+        self.collection = db["jobs"]
+
+    async def by_engine(self, now: datetime) -> dict[str, EngineFigures]:
+        """Two aggregations for all engines: unfinished jobs by state, and jobs finished in the last hour."""
+        figures: dict[str, EngineFigures] = defaultdict(EngineFigures)
+        unfinished = [str(state) for state in JobState if state not in TERMINAL_STATES]
+        for row in await self._aggregate(
+            [
+                {"$match": {"state": {"$in": unfinished}}},
+                {"$group": {"_id": {"engine": "$engine", "state": "$state", "parked": "$parked"}, "n": {"$sum": 1}}},
+            ]
+        ):
+            engine, state = row["_id"]["engine"], row["_id"]["state"]
+            counts = figures[engine].by_state
+            counts[state] = counts.get(state, 0) + row["n"]
+            if row["_id"].get("parked"):
+                figures[engine].parked += row["n"]
+        five_minutes_ago = now - timedelta(minutes=5)
+        for row in await self._aggregate(
+            [
+                {
+                    "$match": {
+                        "finished_at": {"$gte": now - timedelta(hours=1)},
+                        "state": {"$in": ["completed", "failed"]},
+                    }
+                },
+                {"$set": {"duration_ms": {"$subtract": ["$finished_at", "$started_at"]}}},
+                {
+                    "$group": {
+                        "_id": "$engine",
+                        "completed": {"$sum": {"$cond": [{"$eq": ["$state", "completed"]}, 1, 0]}},
+                        "failed": {"$sum": {"$cond": [{"$eq": ["$state", "failed"]}, 1, 0]}},
+                        "recent": {"$sum": {"$cond": [{"$gte": ["$finished_at", five_minutes_ago]}, 1, 0]}},
+                        "durations": {
+                            "$percentile": {"input": "$duration_ms", "p": [0.5, 0.95], "method": "approximate"}
+                        },
+                    }
+                },
+            ]
+        ):
+            engine_figures = figures[row["_id"]]
+            engine_figures.completed_last_hour = row["completed"]
+            engine_figures.failed_last_hour = row["failed"]
+            engine_figures.finished_last_5_min = row["recent"]
+            p50, p95 = row.get("durations") or (None, None)
+            engine_figures.p50_duration_s = None if p50 is None else p50 / 1000
+            engine_figures.p95_duration_s = None if p95 is None else p95 / 1000
+        return figures
+
+    async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        try:
+            return await self.collection.aggregate(pipeline).to_list(None)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc

@@ -1,0 +1,230 @@
+"""Queue control across real processes: two workers, the scheduler, the gateway, RabbitMQ, SecantusDB."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+TokenFor = Callable[..., str]
+FAST = {
+    "ENGINEROOM_SCHEDULER_INTERVAL_S": "0.1",
+    "ENGINEROOM_JOB_LEASE_S": "3",
+    "ENGINEROOM_DISPATCH_GRACE_S": "1",
+    # A compressed "minute", so a rate limit can be watched in seconds
+    "ENGINEROOM_RATE_WINDOW_S": "4",
+}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def start_cluster(stack: Any, *, workers: int = 2, engines: str = "general") -> str:
+    """A gateway, a scheduler and ``workers`` worker processes (1 process × 8 threads each)."""
+    stack.env.update(FAST)
+    base_url: str = stack.start_api()
+    stack.start("scheduler", "scheduler")
+    for number in range(workers):
+        stack.start(f"worker-{number}", "worker", "--engines", engines, "--processes", "1", "--threads", "8")
+    return base_url
+
+
+async def submit_many(
+    http: httpx.AsyncClient, token: str, count: int, payload: dict[str, Any], **body: Any
+) -> list[str]:
+    async def one() -> str:
+        response = await http.post(
+            "/jobs", json={"task": "general.demo", "payload": payload, **body}, headers=auth(token)
+        )
+        assert response.status_code == 202, response.text
+        job_id: str = response.json()["id"]
+        return job_id
+
+    return [await one() for _ in range(count)]
+
+
+async def wait_all(
+    http: httpx.AsyncClient, token: str, job_ids: list[str], states: set[str], timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        jobs = [(await http.get(f"/jobs/{job_id}", headers=auth(token))).json() for job_id in job_ids]
+        if all(job["state"] in states for job in jobs):
+            return jobs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not all in {states}: {sorted(job['state'] for job in jobs)}")
+        await asyncio.sleep(0.2)
+
+
+def intervals(jobs: list[dict[str, Any]]) -> list[tuple[datetime, datetime]]:
+    return [(datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"])) for job in jobs]
+
+
+def most_at_once(spans: list[tuple[datetime, datetime]]) -> int:
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in edges:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+async def put_limits(http: httpx.AsyncClient, admin: str, engine: str, **limits: Any) -> None:
+    response = await http.put(f"/queues/{engine}/limits", json=limits, headers=auth(admin))
+    assert response.status_code == 200, response.text
+
+
+async def test_the_limit_holds_across_two_worker_processes(stack: Any, token_for: TokenFor) -> None:
+    base_url = start_cluster(stack)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        await put_limits(http, admin, "general", max_concurrency=3)
+        job_ids = await submit_many(http, admin, 30, {"duration_s": 0.3, "steps": 2})
+        jobs = await wait_all(http, admin, job_ids, {"completed"})
+    workers = {job["history"][1]["detail"].split(" on ")[1].split(":")[1] for job in jobs}
+    assert len(workers) == 2, "both worker processes should have run jobs"
+    assert most_at_once(intervals(jobs)) == 3
+
+
+async def test_a_live_limit_change_and_a_pause_show_in_the_timeline(stack: Any, token_for: TokenFor) -> None:
+    base_url = start_cluster(stack)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        await put_limits(http, admin, "general", max_concurrency=1)
+        job_ids = await submit_many(http, admin, 12, {"duration_s": 0.8, "steps": 4})
+        await asyncio.sleep(2.0)
+        raised_at = datetime.now().astimezone()
+        await put_limits(http, admin, "general", max_concurrency=3)
+        await asyncio.sleep(2.0)
+        paused_at = datetime.now().astimezone()
+        await http.post("/queues/general/pause", json={"reason": "provider down"}, headers=auth(admin))
+        await asyncio.sleep(2.0)
+        resumed_at = datetime.now().astimezone()
+        await http.post("/queues/general/resume", headers=auth(admin))
+        jobs = await wait_all(http, admin, job_ids, {"completed"})
+    spans = sorted(intervals(jobs))
+    print("\ntimeline (s from first start): limit 1, raised to 3, paused, resumed")  # noqa: T201
+    origin = spans[0][0]
+    for mark, at in (("raised to 3", raised_at), ("paused", paused_at), ("resumed", resumed_at)):
+        print(f"  {mark:12s} at {(at - origin).total_seconds():6.2f}")  # noqa: T201
+    for start, end in spans:
+        print(f"  job {(start - origin).total_seconds():6.2f} → {(end - origin).total_seconds():6.2f}")  # noqa: T201
+    assert most_at_once([span for span in spans if span[0] < raised_at]) == 1
+    assert most_at_once(spans) == 3
+    started_while_paused = [start for start, _ in spans if paused_at + timedelta(seconds=1) < start < resumed_at]
+    assert started_while_paused == []
+
+
+async def test_a_pause_survives_a_restart_of_every_process_and_resume_drains_in_priority_order(
+    stack: Any, token_for: TokenFor
+) -> None:
+    base_url = start_cluster(stack)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        paused = await http.post("/queues/general/pause", json={"reason": "quota"}, headers=auth(admin))
+        assert paused.status_code == 200
+        normal = await submit_many(http, admin, 200, {"duration_s": 0}, priority="normal")
+        high = (await submit_many(http, admin, 1, {"duration_s": 0}, priority="high"))[0]
+    # Every process goes down and comes back
+    stack.stop()
+    stack.processes.clear()
+    base_url = start_cluster(stack)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        queue = (await http.get("/queues/general", headers=auth(admin))).json()
+        assert (queue["paused"], queue["reason"], queue["paused_by"]) == (True, "quota", "ops")
+        assert queue["queued"] == 201 and queue["running"] == 0
+        await asyncio.sleep(1)
+        assert (await http.get(f"/jobs/{high}", headers=auth(admin))).json()["state"] == "queued"
+        await put_limits(http, admin, "general", max_concurrency=4)
+        await http.post("/queues/general/resume", headers=auth(admin))
+        jobs = await wait_all(http, admin, [high, *normal], {"completed"}, timeout_s=120)
+    first = min(jobs, key=lambda job: job["started_at"])
+    assert first["id"] == high
+
+
+async def test_a_rate_limit_holds_across_two_worker_processes(stack: Any, token_for: TokenFor) -> None:
+    base_url = start_cluster(stack)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        await put_limits(http, admin, "general", max_concurrency=8, max_starts_per_minute=6)
+        job_ids = await submit_many(http, admin, 14, {"duration_s": 0})
+        jobs = await wait_all(http, admin, job_ids, {"completed"})
+    starts = sorted(datetime.fromisoformat(job["started_at"]) for job in jobs)
+    window = timedelta(seconds=4)
+    assert all(later - earlier >= window for earlier, later in zip(starts, starts[6:], strict=False))
+    assert starts[-1] - starts[0] < 4 * window  # and the rest started as the window allowed, not much later
+
+
+async def test_a_flooding_tenant_does_not_hold_back_another_beyond_its_cap(stack: Any, token_for: TokenFor) -> None:
+    base_url = start_cluster(stack)
+    flooder, other = token_for("ops", "flood", admin=True), token_for("bob", "quiet")
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        await put_limits(http, flooder, "general", max_concurrency=2, max_concurrency_per_tenant=1)
+        flood = await submit_many(http, flooder, 10, {"duration_s": 0.5, "steps": 2})
+        await asyncio.sleep(0.5)
+        submitted_at = datetime.now().astimezone()
+        quiet = await submit_many(http, other, 1, {"duration_s": 0})
+        quiet_job = (await wait_all(http, other, quiet, {"completed"}, timeout_s=10))[0]
+        flooded = await wait_all(http, flooder, flood, {"completed"})
+    assert datetime.fromisoformat(quiet_job["started_at"]) - submitted_at < timedelta(seconds=2)
+    assert most_at_once(intervals(flooded)) == 1
+
+
+async def test_a_killed_workers_slot_comes_back(stack: Any, token_for: TokenFor) -> None:
+    stack.env.update(FAST)
+    base_url = stack.start_api()
+    stack.start("scheduler", "scheduler")
+    admin = token_for("ops", "acme", admin=True)
+    # A worker of its own process group, so SIGKILL takes Dramatiq's parent and child alike
+    victim = subprocess.Popen(
+        [sys.executable, "-m", "engineroom.cli", "worker", "--engines", "video_pipeline", "--threads", "2"],
+        env=stack.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            body = {"task": "video_pipeline.demo", "payload": {"duration_s": 3, "steps": 30}}
+            long_job = (await http.post("/jobs", json=body, headers=auth(admin))).json()["id"]
+            await wait_all(http, admin, [long_job], {"running"}, timeout_s=20)
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+            # video_pipeline's one slot is held by a dead worker; a new worker gets it once the lease lapses
+            stack.start("worker-new", "worker", "--engines", "video_pipeline", "--threads", "2")
+            body["payload"] = {"duration_s": 0}
+            next_job = (await http.post("/jobs", json=body, headers=auth(admin))).json()["id"]
+            jobs = await wait_all(http, admin, [long_job, next_job], {"completed"}, timeout_s=40)
+            queue = (await http.get("/queues/video_pipeline", headers=auth(admin))).json()
+    finally:
+        if victim.poll() is None:
+            os.killpg(victim.pid, signal.SIGKILL)
+    assert jobs[0]["attempts"] == 2 and most_at_once(intervals(jobs)) == 1
+    assert queue["running"] == 0 and queue["completed_last_hour"] == 2
+
+
+async def test_stats_match_the_jobs_real_states(stack: Any, token_for: TokenFor) -> None:
+    base_url = start_cluster(stack, workers=1)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        done = await submit_many(http, admin, 5, {"duration_s": 0})
+        failed = await submit_many(http, admin, 2, {"duration_s": 0, "fail": "permanent"})
+        await wait_all(http, admin, done, {"completed"})
+        await wait_all(http, admin, failed, {"failed"})
+        await http.post("/queues/general/pause", json={"reason": "count"}, headers=auth(admin))
+        held = await submit_many(http, admin, 3, {"duration_s": 0})
+        await asyncio.sleep(1)
+        queue = (await http.get("/queues/general", headers=auth(admin))).json()
+        listed = (await http.get("/jobs", params={"state": "queued"}, headers=auth(admin))).json()["items"]
+    assert {job["id"] for job in listed} == set(held)
+    assert (queue["queued"], queue["running"], queue["completed_last_hour"], queue["failed_last_hour"]) == (3, 0, 5, 2)
+    assert queue["success_rate"] == 5 / 7 and queue["broker_depth"] == 0 and queue["waiting_for_slot"] == 3
