@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import dramatiq
 from dramatiq import Broker
 from dramatiq.asyncio import get_event_loop_thread
-from dramatiq.middleware import Interrupt
+from dramatiq.middleware import CurrentMessage, Interrupt
 from motor.motor_asyncio import AsyncIOMotorClient
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -51,6 +51,12 @@ QUEUE_SETTINGS_TTL_S = 1.0
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
+
+
+def _is_redelivery() -> bool:
+    """Whether RabbitMQ delivered the message being processed before (its consumer died holding it)."""
+    message = CurrentMessage.get_current_message()
+    return bool(getattr(message, "redelivered", False))
 
 
 def _storable(value: Any) -> Any:
@@ -147,6 +153,10 @@ class JobRunner:
             return
         if job.state != JobState.QUEUED:
             logger.info("job %s is %s, not queued; not running it", job_id, job.state)
+            if job.state in (JobState.COMPLETED, JobState.FAILED) and _is_redelivery():
+                # The worker that finished it may have died between storing the outcome and announcing it:
+                # announce it again (at least once; a watcher may hear it twice, never not at all).
+                self._announce_outcome(job)
             return
         try:
             task = get_task(job.task)
@@ -299,11 +309,13 @@ class JobRunner:
         error: JobError | None = fields.get("error")
         if not self._transition(job, to, fields, expected=expected, error=error):
             return
-        finished = job.model_copy(update={"state": to})
-        if to == JobState.COMPLETED:
-            self.publish(finished, EventType.JOB_COMPLETED, {"result": fields["result"]})
+        self._announce_outcome(job.model_copy(update={"state": to, "result": fields.get("result"), "error": error}))
+
+    def _announce_outcome(self, job: JobDocument) -> None:
+        if job.state == JobState.COMPLETED:
+            self.publish(job, EventType.JOB_COMPLETED, {"result": job.result})
         else:
-            self.publish(finished, EventType.JOB_FAILED, {"error": to_jsonable_python(error)})
+            self.publish(job, EventType.JOB_FAILED, {"error": to_jsonable_python(job.error)})
 
     def _transition(
         self,

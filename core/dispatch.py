@@ -42,8 +42,11 @@ class Dispatcher:
         return True
 
     async def _flush_soon(self) -> None:
-        await asyncio.sleep(CONFIRM_INTERVAL_S)
-        await self.flush()
+        # Jobs sent while a flush awaits MongoDB land in the next batch: loop until none is left, so that no
+        # job keeps its flag (and gets sent again by the scheduler) for want of a flusher.
+        while self._sent:
+            await asyncio.sleep(CONFIRM_INTERVAL_S)
+            await self.flush()
 
     async def flush(self) -> None:
         """Clear the flags of every job sent so far."""

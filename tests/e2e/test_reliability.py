@@ -536,13 +536,6 @@ def die_before_announcing(ctx: JobContext) -> str:
 '''
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="product bug: actors/runner.py JobRunner._finish stores `completed` and only then publishes "
-    "job.completed; a worker that dies in between leaves a completed job that is never announced (the redelivered "
-    "message is dropped by run_job as 'completed, not queued' and nothing re-publishes). Seen in the kill -9 test.",
-)
 async def test_a_worker_dying_between_storing_and_announcing_a_completion_still_gets_it_announced(
     fast: Stack, token_for: TokenFor, tmp_path: Path
 ) -> None:
