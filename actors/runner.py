@@ -53,6 +53,13 @@ QUEUE_SETTINGS_TTL_S = 1.0
 CANCEL_POLL_INTERVAL_S = 1.0
 
 
+def _outcome_event(job: JobDocument) -> Event:
+    """``job.completed`` with the result, or ``job.failed`` with the error, of a finished job."""
+    if job.state == JobState.COMPLETED:
+        return job_event(job, EventType.JOB_COMPLETED, {"result": job.result})
+    return job_event(job, EventType.JOB_FAILED, {"error": to_jsonable_python(job.error)})
+
+
 def _is_redelivery() -> bool:
     """Whether RabbitMQ delivered the message being processed before (its consumer died holding it)."""
     message = CurrentMessage.get_current_message()
@@ -139,11 +146,15 @@ class JobRunner:
     # -- a job's life --
 
     def publish(self, job: JobDocument, event_type: EventType, data: dict[str, Any] | None = None) -> None:
-        """Tell the job's watchers; a lost event is logged, never fatal (the document is the truth)."""
+        """Tell the job's watchers."""
+        self._publish_event(job_event(job, event_type, data))
+
+    def _publish_event(self, event: Event) -> None:
+        """A lost event is logged, never fatal: the document is the truth."""
         try:
-            self.bus.publish(job_event(job, event_type, data))
+            self.bus.publish(event)
         except EngineroomError:
-            logger.exception("event %s for job %s was not published", event_type, job.id)
+            logger.exception("event %s for job %s was not published", event.type, event.job_id)
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it."""
@@ -305,17 +316,20 @@ class JobRunner:
     def _finish(
         self, job: JobDocument, to: JobState, fields: dict[str, Any], expected: JobState = JobState.RUNNING
     ) -> None:
-        fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None}
         error: JobError | None = fields.get("error")
+        outcome = _outcome_event(job.model_copy(update={"state": to, "result": fields.get("result"), "error": error}))
+        # The outcome event's id is stored with the outcome, so a redelivered message can re-publish the very
+        # same event (and gateways drop the repeat).
+        outcome_ref = {"id": outcome.id, "ts": outcome.ts}
+        fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None, "outcome_event": outcome_ref}
         if not self._transition(job, to, fields, expected=expected, error=error):
             return
-        self._announce_outcome(job.model_copy(update={"state": to, "result": fields.get("result"), "error": error}))
+        self._publish_event(outcome)
 
     def _announce_outcome(self, job: JobDocument) -> None:
-        if job.state == JobState.COMPLETED:
-            self.publish(job, EventType.JOB_COMPLETED, {"result": job.result})
-        else:
-            self.publish(job, EventType.JOB_FAILED, {"error": to_jsonable_python(job.error)})
+        """Publish the job's outcome event again, with the id stored with it, so gateways can drop a repeat."""
+        if job.outcome_event is not None:
+            self._publish_event(_outcome_event(job).model_copy(update=job.outcome_event))
 
     def _transition(
         self,

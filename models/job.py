@@ -137,6 +137,9 @@ class JobDocument(_JobFields):
 
     #: Set with every move to ``queued`` and cleared once its broker message is known sent (outbox).
     needs_dispatch: bool = False
+    #: ``id`` and ``ts`` of the ``job.completed`` / ``job.failed`` event, stored with the outcome so the same
+    #: event can be published again if its worker died before it did.
+    outcome_event: dict[str, Any] | None = None
     #: ``queued`` but held in MongoDB (its message consumed) until its engine's limits or pause let it start.
     parked: bool = False
     #: While ``running``: the worker process that runs it, and until when its heartbeat vouches for it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 #: Events buffered per socket; a client that falls this far behind is disconnected, never slowing others.
 SEND_BUFFER_EVENTS = 1000
+#: Event ids a gateway remembers to drop repeats.
+RECENT_EVENT_IDS = 10_000
 #: Close code for a client too slow to keep up (RFC 6455 1013: try again later).
 CLOSE_TOO_SLOW = 1013
 
@@ -59,12 +61,30 @@ class ClientConnection:
             await self._sender
 
 
+class RecentIds:
+    """The last ``size`` ids seen, to drop repeats of at-least-once deliveries."""
+
+    def __init__(self, size: int) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._size = size
+
+    def seen(self, event_id: str) -> bool:
+        """True if ``event_id`` was seen before; remembers it either way."""
+        if event_id in self._ids:
+            return True
+        self._ids[event_id] = None
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+        return False
+
+
 class Hub:
     """Routes events from the bus to the sockets allowed to hear them. Lives on the gateway's event loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._by_user: dict[tuple[str, str], set[ClientConnection]] = defaultdict(set)
+        self._recent = RecentIds(RECENT_EVENT_IDS)
 
     @property
     def connection_count(self) -> int:
@@ -87,6 +107,8 @@ class Hub:
         self._loop.call_soon_threadsafe(self.deliver, event)
 
     def deliver(self, event: Event) -> None:
+        if self._recent.seen(event.id):
+            return  # a re-published event (say, an outcome announced again after its worker died)
         if event.audience == "admins":
             candidates = [connection for connections in self._by_user.values() for connection in connections]
         elif event.user_id is not None:

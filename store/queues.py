@@ -110,6 +110,9 @@ class QueueStore:
             "paused": {"$ne": True},
             "$expr": {
                 "$and": [
+                    # One slot per job: a duplicate message of a job being started elsewhere gets none (and
+                    # cannot later release the other's slot).
+                    {"$not": [{"$in": [job_id, {"$map": {"input": holders, "in": "$$this.job_id"}}]}]},
                     {"$lt": [{"$size": holders}, "$max_concurrency"]},
                     {"$lt": [{"$size": starts}, {"$ifNull": ["$max_starts_per_minute", _UNLIMITED]}]},
                     {"$lt": [{"$size": tenant_holders}, {"$ifNull": ["$max_concurrency_per_tenant", _UNLIMITED]}]},

@@ -445,7 +445,10 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     for worker in workers:
         await logged(worker, WORKER_READY)
     killed_pid = worker_pid(workers[0])
-    token = token_for()
+    token = token_for("ops", "acme", admin=True)
+    # general runs 2 at once by default, cluster-wide: let all 8 threads of the two workers work
+    raised = httpx.put(f"{base_url}/queues/general/limits", json={"max_concurrency": 8}, headers=auth(token))
+    assert raised.status_code == 200, raised.text
     events = await Events.open(base_url, token)
     rng = random.Random(20240607)
     payloads = [{"duration_s": round(rng.uniform(0.05, 0.3), 3), "steps": 2} for _ in range(LOAD_JOBS)]
