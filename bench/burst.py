@@ -369,9 +369,13 @@ def _pool_sizes(concurrency: int) -> list[int]:
     return [CONNECTIONS_PER_CLIENT] * full + ([rest] if rest else [])
 
 
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
 async def _submit_all(base_url: str, token: str, config: BenchConfig, tracker: Tracker) -> None:
     """``config.concurrency`` submitters, one connection each, sharing the burst's tickets."""
-    headers = {"Authorization": f"Bearer {token}"}
+    headers = _auth(token)
     tickets = iter(range(config.jobs))  # shared: each submitter takes the next one
     async with contextlib.AsyncExitStack() as stack:
         submitters = []
@@ -439,7 +443,11 @@ def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
         wait_until(lambda: _http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
         consuming = consumers_at_least(config.amqp_url, settings.queue_name(ENGINE), config.processes)
         wait_until(consuming, "engineroom worker", worker, worker_log)
-        token = issue_token(settings, user_id="bench", tenant_id="bench")
+        token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
+        # Let every worker thread run a job, as raw Dramatiq does: general's default cluster-wide limit is 2.
+        limits = {"max_concurrency": config.processes * config.threads}
+        raised = httpx.put(f"http://{HOST}:{port}/queues/{ENGINE}/limits", json=limits, headers=_auth(token))
+        raised.raise_for_status()
         cpu = Delta(cpu_reading({"api": api.pid, "worker": worker.pid, "secantusd": ctx.database_pid}))
         db_ops = Delta(db_reading(ctx.mongodb_url))
         sample = asyncio.run(engineroom_burst(port, token, config))
