@@ -53,17 +53,18 @@ async def ensure_indexes(db: Database) -> None:
         unique=True,
         partialFilterExpression={"idempotency_key": {"$type": "string"}},
     )
-    # The scheduler's sweeps; partial, so they index only the few documents each one looks for.
-    await jobs.create_index([("next_attempt_at", 1)], name="due_retries", partialFilterExpression={"state": "retrying"})
+    # The scheduler's and workers' sweeps. Each index covers every field its query names: SecantusDB (the
+    # development and test server) plans an index only then, and ignores partial indexes.
+    await jobs.create_index([("state", 1), ("next_attempt_at", 1)], name="due_retries")
+    await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
+    await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
+    await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")
     await jobs.create_index(
-        [("lease_expires_at", 1)], name="running_leases", partialFilterExpression={"state": "running"}
+        [("engine", 1), ("state", 1), ("parked", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
+        name="parked_by_tenant",
     )
-    await jobs.create_index([("queued_at", 1)], name="outbox", partialFilterExpression={"needs_dispatch": True})
-    # Parked jobs of an engine, in start order; queue positions and per-engine state counts.
-    await jobs.create_index(
-        [("engine", 1), ("priority", -1), ("_id", 1)], name="parked_order", partialFilterExpression={"parked": True}
-    )
+    # Queue positions and per-engine counts.
     await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
-    await jobs.create_index([("engine", 1), ("finished_at", -1)], name="engine_finished")
+    await jobs.create_index([("finished_at", -1), ("state", 1)], name="finished")
     await db["leases"].create_index([("expires_at", 1)], name="lease_expiry")
     logger.debug("indexes ensured on %s", db.name)

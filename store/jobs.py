@@ -205,30 +205,34 @@ class JobStore:
     async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
         """Whether a parked job of the engine should start before this one (higher priority, or as high and
         older): then this one joins the line instead of taking a slot that came free for the other."""
-        query = {
-            "engine": job.engine,
-            "state": str(JobState.QUEUED),
-            "parked": True,
-            "$or": [{"priority": {"$gt": job.priority}}, {"priority": job.priority, "_id": {"$lt": job.id}}],
-        }
+        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), "parked": True}
         if same_tenant_only:
             query["tenant_id"] = job.tenant_id
+        head = await self._first_parked(query)
+        return head is not None and (head["priority"], job.id) > (job.priority, head["_id"])
+
+    async def _first_parked(self, query: dict[str, Any]) -> dict[str, Any] | None:
         try:
-            return await self.collection.find_one(query, {"_id": 1}) is not None
+            cursor = self.collection.find(query, {"priority": 1}).sort([("priority", DESCENDING), ("_id", 1)])
+            found: list[dict[str, Any]] = await cursor.limit(1).to_list(1)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
+        return found[0] if found else None
 
     async def position(self, job: JobDocument) -> int:
-        """How many queued jobs of the same engine start before this one (higher priority, or as high and older)."""
-        query = {
-            "engine": job.engine,
-            "state": str(JobState.QUEUED),
-            "$or": [{"priority": {"$gt": job.priority}}, {"priority": job.priority, "_id": {"$lt": job.id}}],
-        }
+        """How many queued jobs of the same engine start before this one (higher priority, or as high and older).
+
+        Two counts rather than one ``$or``, so each is an index range.
+        """
+        same_engine = {"engine": job.engine, "state": str(JobState.QUEUED)}
         try:
-            return int(await self.collection.count_documents(query))
+            higher = await self.collection.count_documents({**same_engine, "priority": {"$gt": job.priority}})
+            older = await self.collection.count_documents(
+                {**same_engine, "priority": job.priority, "_id": {"$lt": job.id}}
+            )
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
+        return int(higher) + int(older)
 
     async def due_retries(self, now: datetime, limit: int) -> list[JobDocument]:
         """``retrying`` jobs whose backoff is over, earliest first."""

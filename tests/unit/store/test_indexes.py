@@ -1,0 +1,63 @@
+"""The queries workers and the scheduler make on every job or tick use an index (explain on SecantusDB)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pymongo
+import pytest
+
+from engineroom.core.config import Settings
+from engineroom.store.client import connect, ensure_indexes
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
+    ("parked line", {"engine": "general", "state": "queued", "parked": True}, [("priority", -1), ("_id", 1)]),
+    (
+        "parked line of a tenant",
+        {"engine": "general", "state": "queued", "parked": True, "tenant_id": "t"},
+        [("priority", -1), ("_id", 1)],
+    ),
+    ("due retries", {"state": "retrying", "next_attempt_at": {"$lte": NOW}}, [("next_attempt_at", 1)]),
+    ("expired leases", {"state": "running", "lease_expires_at": {"$lt": NOW}}, [("lease_expires_at", 1)]),
+    ("outbox", {"needs_dispatch": True, "state": "queued", "queued_at": {"$lt": NOW}}, [("queued_at", 1)]),
+    ("position", {"engine": "general", "state": "queued", "priority": {"$gt": 5}}, None),
+]
+
+
+def _stages(plan: dict[str, Any]) -> list[str]:
+    stages = []
+    while plan:
+        stages.append(plan.get("stage", ""))
+        plan = plan.get("inputStage", {})
+    return stages
+
+
+@pytest.fixture
+def jobs_collection(settings: Settings, mongodb_url: str) -> Iterator[Any]:
+    async def create() -> None:
+        client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
+        await ensure_indexes(client[settings.mongodb_db])
+        client.close()
+
+    asyncio.run(create())
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_url)
+    collection = client[settings.mongodb_db]["jobs"]
+    collection.insert_many([{"_id": f"J{n:04d}", "engine": "general", "state": "completed"} for n in range(50)])
+    yield collection
+    client.close()
+
+
+@pytest.mark.parametrize(("name", "query", "sort"), HOT_QUERIES, ids=[name for name, _, _ in HOT_QUERIES])
+def test_hot_queries_scan_an_index_not_the_collection(
+    jobs_collection: Any, name: str, query: dict[str, Any], sort: list[tuple[str, int]] | None
+) -> None:
+    cursor = jobs_collection.find(query)
+    if sort:
+        cursor = cursor.sort(sort)
+    stages = _stages(cursor.limit(1).explain()["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in stages and "COLLSCAN" not in stages, (name, stages)
