@@ -41,3 +41,9 @@ def demo(
 
 for _engine in ENGINES:
     task(_engine, name="demo", max_retries=3, timeout_s=600)(demo)
+
+
+@task("general", name="echo_inputs", max_retries=0, timeout_s=60)
+def echo_inputs(ctx: JobContext) -> JsonValue:
+    """Return what the job's dependencies produced (``ctx.inputs``): to see data flow through a workflow."""
+    return dict(ctx.inputs)

@@ -267,7 +267,7 @@ class JobRunner:
         return claimed
 
     def _execute(self, job: JobDocument, task: Task) -> None:
-        ctx = JobContext(job, self)
+        ctx = JobContext(job, self, inputs=job.inputs)
         self.running.enter(job.id)
         # The claim just read the job as running: no need to poll for cancellation or write progress at once.
         # A job shorter than these intervals then costs three database operations: read, claim, finish.

@@ -1,10 +1,15 @@
-"""Accepting a job: validate it against its task, store it, send it to its engine's queue, announce it."""
+"""Accepting jobs: validate each against its task, store it, send it to its engine's queue (or let it wait for
+its time or its dependencies), announce it."""
 
 from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
 
 from engineroom.actors.registry import get_task
 from engineroom.core.clock import utcnow
 from engineroom.core.dispatch import Dispatcher
+from engineroom.core.errors import InvalidRequest
 from engineroom.core.ids import new_id
 from engineroom.models.event import EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobState, JobSubmit
@@ -12,9 +17,26 @@ from engineroom.models.principal import Principal
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.store.jobs import JobStore
 
+#: The event that announces a new job, by the state it starts in.
+ANNOUNCEMENTS = {
+    JobState.QUEUED: EventType.JOB_QUEUED,
+    JobState.SCHEDULED: EventType.JOB_SCHEDULED,
+    JobState.PENDING: EventType.JOB_PENDING,
+}
+
+
+def _start(body: JobSubmit, now: datetime) -> tuple[JobState, datetime | None, str]:
+    """The state a new job starts in, when it is due, and its first history line."""
+    if body.depends_on:
+        return JobState.PENDING, None, f"waiting for {len(body.depends_on)} job(s)"
+    due = body.scheduled_at if body.delay_s is None else now + timedelta(seconds=body.delay_s)
+    if due is not None and due > now:
+        return JobState.SCHEDULED, due, f"due at {due.isoformat()}"
+    return JobState.QUEUED, None, "submitted"
+
 
 class JobSubmitter:
-    """Turns a validated ``JobSubmit`` into a stored, queued job (api → store + broker)."""
+    """Turns validated ``JobSubmit`` bodies into stored jobs (api → store + broker)."""
 
     def __init__(self, jobs: JobStore, dispatcher: Dispatcher, publisher: AsyncEventPublisher) -> None:
         self.jobs = jobs
@@ -30,6 +52,7 @@ class JobSubmitter:
         task = get_task(body.task)
         task.validate_payload(body.payload)
         now = utcnow()
+        state, due, detail = _start(body, now)
         return JobDocument(
             id=new_id(),
             tenant_id=who.tenant_id,
@@ -38,16 +61,18 @@ class JobSubmitter:
             task=task.full_name,
             payload=body.payload,
             priority=body.priority,
-            state=JobState.QUEUED,
+            state=state,
             max_retries=task.max_retries if body.max_retries is None else body.max_retries,
             timeout_s=task.timeout_s if body.timeout_s is None else body.timeout_s,
+            scheduled_at=due,
             created_at=now,
-            queued_at=now,
+            queued_at=now if state == JobState.QUEUED else None,
             tags=body.tags,
             metadata=body.metadata,
             idempotency_key=idempotency_key or body.idempotency_key,
-            history=[HistoryEntry(state=JobState.QUEUED, at=now, detail="submitted")],
-            needs_dispatch=True,
+            depends_on=body.depends_on,
+            history=[HistoryEntry(state=state, at=now, detail=detail)],
+            needs_dispatch=state == JobState.QUEUED,
         )
 
     async def submit(
@@ -58,13 +83,48 @@ class JobSubmitter:
         Once MongoDB has the job it is accepted: if RabbitMQ is down, the scheduler sends it later (outbox).
 
         Raises:
-          InvalidRequest: see ``build``.
+          InvalidRequest: see ``build``; or a dependency that is not one of the caller's jobs.
           StoreUnavailable: nothing was accepted; the caller may retry.
         """
         job = self.build(body, who, idempotency_key)
+        await self._check_dependencies(job, who)
         stored = await self.jobs.insert(job)
         if stored.id != job.id:
             return stored, False
-        await self.dispatcher.dispatch(job)
-        await self.publisher.publish(job_event(job, EventType.JOB_QUEUED, {"priority": job.priority}))
+        await self._send_and_announce([job])
         return job, True
+
+    async def submit_many(self, bodies: list[JobSubmit], who: Principal) -> list[JobDocument]:
+        """Store many jobs with one write, then send the queued ones. All or nothing on validation.
+
+        Raises:
+          InvalidRequest: a job is invalid (the message names its index) or carries an idempotency key.
+        """
+        jobs = []
+        for index, body in enumerate(bodies):
+            if body.idempotency_key is not None:
+                raise InvalidRequest(f"jobs[{index}]: idempotency keys are for single submits (POST /jobs)")
+            try:
+                job = self.build(body, who)
+                await self._check_dependencies(job, who)
+            except InvalidRequest as exc:
+                raise InvalidRequest(f"jobs[{index}]: {exc.detail}") from None
+            jobs.append(job)
+        await self.jobs.insert_many(jobs)
+        await self._send_and_announce(jobs)
+        return jobs
+
+    async def _check_dependencies(self, job: JobDocument, who: Principal) -> None:
+        if job.depends_on:
+            missing = await self.jobs.missing_visible(job.depends_on, who)
+            if missing:
+                raise InvalidRequest(f"depends_on names jobs that are not yours or do not exist: {', '.join(missing)}")
+
+    async def _send_and_announce(self, jobs: list[JobDocument]) -> None:
+        for job in jobs:
+            if job.state == JobState.QUEUED:
+                await self.dispatcher.dispatch(job)
+            data: dict[str, Any] = {"priority": job.priority}
+            if job.scheduled_at is not None:
+                data["scheduled_at"] = job.scheduled_at.isoformat()
+            await self.publisher.publish(job_event(job, ANNOUNCEMENTS[job.state], data))

@@ -26,6 +26,8 @@ class JobLike(Protocol):
 
 
 class EventType(StrEnum):
+    JOB_PENDING = "job.pending"
+    JOB_SCHEDULED = "job.scheduled"
     JOB_QUEUED = "job.queued"
     JOB_STARTED = "job.started"
     JOB_PROGRESS = "job.progress"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 
@@ -29,6 +29,12 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+#: The longest delay a submit may ask for: a year.
+MAX_DELAY_S = 366 * 24 * 3600
+
+#: When a job with dependencies may start (workflow steps choose; plain jobs wait for success).
+StartCondition = Literal["success", "completion", "failure"]
 
 #: Named priorities accepted wherever a priority is (DESIGN.md).
 PRIORITY_NAMES: dict[str, int] = {"low": 0, "normal": 5, "high": 8, "critical": 10}
@@ -87,7 +93,11 @@ class JobSubmit(BaseModel):
     tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
     idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-    # Delays (``delay_s``, ``scheduled_at``) and dependencies come with the scheduler's time features.
+    #: Start no earlier than this many seconds from now (or at ``scheduled_at``, timezone required).
+    delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
+    scheduled_at: datetime | None = None
+    #: Start only once these jobs (yours) have completed; the job waits ``pending`` until then.
+    depends_on: list[Annotated[str, Field(min_length=26, max_length=26)]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -95,6 +105,18 @@ class JobSubmit(BaseModel):
         if not isinstance(data, dict):
             raise ValueError("the request body must be a JSON object")
         return data
+
+    @model_validator(mode="after")
+    def _one_way_to_wait(self) -> JobSubmit:
+        if self.delay_s is not None and self.scheduled_at is not None:
+            raise ValueError("give delay_s or scheduled_at, not both")
+        if self.scheduled_at is not None and self.scheduled_at.tzinfo is None:
+            raise ValueError("scheduled_at must carry a timezone (e.g. 2026-11-26T09:00:00Z)")
+        if self.depends_on and (self.delay_s is not None or self.scheduled_at is not None):
+            raise ValueError("a job waits either for a time or for other jobs: give depends_on or a delay, not both")
+        if len(set(self.depends_on)) != len(self.depends_on):
+            raise ValueError("depends_on lists a job twice")
+        return self
 
 
 class _JobFields(BaseModel):
@@ -123,6 +145,11 @@ class _JobFields(BaseModel):
     workflow_id: str | None = None
     step_id: str | None = None
     depends_on: list[str] = Field(default_factory=list)
+    #: With ``depends_on``: start once every dependency completed (success), finished whatever the outcome
+    #: (completion), or once one of them failed (failure).
+    condition: StartCondition = "success"
+    #: Results of the dependencies, by step id (workflows) or job id, handed to the task as ``ctx.inputs``.
+    inputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     history: list[HistoryEntry] = Field(default_factory=list)
     version: int = 0
@@ -166,6 +193,18 @@ class JobPublic(_JobFields):
     @classmethod
     def from_document(cls, document: JobDocument) -> JobPublic:
         return cls.model_validate(document.model_dump())
+
+
+class JobBatch(BaseModel):
+    """Body of ``POST /jobs/batch``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[JobSubmit] = Field(min_length=1, max_length=1000)
+
+
+class JobBatchAccepted(BaseModel):
+    ids: list[str]
 
 
 class JobPage(BaseModel):

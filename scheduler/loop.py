@@ -6,6 +6,8 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from pydantic_core import to_jsonable_python
+
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
@@ -15,6 +17,7 @@ from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
+from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
@@ -70,6 +73,8 @@ class Scheduler:
             logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
 
     async def tick(self) -> None:
+        await self.release_due_scheduled()
+        await self.release_ready_dependents()
         await self.release_due_retries()
         await self.recover_orphans()
         await self.resume_due_pauses()
@@ -94,6 +99,39 @@ class Scheduler:
                 if await self.jobs.unpark(job.id):
                     await self.dispatcher.dispatch(job)
 
+    async def release_due_scheduled(self) -> None:
+        """``scheduled`` → ``queued`` for every job whose time has come, in due order, each at most once (the
+        move is a conditional write)."""
+        for job in await self.jobs.due_scheduled(utcnow(), SWEEP_BATCH):
+            await self._requeue(job, JobState.SCHEDULED, detail="due")
+
+    async def release_ready_dependents(self) -> None:
+        """Start ``pending`` jobs whose dependencies allow it; skip (cancel, with the reason) those whose
+        condition can no longer hold. Skips cascade: a skipped job is a cancelled dependency next tick."""
+        after: str | None = None
+        while batch := await self.jobs.pending(SWEEP_BATCH, after):
+            for job in batch:
+                dependencies = await self.jobs.outcomes(job.depends_on)
+                verdict = judge(job.condition, dependencies, len(job.depends_on))
+                if verdict.readiness == Readiness.READY:
+                    await self._requeue(
+                        job, JobState.PENDING, detail="dependencies met", inputs=inputs_of(dependencies)
+                    )
+                elif verdict.readiness == Readiness.SKIP:
+                    await self._skip(job, verdict.reason or "skipped")
+            after = batch[-1].id
+
+    async def _skip(self, job: JobDocument, reason: str) -> None:
+        fields = {"finished_at": utcnow()}
+        try:
+            await self.jobs.transition(
+                job.id, expected=[JobState.PENDING], to=JobState.CANCELLED, fields=fields, detail=reason
+            )
+        except InvalidTransition:
+            return
+        skipped = job.model_copy(update={"state": JobState.CANCELLED})
+        await self.publisher.publish(job_event(skipped, EventType.JOB_CANCELLED, {"reason": reason, "skipped": True}))
+
     async def release_due_retries(self) -> None:
         """``retrying`` → ``queued`` for every job whose backoff is over, in due order."""
         for job in await self.jobs.due_retries(utcnow(), SWEEP_BATCH):
@@ -117,15 +155,25 @@ class Scheduler:
             if not await self.dispatcher.dispatch(job):
                 return  # RabbitMQ is still down: try again next tick
 
-    async def _requeue(self, job: JobDocument, source: JobState, *, detail: str, **conditions: object) -> None:
+    async def _requeue(
+        self,
+        job: JobDocument,
+        source: JobState,
+        *,
+        detail: str,
+        inputs: dict[str, object] | None = None,
+        **conditions: object,
+    ) -> None:
         now = utcnow()
-        fields = {
+        fields: dict[str, object] = {
             "queued_at": now,
             "needs_dispatch": True,
             "next_attempt_at": None,
             "worker_id": None,
             "lease_expires_at": None,
         }
+        if inputs is not None:
+            fields["inputs"] = to_jsonable_python(inputs)
         try:
             await self.jobs.transition(
                 job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, extra_conditions=conditions

@@ -56,6 +56,9 @@ async def ensure_indexes(db: Database) -> None:
     # The scheduler's and workers' sweeps. Each index covers every field its query names: SecantusDB (the
     # development and test server) plans an index only then, and ignores partial indexes.
     await jobs.create_index([("state", 1), ("next_attempt_at", 1)], name="due_retries")
+    await jobs.create_index([("state", 1), ("scheduled_at", 1)], name="due_scheduled")
+    await jobs.create_index([("state", 1), ("_id", 1)], name="by_state")
+    await jobs.create_index([("workflow_id", 1), ("step_id", 1)], name="workflow_steps")
     await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
     await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
     await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")

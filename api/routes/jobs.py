@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Response
 
 from engineroom.api.deps import JobControlDep, JobStoreDep, PrincipalDep, QueueControlDep, SubmitterDep
 from engineroom.core.ids import ID_LENGTH
-from engineroom.models.job import JobFilter, JobPage, JobPublic, JobState, JobSubmit
+from engineroom.models.job import JobBatch, JobBatchAccepted, JobFilter, JobPage, JobPublic, JobState, JobSubmit
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -44,6 +44,12 @@ async def submit_job(
     if job.is_terminal:
         response.status_code = 200
     return JobPublic.from_document(job)
+
+
+@router.post("/batch", status_code=202, response_model=JobBatchAccepted)
+async def submit_jobs(body: JobBatch, submitter: SubmitterDep, who: PrincipalDep) -> JobBatchAccepted:
+    """Submit up to 1,000 jobs at once (all accepted or none); answers their ids in order."""
+    return JobBatchAccepted(ids=[job.id for job in await submitter.submit_many(body.jobs, who)])
 
 
 @router.get("", response_model=JobPage)
