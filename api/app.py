@@ -17,9 +17,10 @@ from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
-from engineroom.api.routes import health, jobs, tasks
+from engineroom.api.routes import health, jobs, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.submission import JobSubmitter
+from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.dispatch import Dispatcher
@@ -31,6 +32,7 @@ from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.stats import JobStats
+from engineroom.store.workflows import WorkflowStore
 
 
 def create_app(
@@ -66,6 +68,9 @@ def create_app(
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
         app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
+        app.state.workflows = WorkflowService(
+            WorkflowStore(db), jobs_store, app.state.submitter, app.state.control, publisher
+        )
         scheduler_task = (
             asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
         )
@@ -88,6 +93,6 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
-    for router in (jobs.router, queue_routes.router, tasks.router, health.router, ws.router):
+    for router in (jobs.router, queue_routes.router, workflows.router, tasks.router, health.router, ws.router):
         app.include_router(router)
     return app

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
 from engineroom.api.submission import JobSubmitter
+from engineroom.api.workflows import WorkflowService
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
@@ -44,6 +45,11 @@ def get_queue_control(request: Request) -> QueueControl:
     return control
 
 
+def get_workflow_service(request: Request) -> WorkflowService:
+    service: WorkflowService = request.app.state.workflows
+    return service
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
@@ -59,6 +65,7 @@ JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
 JobControlDep = Annotated[JobControl, Depends(get_job_control)]
 QueueControlDep = Annotated[QueueControl, Depends(get_queue_control)]
+WorkflowServiceDep = Annotated[WorkflowService, Depends(get_workflow_service)]
 
 
 def require_admin(who: PrincipalDep) -> Principal:

@@ -91,7 +91,7 @@ class JobSubmitter:
         stored = await self.jobs.insert(job)
         if stored.id != job.id:
             return stored, False
-        await self._send_and_announce([job])
+        await self.send_and_announce([job])
         return job, True
 
     async def submit_many(self, bodies: list[JobSubmit], who: Principal) -> list[JobDocument]:
@@ -111,7 +111,7 @@ class JobSubmitter:
                 raise InvalidRequest(f"jobs[{index}]: {exc.detail}") from None
             jobs.append(job)
         await self.jobs.insert_many(jobs)
-        await self._send_and_announce(jobs)
+        await self.send_and_announce(jobs)
         return jobs
 
     async def _check_dependencies(self, job: JobDocument, who: Principal) -> None:
@@ -120,7 +120,7 @@ class JobSubmitter:
             if missing:
                 raise InvalidRequest(f"depends_on names jobs that are not yours or do not exist: {', '.join(missing)}")
 
-    async def _send_and_announce(self, jobs: list[JobDocument]) -> None:
+    async def send_and_announce(self, jobs: list[JobDocument]) -> None:
         for job in jobs:
             if job.state == JobState.QUEUED:
                 await self.dispatcher.dispatch(job)

@@ -18,10 +18,12 @@ from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
+from engineroom.scheduler.workflows import finish_workflows
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.workflows import WorkflowStore
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Scheduler:
         jobs: JobStore,
         leases: LeaseStore,
         queues: QueueStore,
+        workflows: WorkflowStore,
         dispatcher: Dispatcher,
         publisher: AsyncEventPublisher,
     ) -> None:
@@ -47,6 +50,7 @@ class Scheduler:
         self.jobs = jobs
         self.leases = leases
         self.queues = queues
+        self.workflows = workflows
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.identity = process_identity()
@@ -75,6 +79,7 @@ class Scheduler:
     async def tick(self) -> None:
         await self.release_due_scheduled()
         await self.release_ready_dependents()
+        await finish_workflows(self.workflows, self.jobs, self.publisher)
         await self.release_due_retries()
         await self.recover_orphans()
         await self.resume_due_pauses()
@@ -202,4 +207,5 @@ async def run_scheduler(
 ) -> None:
     """Run a scheduler over ``db`` until cancelled."""
     queues = QueueStore(db, rate_window_s=settings.rate_window_s)
-    await Scheduler(settings, JobStore(db), LeaseStore(db), queues, dispatcher, publisher).run_forever()
+    stores = (JobStore(db), LeaseStore(db), queues, WorkflowStore(db))
+    await Scheduler(settings, *stores, dispatcher, publisher).run_forever()

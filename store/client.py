@@ -69,5 +69,8 @@ async def ensure_indexes(db: Database) -> None:
     # Queue positions and per-engine counts.
     await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
     await jobs.create_index([("finished_at", -1), ("state", 1)], name="finished")
+    workflows = db["workflows"]
+    await workflows.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
+    await workflows.create_index([("state", 1)], name="by_state")
     await db["leases"].create_index([("expires_at", 1)], name="lease_expiry")
     logger.debug("indexes ensured on %s", db.name)

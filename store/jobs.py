@@ -47,7 +47,7 @@ def _values(states: Collection[JobState]) -> list[str]:
     return [str(state) for state in states]
 
 
-def _visible_to(who: Principal) -> dict[str, Any]:
+def visible_to(who: Principal) -> dict[str, Any]:
     """Users see their own jobs; admins see their tenant's. Nobody sees another tenant's."""
     if who.is_admin:
         return {"tenant_id": who.tenant_id}
@@ -116,7 +116,7 @@ class JobStore:
     async def missing_visible(self, job_ids: list[str], who: Principal) -> list[str]:
         """Which of ``job_ids`` ``who`` cannot see (absent or someone else's)."""
         try:
-            found = await self.collection.find({"_id": {"$in": job_ids}, **_visible_to(who)}, {"_id": 1}).to_list(None)
+            found = await self.collection.find({"_id": {"$in": job_ids}, **visible_to(who)}, {"_id": 1}).to_list(None)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         seen = {document["_id"] for document in found}
@@ -152,7 +152,7 @@ class JobStore:
         Raises:
           NotFound: it does not exist or belongs to someone else (indistinguishable on purpose).
         """
-        job = await self._find_one({"_id": job_id, **_visible_to(who)})
+        job = await self._find_one({"_id": job_id, **visible_to(who)})
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return job
@@ -162,7 +162,7 @@ class JobStore:
     ) -> JobPage:
         """A page of the jobs ``who`` may see, newest first, starting after ``cursor`` (a job id)."""
         limit = max(1, min(limit, MAX_PAGE_SIZE))
-        query = {**_visible_to(who), **_filter_query(filters)}
+        query = {**visible_to(who), **_filter_query(filters)}
         if cursor is not None:
             query["_id"] = {"$lt": cursor}
         try:

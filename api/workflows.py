@@ -1,0 +1,138 @@
+"""Creating, reading and cancelling workflows; the scheduler advances them (scheduler/workflows.py)."""
+
+from __future__ import annotations
+
+from engineroom.api.control import JobControl
+from engineroom.api.submission import JobSubmitter
+from engineroom.core.clock import utcnow
+from engineroom.core.errors import InvalidRequest, InvalidTransition
+from engineroom.core.ids import new_id
+from engineroom.models.event import EventType
+from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobState, JobSubmit
+from engineroom.models.principal import Principal
+from engineroom.models.workflow import (
+    StepPublic,
+    StepRecord,
+    StepSpec,
+    WorkflowCreate,
+    WorkflowDocument,
+    WorkflowPage,
+    WorkflowPublic,
+    WorkflowState,
+)
+from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.scheduler.workflows import workflow_event
+from engineroom.store.jobs import JobStore
+from engineroom.store.workflows import WorkflowStore
+
+
+class WorkflowService:
+    def __init__(
+        self,
+        workflows: WorkflowStore,
+        jobs: JobStore,
+        submitter: JobSubmitter,
+        control: JobControl,
+        publisher: AsyncEventPublisher,
+    ) -> None:
+        self.workflows = workflows
+        self.jobs = jobs
+        self.submitter = submitter
+        self.control = control
+        self.publisher = publisher
+
+    async def create(self, body: WorkflowCreate, who: Principal) -> WorkflowPublic:
+        """Store the workflow and one job per step; steps without dependencies start at once.
+
+        Raises:
+          InvalidRequest: a step names an unknown task or a payload that does not fit it (the step is named).
+        """
+        workflow_id = new_id()
+        job_ids = {step.id: new_id() for step in body.steps}
+        jobs = [self._step_job(step, workflow_id, job_ids, who) for step in body.steps]
+        records = [
+            StepRecord(id=step.id, task=job.task, job_id=job.id, depends_on=step.depends_on, condition=step.condition)
+            for step, job in zip(body.steps, jobs, strict=True)
+        ]
+        workflow = WorkflowDocument(
+            id=workflow_id,
+            tenant_id=who.tenant_id,
+            user_id=who.user_id,
+            name=body.name,
+            steps=records,
+            tags=body.tags,
+            created_at=utcnow(),
+        )
+        await self.workflows.insert(workflow)
+        await self.jobs.insert_many(jobs)
+        await self.submitter.send_and_announce(jobs)
+        return await self.describe(workflow)
+
+    def _step_job(self, step: StepSpec, workflow_id: str, job_ids: dict[str, str], who: Principal) -> JobDocument:
+        body = JobSubmit(
+            task=step.task,
+            payload=step.payload,
+            priority=step.priority,
+            max_retries=step.max_retries,
+            timeout_s=step.timeout_s,
+        )
+        try:
+            job = self.submitter.build(body, who)
+        except InvalidRequest as exc:
+            raise InvalidRequest(f"step {step.id!r}: {exc.detail}") from None
+        if not step.depends_on:
+            return job.model_copy(update={"id": job_ids[step.id], "workflow_id": workflow_id, "step_id": step.id})
+        return job.model_copy(
+            update={
+                "id": job_ids[step.id],
+                "workflow_id": workflow_id,
+                "step_id": step.id,
+                "depends_on": [job_ids[dependency] for dependency in step.depends_on],
+                "condition": step.condition,
+                "state": JobState.PENDING,
+                "queued_at": None,
+                "needs_dispatch": False,
+                "history": [HistoryEntry(state=JobState.PENDING, at=job.created_at, detail="waiting for its steps")],
+            }
+        )
+
+    async def get(self, workflow_id: str, who: Principal) -> WorkflowPublic:
+        return await self.describe(await self.workflows.get_visible(workflow_id, who))
+
+    async def list_visible(self, who: Principal, *, limit: int, cursor: str | None) -> WorkflowPage:
+        workflows, next_cursor = await self.workflows.list_visible(who, limit=limit, cursor=cursor)
+        return WorkflowPage(items=[await self.describe(workflow) for workflow in workflows], next_cursor=next_cursor)
+
+    async def cancel(self, workflow_id: str, who: Principal) -> WorkflowPublic:
+        """Cancel the workflow and every unfinished step, running ones included.
+
+        Raises:
+          NotFound: not the caller's workflow.
+          InvalidTransition: it has already ended.
+        """
+        workflow = await self.workflows.get_visible(workflow_id, who)
+        if not await self.workflows.finish(workflow_id, WorkflowState.CANCELLED):
+            raise InvalidTransition(f"workflow {workflow_id} has already ended ({workflow.state})")
+        for job in await self.jobs.outcomes([step.job_id for step in workflow.steps]):
+            if job.state not in TERMINAL_STATES:
+                try:
+                    await self.control.cancel(job.id, who)
+                except InvalidTransition:
+                    pass  # it finished meanwhile
+        cancelled = await self.workflows.get_visible(workflow_id, who)
+        await self.publisher.publish(workflow_event(cancelled, EventType.WORKFLOW_CANCELLED, {}))
+        return await self.describe(cancelled)
+
+    async def describe(self, workflow: WorkflowDocument) -> WorkflowPublic:
+        """The workflow with each step's current state (one query for all its jobs)."""
+        jobs = {job.id: job for job in await self.jobs.outcomes([step.job_id for step in workflow.steps])}
+        steps = [
+            StepPublic(
+                **step.model_dump(),
+                state=jobs[step.job_id].state if step.job_id in jobs else JobState.CANCELLED,
+                result=jobs[step.job_id].result if step.job_id in jobs else None,
+                error=jobs[step.job_id].error.model_dump() if step.job_id in jobs and jobs[step.job_id].error else None,
+            )
+            for step in workflow.steps
+        ]
+        return WorkflowPublic(**workflow.model_dump(exclude={"steps", "tenant_id", "user_id"}), steps=steps)

@@ -1,0 +1,47 @@
+"""Ending workflows: once every step has finished, the workflow is completed (no step failed) or failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engineroom.core.clock import utcnow
+from engineroom.core.ids import new_id
+from engineroom.models.event import Event, EventType
+from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState
+from engineroom.models.workflow import WorkflowDocument, WorkflowState
+from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.store.jobs import JobStore
+from engineroom.store.workflows import WorkflowStore
+
+#: Workflows one sweep looks at.
+WORKFLOW_BATCH = 200
+
+
+def workflow_event(workflow: WorkflowDocument, event_type: EventType, data: dict[str, Any]) -> Event:
+    return Event(
+        id=new_id(),
+        type=event_type,
+        ts=utcnow(),
+        tenant_id=workflow.tenant_id,
+        user_id=workflow.user_id,
+        workflow_id=workflow.id,
+        data={"state": event_type.split(".")[1], "name": workflow.name, **data},
+    )
+
+
+def end_state(steps: list[JobDocument]) -> WorkflowState | None:
+    """The workflow's end state once every step finished, else ``None``."""
+    if any(step.state not in TERMINAL_STATES for step in steps):
+        return None
+    return WorkflowState.FAILED if any(step.state == JobState.FAILED for step in steps) else WorkflowState.COMPLETED
+
+
+async def finish_workflows(workflows: WorkflowStore, jobs: JobStore, publisher: AsyncEventPublisher) -> None:
+    for workflow in await workflows.running(WORKFLOW_BATCH):
+        steps = await jobs.outcomes([step.job_id for step in workflow.steps])
+        state = end_state(steps)
+        if state is None or not await workflows.finish(workflow.id, state):
+            continue
+        event_type = EventType.WORKFLOW_COMPLETED if state == WorkflowState.COMPLETED else EventType.WORKFLOW_FAILED
+        step_states = {step.step_id: str(step.state) for step in steps}
+        await publisher.publish(workflow_event(workflow, event_type, {"steps": step_states}))

@@ -1,0 +1,81 @@
+"""The ``workflows`` collection: a workflow's steps and state; its steps' jobs live in ``jobs``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pymongo import DESCENDING
+from pymongo.errors import PyMongoError
+
+from engineroom.core.clock import utcnow
+from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.models.principal import Principal
+from engineroom.models.workflow import WorkflowDocument, WorkflowState
+from engineroom.store.client import Database
+from engineroom.store.jobs import MAX_PAGE_SIZE, visible_to
+
+
+def _from_mongo(document: Mapping[str, Any]) -> WorkflowDocument:
+    fields = dict(document)
+    fields["id"] = fields.pop("_id")
+    return WorkflowDocument.model_validate(fields)
+
+
+class WorkflowStore:
+    def __init__(self, db: Database) -> None:
+        self.collection = db["workflows"]
+
+    async def insert(self, workflow: WorkflowDocument) -> None:
+        document = workflow.model_dump(mode="python")
+        document["_id"] = document.pop("id")
+        try:
+            await self.collection.insert_one(document)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def get_visible(self, workflow_id: str, who: Principal) -> WorkflowDocument:
+        """
+        Raises:
+          NotFound: absent or someone else's.
+        """
+        try:
+            document = await self.collection.find_one({"_id": workflow_id, **visible_to(who)})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        if document is None:
+            raise NotFound(f"workflow {workflow_id} not found")
+        return _from_mongo(document)
+
+    async def list_visible(
+        self, who: Principal, *, limit: int, cursor: str | None
+    ) -> tuple[list[WorkflowDocument], str | None]:
+        """A page of ``who``'s workflows, newest first, and the cursor of the next page."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        query: dict[str, Any] = dict(visible_to(who))
+        if cursor is not None:
+            query["_id"] = {"$lt": cursor}
+        try:
+            found = await self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        workflows = [_from_mongo(document) for document in found[:limit]]
+        return workflows, (workflows[-1].id if len(found) > limit else None)
+
+    async def running(self, limit: int) -> list[WorkflowDocument]:
+        try:
+            found = await self.collection.find({"state": str(WorkflowState.RUNNING)}).limit(limit).to_list(limit)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return [_from_mongo(document) for document in found]
+
+    async def finish(self, workflow_id: str, to: WorkflowState) -> bool:
+        """Move a running workflow to its end state; False if it had already ended (say, cancelled)."""
+        try:
+            outcome = await self.collection.update_one(
+                {"_id": workflow_id, "state": str(WorkflowState.RUNNING)},
+                {"$set": {"state": str(to), "finished_at": utcnow()}},
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return outcome.matched_count == 1
