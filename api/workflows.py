@@ -26,6 +26,13 @@ from engineroom.store.jobs import JobStore
 from engineroom.store.workflows import WorkflowStore
 
 
+def _step_public(step: StepRecord, job: JobDocument | None) -> StepPublic:
+    if job is None:  # its job was deleted
+        return StepPublic(**step.model_dump(), state=JobState.CANCELLED)
+    error = job.error.model_dump() if job.error is not None else None
+    return StepPublic(**step.model_dump(), state=job.state, result=job.result, error=error)
+
+
 class WorkflowService:
     def __init__(
         self,
@@ -126,13 +133,5 @@ class WorkflowService:
     async def describe(self, workflow: WorkflowDocument) -> WorkflowPublic:
         """The workflow with each step's current state (one query for all its jobs)."""
         jobs = {job.id: job for job in await self.jobs.outcomes([step.job_id for step in workflow.steps])}
-        steps = [
-            StepPublic(
-                **step.model_dump(),
-                state=jobs[step.job_id].state if step.job_id in jobs else JobState.CANCELLED,
-                result=jobs[step.job_id].result if step.job_id in jobs else None,
-                error=jobs[step.job_id].error.model_dump() if step.job_id in jobs and jobs[step.job_id].error else None,
-            )
-            for step in workflow.steps
-        ]
+        steps = [_step_public(step, jobs.get(step.job_id)) for step in workflow.steps]
         return WorkflowPublic(**workflow.model_dump(exclude={"steps", "tenant_id", "user_id"}), steps=steps)
