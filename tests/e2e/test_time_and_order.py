@@ -1,0 +1,120 @@
+"""Delayed jobs and workflows across real processes, the scheduler running as its own process."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+
+TokenFor = Callable[..., str]
+FAST = {"ENGINEROOM_SCHEDULER_INTERVAL_S": "0.1", "ENGINEROOM_JOB_LEASE_S": "3"}
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def start(stack: Any) -> str:
+    stack.env.update(FAST)
+    base_url: str = stack.start_api()
+    stack.start_worker("--engines", "general,text_intelligence")
+    stack.start_scheduler()
+    return base_url
+
+
+async def poll(
+    http: httpx.AsyncClient, path: str, token: str, done: Callable[[Any], bool], timeout_s: float = 30
+) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = (await http.get(path, headers=auth(token))).json()
+        if done(found):
+            return found
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.1)
+
+
+async def test_a_delayed_job_starts_no_earlier_than_due_and_within_a_second_after(
+    stack: Any, token_for: TokenFor
+) -> None:
+    base_url, token = start(stack), token_for()
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        body = {"task": "general.demo", "payload": {"duration_s": 0}, "delay_s": 2}
+        job = (await http.post("/jobs", json=body, headers=auth(token))).json()
+        assert job["state"] == "scheduled"
+        done = await poll(http, f"/jobs/{job['id']}", token, lambda found: found["state"] == "completed")
+    due, started = datetime.fromisoformat(job["scheduled_at"]), datetime.fromisoformat(done["started_at"])
+    assert due <= started <= due + timedelta(seconds=1)
+
+
+async def test_a_scheduled_job_cancelled_before_due_never_runs(stack: Any, token_for: TokenFor) -> None:
+    base_url, token = start(stack), token_for()
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        body = {"task": "general.demo", "payload": {"duration_s": 0}, "delay_s": 1}
+        job = (await http.post("/jobs", json=body, headers=auth(token))).json()
+        assert (await http.post(f"/jobs/{job['id']}/cancel", headers=auth(token))).json()["state"] == "cancelled"
+        await asyncio.sleep(2)
+        final = (await http.get(f"/jobs/{job['id']}", headers=auth(token))).json()
+    assert (final["state"], final["attempts"]) == ("cancelled", 0)
+
+
+async def test_due_jobs_fire_after_the_scheduler_was_down(stack: Any, token_for: TokenFor) -> None:
+    base_url, token = start(stack), token_for()
+    scheduler = next(process for process in stack.processes if process.name == "scheduler")
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        scheduler.stop()
+        body = {"task": "general.demo", "payload": {"duration_s": 0}, "delay_s": 0.5}
+        job = (await http.post("/jobs", json=body, headers=auth(token))).json()
+        await asyncio.sleep(1.5)
+        assert (await http.get(f"/jobs/{job['id']}", headers=auth(token))).json()["state"] == "scheduled"
+        stack.start_scheduler(name="scheduler-again")
+        done = await poll(http, f"/jobs/{job['id']}", token, lambda found: found["state"] == "completed")
+    assert done["attempts"] == 1
+
+
+async def test_a_diamond_workflow_passes_data_and_a_cancel_stops_a_running_step(
+    stack: Any, token_for: TokenFor
+) -> None:
+    base_url, token = start(stack), token_for()
+    diamond = {
+        "steps": [
+            {"id": "draft", "task": "text_intelligence.demo", "payload": {"duration_s": 0.1, "result": "text"}},
+            {"id": "image", "task": "general.echo_inputs", "depends_on": ["draft"]},
+            {"id": "audio", "task": "general.echo_inputs", "depends_on": ["draft"]},
+            {"id": "video", "task": "general.echo_inputs", "depends_on": ["image", "audio"]},
+        ]
+    }
+    long_running = {
+        "steps": [
+            {"id": "slow", "task": "general.demo", "payload": {"duration_s": 30, "steps": 300}},
+            {"id": "then", "task": "general.demo", "depends_on": ["slow"]},
+        ]
+    }
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        created = (await http.post("/workflows", json=diamond, headers=auth(token))).json()
+        done = await poll(http, f"/workflows/{created['id']}", token, lambda found: found["state"] != "running")
+        other = (await http.post("/workflows", json=long_running, headers=auth(token))).json()
+        slow_job = other["steps"][0]["job_id"]
+        await poll(http, f"/jobs/{slow_job}", token, lambda found: found["state"] == "running")
+        cancelled = (await http.post(f"/workflows/{other['id']}/cancel", headers=auth(token))).json()
+        await asyncio.sleep(1)
+        slow = (await http.get(f"/jobs/{slow_job}", headers=auth(token))).json()
+        await asyncio.sleep(0.5)
+        slow_later = (await http.get(f"/jobs/{slow_job}", headers=auth(token))).json()
+        invalid = await http.post(
+            "/workflows",
+            json={"steps": [{"id": "a", "task": "general.demo", "depends_on": ["a"]}]},
+            headers=auth(token),
+        )
+    steps = {step["id"]: step for step in done["steps"]}
+    assert done["state"] == "completed"
+    assert steps["video"]["result"]["image"] == {"draft": {"engine": "text_intelligence", "steps": 5, "result": "text"}}
+    assert cancelled["state"] == "cancelled" and {step["state"] for step in cancelled["steps"]} == {"cancelled"}
+    # The step really stopped: no progress after the cancel, far from done
+    assert slow["state"] == "cancelled" and slow["progress"]["percent"] < 20
+    assert slow_later["progress"] == slow["progress"]
+    assert invalid.status_code == 422 and "cycle" in invalid.json()["detail"][0]["msg"]
