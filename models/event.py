@@ -63,12 +63,15 @@ class Event(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+def new_event(event_type: EventType, *, tenant_id: str, data: dict[str, Any], **fields: Any) -> Event:
+    """An event with a fresh time-sortable id, stamped now."""
+    return Event(id=new_id(), type=event_type, ts=utcnow(), tenant_id=tenant_id, data=data, **fields)
+
+
 def job_event(job: JobLike, event_type: EventType, data: dict[str, Any] | None = None) -> Event:
     """The event that tells a job's owner about it."""
-    return Event(
-        id=new_id(),
-        type=event_type,
-        ts=utcnow(),
+    return new_event(
+        event_type,
         tenant_id=job.tenant_id,
         user_id=job.user_id,
         job_id=job.id,
@@ -80,4 +83,4 @@ def job_event(job: JobLike, event_type: EventType, data: dict[str, Any] | None =
 def queue_event(queue: QueueDocument, event_type: EventType, *, by: str) -> Event:
     """The event that tells admins an engine was paused, resumed or given new limits."""
     data = queue.model_dump(mode="json", exclude={"holders", "starts"})
-    return Event(id=new_id(), type=event_type, ts=utcnow(), tenant_id="*", audience="admins", data={**data, "by": by})
+    return new_event(event_type, tenant_id="*", audience="admins", data={**data, "by": by})

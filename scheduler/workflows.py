@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engineroom.core.clock import utcnow
-from engineroom.core.ids import new_id
-from engineroom.models.event import Event, EventType
+from engineroom.models.event import Event, EventType, new_event
 from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState
 from engineroom.models.workflow import WorkflowDocument, WorkflowState
 from engineroom.notifications.publisher import AsyncEventPublisher
@@ -18,10 +16,8 @@ WORKFLOW_BATCH = 200
 
 
 def workflow_event(workflow: WorkflowDocument, event_type: EventType, data: dict[str, Any]) -> Event:
-    return Event(
-        id=new_id(),
-        type=event_type,
-        ts=utcnow(),
+    return new_event(
+        event_type,
         tenant_id=workflow.tenant_id,
         user_id=workflow.user_id,
         workflow_id=workflow.id,

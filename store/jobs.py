@@ -26,9 +26,7 @@ from engineroom.models.job import (
 )
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
-
-#: Largest page ``list`` returns, whatever the caller asks.
-MAX_PAGE_SIZE = 200
+from engineroom.store.paging import newest_first
 
 
 def _to_mongo(job: JobDocument) -> dict[str, Any]:
@@ -161,17 +159,10 @@ class JobStore:
         self, who: Principal, filters: JobFilter, *, limit: int = 50, cursor: str | None = None
     ) -> JobPage:
         """A page of the jobs ``who`` may see, newest first, starting after ``cursor`` (a job id)."""
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
         query = {**visible_to(who), **_filter_query(filters)}
-        if cursor is not None:
-            query["_id"] = {"$lt": cursor}
-        try:
-            documents = await self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        jobs = [JobPublic.from_document(_from_mongo(document)) for document in documents[:limit]]
-        next_cursor = jobs[-1].id if len(documents) > limit else None
-        return JobPage(items=jobs, next_cursor=next_cursor)
+        documents, more = await newest_first(self.collection, query, limit=limit, cursor=cursor)
+        jobs = [JobPublic.from_document(_from_mongo(document)) for document in documents]
+        return JobPage(items=jobs, next_cursor=jobs[-1].id if more else None)
 
     async def wait_until_finished(self, job_id: str, *, timeout_s: float) -> JobDocument:
         """The job once it has finished, or as it is when ``timeout_s`` runs out (polling, backing off to 0.5 s).

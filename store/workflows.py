@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pymongo import DESCENDING
 from pymongo.errors import PyMongoError
 
 from engineroom.core.clock import utcnow
@@ -13,7 +12,8 @@ from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import WorkflowDocument, WorkflowState
 from engineroom.store.client import Database
-from engineroom.store.jobs import MAX_PAGE_SIZE, visible_to
+from engineroom.store.jobs import visible_to
+from engineroom.store.paging import newest_first
 
 
 def _from_mongo(document: Mapping[str, Any]) -> WorkflowDocument:
@@ -51,16 +51,9 @@ class WorkflowStore:
         self, who: Principal, *, limit: int, cursor: str | None
     ) -> tuple[list[WorkflowDocument], str | None]:
         """A page of ``who``'s workflows, newest first, and the cursor of the next page."""
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        query: dict[str, Any] = dict(visible_to(who))
-        if cursor is not None:
-            query["_id"] = {"$lt": cursor}
-        try:
-            found = await self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        workflows = [_from_mongo(document) for document in found[:limit]]
-        return workflows, (workflows[-1].id if len(found) > limit else None)
+        documents, more = await newest_first(self.collection, visible_to(who), limit=limit, cursor=cursor)
+        workflows = [_from_mongo(document) for document in documents]
+        return workflows, (workflows[-1].id if more else None)
 
     async def running(self, limit: int) -> list[WorkflowDocument]:
         try:
