@@ -17,7 +17,7 @@ from engineroom.notifications.bus import LocalEventBus
 
 @pytest.fixture
 def app_settings(settings: Settings, mongodb_url: str) -> Settings:
-    fast = {"retry_backoff_base_s": 0.05, "scheduler_interval_s": 0.05, "job_lease_s": 3.0, "rate_window_s": 2.0}
+    fast = {"retry_backoff_base_s": 0.05, "scheduler_interval_s": 0.05, "job_lease_s": 10.0, "rate_window_s": 2.0}
     return settings.model_copy(update={"mongodb_url": mongodb_url, "max_payload_bytes": 64 * 1024, **fast})
 
 
