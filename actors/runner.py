@@ -247,6 +247,8 @@ class JobRunner:
             "lease_expires_at": started_at + timedelta(seconds=self.settings.job_lease_s),
             "needs_dispatch": False,
             "next_attempt_at": None,
+            "parked": False,
+            "in_line": False,
         }
         try:
             self._call(

@@ -70,8 +70,10 @@ class WorkflowService:
             tags=body.tags,
             created_at=utcnow(),
         )
-        await self.workflows.insert(workflow)
+        # Steps first: the scheduler ends a workflow whose steps have all finished, so it must never see the
+        # workflow without its steps.
         await self.jobs.insert_many(jobs)
+        await self.workflows.insert(workflow)
         await self.submitter.send_and_announce(jobs)
         return await self.describe(workflow)
 

@@ -25,9 +25,9 @@ def workflow_event(workflow: WorkflowDocument, event_type: EventType, data: dict
     )
 
 
-def end_state(steps: list[JobDocument]) -> WorkflowState | None:
-    """The workflow's end state once every step finished, else ``None``."""
-    if any(step.state not in TERMINAL_STATES for step in steps):
+def end_state(workflow: WorkflowDocument, steps: list[JobDocument]) -> WorkflowState | None:
+    """The workflow's end state once every one of its steps finished, else ``None``."""
+    if len(steps) < len(workflow.steps) or any(step.state not in TERMINAL_STATES for step in steps):
         return None
     return WorkflowState.FAILED if any(step.state == JobState.FAILED for step in steps) else WorkflowState.COMPLETED
 
@@ -35,7 +35,7 @@ def end_state(steps: list[JobDocument]) -> WorkflowState | None:
 async def finish_workflows(workflows: WorkflowStore, jobs: JobStore, publisher: AsyncEventPublisher) -> None:
     for workflow in await workflows.running(WORKFLOW_BATCH):
         steps = await jobs.outcomes([step.job_id for step in workflow.steps])
-        state = end_state(steps)
+        state = end_state(workflow, steps)
         if state is None or not await workflows.finish(workflow.id, state):
             continue
         event_type = EventType.WORKFLOW_COMPLETED if state == WorkflowState.COMPLETED else EventType.WORKFLOW_FAILED

@@ -62,9 +62,10 @@ async def ensure_indexes(db: Database) -> None:
     await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
     await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
     await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")
+    await jobs.create_index([("engine", 1), ("state", 1), ("in_line", 1), ("priority", -1), ("_id", 1)], name="line")
     await jobs.create_index(
-        [("engine", 1), ("state", 1), ("parked", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
-        name="parked_by_tenant",
+        [("engine", 1), ("state", 1), ("in_line", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
+        name="line_by_tenant",
     )
     # Queue positions and per-engine counts.
     await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")

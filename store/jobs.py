@@ -215,11 +215,13 @@ class JobStore:
         """Hold a ``queued`` job in MongoDB until its engine has room (its message is consumed); False if it is
         no longer queued."""
         return await self._update_one(
-            {"_id": job_id, "state": str(JobState.QUEUED)}, {"$set": {"parked": True, "needs_dispatch": False}}
+            {"_id": job_id, "state": str(JobState.QUEUED)},
+            {"$set": {"parked": True, "in_line": True, "needs_dispatch": False}},
         )
 
     async def unpark(self, job_id: str) -> bool:
-        """Mark a parked job for sending again (outbox flag set); False if it was not parked and queued."""
+        """Mark a parked job for sending again (outbox flag set); False if it was not parked and queued. It stays
+        in the line until it starts, so jobs behind it cannot overtake it while its message travels."""
         return await self._update_one(
             {"_id": job_id, "state": str(JobState.QUEUED), "parked": True},
             {"$set": {"parked": False, "needs_dispatch": True}},
@@ -238,7 +240,7 @@ class JobStore:
     async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
         """Whether a parked job of the engine should start before this one (higher priority, or as high and
         older): then this one joins the line instead of taking a slot that came free for the other."""
-        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), "parked": True}
+        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), "in_line": True}
         if same_tenant_only:
             query["tenant_id"] = job.tenant_id
         head = await self._first_parked(query)
