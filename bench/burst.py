@@ -24,47 +24,58 @@ import contextlib
 import json
 import os
 import secrets
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pika
-import pika.exceptions
-import pymongo
 from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from pika.adapters.blocking_connection import BlockingChannel
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench._common import (
+    ENGINEROOM,
+    HOST,
+    REPO_ROOT,
+    RESULTS_DIR,
+    Delta,
+    Figure,
+    Reading,
+    auth,
+    consumers_at_least,
+    cpu_reading,
+    database,
+    delete_topology,
+    engineroom_env,
+    http_ok,
+    log_findings,
+    mongo_client,
+    print_log_findings,
+    running,
+    spread,
+    table,
+    wait_until,
+    write_result,
+)
 from engineroom.core.broker import MAX_PRIORITY
-from engineroom.core.config import ENGINES, Settings
+from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
 from engineroom.core.tokens import issue_token
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "burst.json"
-HOST = "127.0.0.1"
+DEFAULT_OUTPUT = RESULTS_DIR / "burst.json"
 ENGINE = "general"
 JOB_BODY: dict[str, Any] = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}}
-#: Seconds a process gets to become ready, and to stop after SIGTERM before its process group is killed.
-START_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 20.0
 POLL_S = 0.01
 #: httpx's pool costs client CPU per request in proportion to its size (measured: 1.0 ms at 8 connections,
 #: 4.4 ms at 48), which on a small machine starves the system under test; so the burst uses several small pools.
 CONNECTIONS_PER_CLIENT = 8
-LOG_MARKERS = ("Traceback", "ERROR", "CRITICAL", "WARNING")
 
 
 @dataclass(frozen=True)
@@ -102,14 +113,7 @@ class RunContext:
         return self.work_dir / f"{name}.log"
 
     def engineroom_env(self, repeat: int) -> dict[str, str]:
-        settings = self.settings
-        return {
-            "ENGINEROOM_MONGODB_URL": self.mongodb_url,
-            "ENGINEROOM_MONGODB_DB": f"bench_{repeat}",
-            "ENGINEROOM_NAMESPACE": settings.namespace,
-            "ENGINEROOM_JWT_SECRET": self.jwt_secret,
-            "ENGINEROOM_AMQP_URL": self.config.amqp_url,
-        }
+        return engineroom_env(self.settings, self.mongodb_url, f"bench_{repeat}", self.jwt_secret)
 
 
 @dataclass(frozen=True)
@@ -147,163 +151,15 @@ class RawSample:
         return self.messages / self.total_s
 
 
-# --- processes ---------------------------------------------------------------------------------------------
-
-
-def _process_env(extra: dict[str, str]) -> dict[str, str]:
-    """This environment without inherited ``ENGINEROOM_*`` settings, plus ``extra``."""
-    env = {name: value for name, value in os.environ.items() if not name.startswith("ENGINEROOM_")}
-    return {**env, "PYTHONUNBUFFERED": "1", **extra}
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process (Dramatiq and uvicorn shut down cleanly on it); SIGKILL its group if it hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is it and its forked workers
-        process.wait()
-
-
-@contextlib.contextmanager
-def running(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` with stdout and stderr in ``log``; stop it on leaving, whatever happened."""
-    with log.open("ab") as output:
-        process = subprocess.Popen(
-            argv, stdout=output, stderr=subprocess.STDOUT, env=_process_env(env), cwd=REPO_ROOT, start_new_session=True
-        )
-    try:
-        yield process
-    finally:
-        _stop(process)
-
-
-def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    """Poll ``ready`` until it holds.
-
-    Raises:
-      RuntimeError: ``process`` exited, or ``ready`` did not hold within ``START_TIMEOUT_S``.
-    """
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not ready():
-        if process.poll() is not None:
-            raise RuntimeError(f"{what}: process exited with {process.returncode}; see {log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not ready after {START_TIMEOUT_S} s; see {log}")
-        time.sleep(0.1)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection((HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def scan_log(log: Path) -> dict[str, int]:
-    """How many lines of ``log`` carry each of ``LOG_MARKERS``."""
-    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
-    return {marker: sum(marker in line for line in lines) for marker in LOG_MARKERS}
-
-
-Reading = Callable[[], dict[str, float]]
-
-
-class Delta:
-    """How much each figure of a reading grew between creation and ``since()``."""
-
-    def __init__(self, read: Reading) -> None:
-        self._read = read
-        self._start = read()
-
-    def since(self, per: int = 1) -> dict[str, float]:
-        now = self._read()
-        return {name: round((now[name] - self._start.get(name, 0.0)) / per, 3) for name in now}
-
-
-def cpu_reading(groups: dict[str, int]) -> Reading:
-    """CPU seconds used by each named process group and by this process (``bench``): Linux ``/proc``.
-
-    Every process started here leads its own group, which its forks (Dramatiq's worker processes) join, so a
-    group's time is the whole command's.
-    """
-    return lambda: {**{name: group_cpu_s(pgid) for name, pgid in groups.items()}, "bench": time.process_time()}
-
-
 def db_reading(mongodb_url: str) -> Reading:
     """The database's ``serverStatus`` operation counters (the database serves this run only)."""
 
     def read() -> dict[str, float]:
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=5000)
-        with client:
+        with mongo_client(mongodb_url) as client:
             counters: dict[str, float] = client.admin.command("serverStatus")["opcounters"]
             return counters
 
     return read
-
-
-def group_cpu_s(pgid: int) -> float:
-    """User plus system CPU seconds of the live processes in group ``pgid``."""
-    ticks = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rpartition(")")[2].split()  # after "(comm)": state, ppid, pgrp, ...
-            if int(fields[2]) == pgid:
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-# --- RabbitMQ ------------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def amqp_channel(amqp_url: str) -> Iterator[BlockingChannel]:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        yield connection.channel()
-    finally:
-        connection.close()
-
-
-def consumer_count(amqp_url: str, queue: str) -> int:
-    """Consumers on ``queue``; 0 while it does not exist yet."""
-    try:
-        with amqp_channel(amqp_url) as channel:
-            consumers: int = channel.queue_declare(queue, passive=True).method.consumer_count
-            return consumers
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-
-
-def consumers_at_least(amqp_url: str, queue: str, count: int) -> Callable[[], bool]:
-    """A readiness check: ``count`` consumers (one per worker process) are on ``queue``."""
-    return lambda: consumer_count(amqp_url, queue) >= count
-
-
-def dramatiq_queues(queue: str) -> list[str]:
-    """A queue and the delay and dead-letter companions Dramatiq declares with it."""
-    return [queue, f"{queue}.DQ", f"{queue}.XQ"]
-
-
-def delete_topology(ctx: RunContext) -> None:
-    """Delete every queue and exchange this run may have declared (deleting an absent one is not an error)."""
-    settings = ctx.settings
-    queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
-    with amqp_channel(ctx.config.amqp_url) as channel:
-        for queue in [*queues, *dramatiq_queues(ctx.raw_queue)]:
-            channel.queue_delete(queue)
-        channel.exchange_delete(settings.events_exchange)
 
 
 # --- (a) engineroom ------------------------------------------------------------------------------------------
@@ -369,13 +225,9 @@ def _pool_sizes(concurrency: int) -> list[int]:
     return [CONNECTIONS_PER_CLIENT] * full + ([rest] if rest else [])
 
 
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 async def _submit_all(base_url: str, token: str, config: BenchConfig, tracker: Tracker) -> None:
     """``config.concurrency`` submitters, one connection each, sharing the burst's tickets."""
-    headers = _auth(token)
+    headers = auth(token)
     tickets = iter(range(config.jobs))  # shared: each submitter takes the next one
     async with contextlib.AsyncExitStack() as stack:
         submitters = []
@@ -434,19 +286,18 @@ def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
     """Start an API and a worker on a fresh database, run one burst, stop both."""
     config, settings, port = ctx.config, ctx.settings, free_port(HOST)
     env = ctx.engineroom_env(repeat)
-    engineroom = [sys.executable, "-m", "engineroom.cli"]
-    api_argv = [*engineroom, "api", "--host", HOST, "--port", str(port)]
-    worker_argv = [*engineroom, "worker", "--engines", ENGINE]
+    api_argv = [*ENGINEROOM, "api", "--host", HOST, "--port", str(port)]
+    worker_argv = [*ENGINEROOM, "worker", "--engines", ENGINE]
     worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
     api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
     with running(api_argv, api_log, env) as api, running(worker_argv, worker_log, env) as worker:
-        wait_until(lambda: _http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
+        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
         consuming = consumers_at_least(config.amqp_url, settings.queue_name(ENGINE), config.processes)
         wait_until(consuming, "engineroom worker", worker, worker_log)
         token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
         # Let every worker thread run a job, as raw Dramatiq does: general's default cluster-wide limit is 2.
         limits = {"max_concurrency": config.processes * config.threads}
-        raised = httpx.put(f"http://{HOST}:{port}/queues/{ENGINE}/limits", json=limits, headers=_auth(token))
+        raised = httpx.put(f"http://{HOST}:{port}/queues/{ENGINE}/limits", json=limits, headers=auth(token))
         raised.raise_for_status()
         cpu = Delta(cpu_reading({"api": api.pid, "worker": worker.pid, "secantusd": ctx.database_pid}))
         db_ops = Delta(db_reading(ctx.mongodb_url))
@@ -501,20 +352,6 @@ def measure_raw(ctx: RunContext, repeat: int) -> RawSample:
 # --- the run -------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def database(work_dir: Path) -> Iterator[tuple[str, int]]:
-    """A ``secantusd-py`` process on a free port with its data in ``work_dir``; yields its URL and pid."""
-    port, storage, log = free_port(HOST), work_dir / "secantus-data", work_dir / "secantusd.log"
-    argv = ["secantusd-py", "--host", HOST, "--port", str(port), "--storage-path", str(storage)]
-    try:
-        with running(argv, log, {}) as process:
-            wait_until(lambda: _port_open(port), "secantusd-py", process, log)
-            # retryWrites=false: SecantusDB slows down badly with retryable writes (DESIGN.md pitfalls).
-            yield f"mongodb://{HOST}:{port}/?retryWrites=false&directConnection=true", process.pid
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-
-
 def run(config: BenchConfig) -> dict[str, Any]:
     """All repeats, interleaved; returns the report (samples, summary, log findings)."""
     work_dir = Path(tempfile.mkdtemp(prefix="engineroom-bench-"))
@@ -525,7 +362,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
     with contextlib.ExitStack() as stack:
         mongodb_url, database_pid = stack.enter_context(database(work_dir))
         ctx = RunContext(config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32))
-        stack.callback(delete_topology, ctx)
+        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
         print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
         for repeat in range(1, config.repeat + 1):
             engineroom_samples.append(sample := measure_engineroom(ctx, repeat))
@@ -537,8 +374,6 @@ def run(config: BenchConfig) -> dict[str, Any]:
 
 
 # --- the report ----------------------------------------------------------------------------------------------
-
-Figure = tuple[str, list[float]]
 
 
 def figures(engineroom: list[EngineroomSample], raw: list[RawSample]) -> list[Figure]:
@@ -564,18 +399,6 @@ def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
     return [(f"{label} {name}", [reading[name] for reading in readings]) for name in names]
 
 
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def table(rows: list[Figure]) -> str:
-    lines = [f"{'figure':<36}{'median':>10}{'min':>10}{'max':>10}"]
-    for name, values in rows:
-        stats = spread(values)
-        lines.append(f"{name:<36}" + "".join(f"{stats[key]:>10.3f}" for key in ("median", "min", "max")))
-    return "\n".join(lines)
-
-
 def report(
     config: BenchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
@@ -588,7 +411,7 @@ def report(
         "summary": {name: spread(values) for name, values in rows},
         "table": table(rows),
         "log_dir": str(work_dir),
-        "logs": {log.name: scan_log(log) for log in sorted(work_dir.glob("*.log"))},
+        "logs": log_findings(work_dir),
     }
 
 
@@ -619,12 +442,9 @@ def main(argv: list[str] | None = None) -> int:
     config, output = parse_args(argv)
     print(f"burst: {config.jobs} jobs x {config.repeat} repeats, workers {config.processes}p x {config.threads}t")
     result = run(config)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(output, result)
     print(result["table"])
     print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print(f"log findings ({result['log_dir']}):")
-    for name, counts in result["logs"].items():
-        print(f"  {name:<20} " + "  ".join(f"{marker}={count}" for marker, count in counts.items()))
+    print_log_findings(result)
     print(f"written: {output}")
     return 0

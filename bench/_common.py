@@ -1,0 +1,352 @@
+"""What the benchmarks share: processes in their own groups, SecantusDB, RabbitMQ topology, ``/proc`` readings, log
+scanning and the report table.
+
+Every process started here leads its own process group (``start_new_session``), which its forks (Dramatiq's worker
+processes) join: CPU time and memory are read per group, so a figure covers the whole command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pika
+import pika.exceptions
+import pymongo
+from pika.adapters.blocking_connection import BlockingChannel
+
+from engineroom.core.config import ENGINES, Settings
+from engineroom.core.embedded import free_port
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+HOST = "127.0.0.1"
+#: The ``engineroom`` command, run from this interpreter.
+ENGINEROOM = [sys.executable, "-m", "engineroom.cli"]
+#: Seconds a process gets to become ready, and to stop after SIGTERM before its process group is killed.
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+LOG_MARKERS = ("Traceback", "ERROR", "CRITICAL", "WARNING")
+MIB = 1024 * 1024
+
+
+# --- processes ---------------------------------------------------------------------------------------------
+
+
+def process_env(extra: dict[str, str]) -> dict[str, str]:
+    """This environment without inherited ``ENGINEROOM_*`` settings, plus ``extra``."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("ENGINEROOM_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def engineroom_env(settings: Settings, mongodb_url: str, mongodb_db: str, jwt_secret: str) -> dict[str, str]:
+    """The environment of an engineroom process: the database, the namespace, the secret and RabbitMQ."""
+    return {
+        "ENGINEROOM_MONGODB_URL": mongodb_url,
+        "ENGINEROOM_MONGODB_DB": mongodb_db,
+        "ENGINEROOM_NAMESPACE": settings.namespace,
+        "ENGINEROOM_JWT_SECRET": jwt_secret,
+        "ENGINEROOM_AMQP_URL": settings.amqp_url,
+    }
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process (Dramatiq and uvicorn shut down cleanly on it); SIGKILL its group if it hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is it and its forked workers
+        process.wait()
+
+
+@contextlib.contextmanager
+def running(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` with stdout and stderr in ``log``; stop it on leaving, whatever happened."""
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            argv, stdout=output, stderr=subprocess.STDOUT, env=process_env(env), cwd=REPO_ROOT, start_new_session=True
+        )
+    try:
+        yield process
+    finally:
+        stop(process)
+
+
+def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``ready`` until it holds.
+
+    Raises:
+      RuntimeError: ``process`` exited, or ``ready`` did not hold within ``START_TIMEOUT_S``.
+    """
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with {process.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not ready after {START_TIMEOUT_S} s; see {log}")
+        time.sleep(0.1)
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def scan_log(log: Path) -> dict[str, int]:
+    """How many lines of ``log`` carry each of ``LOG_MARKERS``."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return {marker: sum(marker in line for line in lines) for marker in LOG_MARKERS}
+
+
+def log_findings(work_dir: Path) -> dict[str, dict[str, int]]:
+    """``scan_log`` of every log in ``work_dir``."""
+    return {log.name: scan_log(log) for log in sorted(work_dir.glob("*.log"))}
+
+
+@contextlib.contextmanager
+def database(work_dir: Path) -> Iterator[tuple[str, int]]:
+    """A ``secantusd-py`` process on a free port with its data in ``work_dir``; yields its URL and pid."""
+    port, storage, log = free_port(HOST), work_dir / "secantus-data", work_dir / "secantusd.log"
+    argv = ["secantusd-py", "--host", HOST, "--port", str(port), "--storage-path", str(storage)]
+    try:
+        with running(argv, log, {}) as process:
+            wait_until(lambda: port_open(port), "secantusd-py", process, log)
+            # retryWrites=false: SecantusDB slows down badly with retryable writes (DESIGN.md pitfalls).
+            yield f"mongodb://{HOST}:{port}/?retryWrites=false&directConnection=true", process.pid
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+
+
+def mongo_client(mongodb_url: str) -> pymongo.MongoClient[dict[str, Any]]:
+    return pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=5000)
+
+
+# --- /proc readings ----------------------------------------------------------------------------------------
+
+Reading = Callable[[], dict[str, float]]
+
+
+class Delta:
+    """How much each figure of a reading grew between creation and ``since()``."""
+
+    def __init__(self, read: Reading) -> None:
+        self._read = read
+        self._start = read()
+
+    def since(self, per: int = 1) -> dict[str, float]:
+        now = self._read()
+        return {name: round((now[name] - self._start.get(name, 0.0)) / per, 3) for name in now}
+
+
+def _group_stats(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """``(pid, fields of /proc/<pid>/stat after "(comm)")`` of each live process in group ``pgid``."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rpartition(")")[2].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == pgid:
+                yield stat.parent.name, fields
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User plus system CPU seconds of the live processes in group ``pgid``."""
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_stats(pgid))  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_kib(path: str, key: str) -> int:
+    """The ``key:`` line of a ``/proc`` file such as ``status`` in KiB; 0 when absent (a zombie) or gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+    return 0
+
+
+def group_rss_mib(pgid: int) -> float:
+    """``VmRSS`` summed over the live processes of group ``pgid``, in MiB. A forked child's pages that it still
+    shares copy-on-write with its parent count in both, so this is an upper bound of what the group occupies."""
+    return sum(_proc_kib(f"/proc/{pid}/status", "VmRSS:") for pid, _ in _group_stats(pgid)) / 1024
+
+
+def group_pss_mib(pgid: int) -> float:
+    """Proportional set size summed over group ``pgid``, in MiB: each shared page split among its sharers, so
+    pages a fork shares with its parent (or with any other process) count once in total."""
+    return sum(_proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") for pid, _ in _group_stats(pgid)) / 1024
+
+
+def group_processes(pgid: int) -> list[dict[str, Any]]:
+    """Each live process of group ``pgid``: pid, RSS and PSS in MiB, command line (cut to 120 characters)."""
+    found = []
+    for pid, _ in _group_stats(pgid):
+        with contextlib.suppress(OSError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            rss = _proc_kib(f"/proc/{pid}/status", "VmRSS:") / 1024
+            pss = _proc_kib(f"/proc/{pid}/smaps_rollup", "Pss:") / 1024
+            found.append({"pid": int(pid), "rss_mib": round(rss, 1), "pss_mib": round(pss, 1), "cmd": command[:120]})
+    return found
+
+
+def cpu_reading(groups: dict[str, int]) -> Reading:
+    """CPU seconds used by each named process group and by this process (``bench``): Linux ``/proc``."""
+    return lambda: {**{name: group_cpu_s(pgid) for name, pgid in groups.items()}, "bench": time.process_time()}
+
+
+def rss_reading(groups: dict[str, int]) -> dict[str, float]:
+    """MiB resident (``VmRSS``) per named process group, now."""
+    return {name: round(group_rss_mib(pgid), 1) for name, pgid in groups.items()}
+
+
+def pss_reading(groups: dict[str, int]) -> dict[str, float]:
+    """MiB proportional set size per named process group, now."""
+    return {name: round(group_pss_mib(pgid), 1) for name, pgid in groups.items()}
+
+
+class PeakRss:
+    """Samples ``rss_reading`` every ``interval_s`` in a thread while in its ``with`` block; ``peak`` is the highest
+    reading per group."""
+
+    def __init__(self, groups: dict[str, int], interval_s: float = 0.25) -> None:
+        self.groups, self.interval_s = groups, interval_s
+        self.peak: dict[str, float] = dict.fromkeys(groups, 0.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="bench-rss", daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            for name, mib in rss_reading(self.groups).items():
+                self.peak[name] = max(self.peak[name], mib)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# --- RabbitMQ ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def amqp_channel(amqp_url: str) -> Iterator[BlockingChannel]:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        yield connection.channel()
+    finally:
+        connection.close()
+
+
+def queue_counts(amqp_url: str, queue: str) -> tuple[int, int] | None:
+    """``(ready messages, consumers)`` of ``queue`` by a passive declare; None while it does not exist. Messages
+    delivered to a consumer and not yet acknowledged are not counted: see ``unacked_counts``."""
+    try:
+        with amqp_channel(amqp_url) as channel:
+            method = channel.queue_declare(queue, passive=True).method
+            return method.message_count, method.consumer_count
+    except pika.exceptions.ChannelClosedByBroker:
+        return None
+
+
+def consumer_count(amqp_url: str, queue: str) -> int:
+    """Consumers on ``queue``; 0 while it does not exist yet."""
+    counts = queue_counts(amqp_url, queue)
+    return 0 if counts is None else counts[1]
+
+
+def consumers_at_least(amqp_url: str, queue: str, count: int) -> Callable[[], bool]:
+    """A readiness check: ``count`` consumers (one per worker process) are on ``queue``."""
+    return lambda: consumer_count(amqp_url, queue) >= count
+
+
+def unacked_counts(amqp_url: str, queues: list[str]) -> dict[str, int] | None:
+    """Messages delivered and not yet acknowledged (held by consumers) per queue, from ``rabbitmqctl`` (AMQP cannot
+    tell); None when ``rabbitmqctl`` is not there or fails. Absent queues are left out."""
+    vhost = pika.URLParameters(amqp_url).virtual_host
+    argv = ["rabbitmqctl", "list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "messages_unacknowledged"]
+    try:
+        listing = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    wanted = set(queues)
+    rows = (line.split("\t") for line in listing.splitlines())
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0] in wanted}
+
+
+def dramatiq_queues(queue: str) -> list[str]:
+    """A queue and the delay and dead-letter companions Dramatiq declares with it."""
+    return [queue, f"{queue}.DQ", f"{queue}.XQ"]
+
+
+def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> None:
+    """Delete every engine queue (with its companions) and the events exchange of ``settings.namespace``, and
+    ``extra_queues`` with theirs (deleting an absent one is not an error)."""
+    queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
+    queues += [name for queue in extra_queues for name in dramatiq_queues(queue)]
+    with amqp_channel(settings.amqp_url) as channel:
+        for queue in queues:
+            channel.queue_delete(queue)
+        channel.exchange_delete(settings.events_exchange)
+
+
+# --- the report ----------------------------------------------------------------------------------------------
+
+Figure = tuple[str, list[float]]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def table(rows: list[Figure]) -> str:
+    """One line per figure: its median, min and max over the repeats (columns widen to fit the numbers)."""
+    keys = ("median", "min", "max")
+    cells = [(name, [f"{value:.3f}" for value in spread(values).values()]) for name, values in rows]
+    width = max([36, *(len(name) + 2 for name, _ in rows)])
+    column = max([10, *(len(cell) + 2 for _, row in cells for cell in row)])
+    lines = [f"{'figure':<{width}}" + "".join(f"{key:>{column}}" for key in keys)]
+    lines += [f"{name:<{width}}" + "".join(f"{cell:>{column}}" for cell in row) for name, row in cells]
+    return "\n".join(lines)
+
+
+def write_result(output: Path, result: dict[str, Any]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def print_log_findings(result: dict[str, Any]) -> None:
+    print(f"log findings ({result['log_dir']}):")
+    for name, counts in result["logs"].items():
+        print(f"  {name:<20} " + "  ".join(f"{marker}={count}" for marker, count in counts.items()))
