@@ -19,6 +19,8 @@ from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
 from engineroom.api.routes import health, jobs, tasks
 from engineroom.api.routes import queues as queue_routes
+from engineroom.api.routes import schedules as schedule_routes
+from engineroom.api.schedules import ScheduleControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
@@ -30,6 +32,7 @@ from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
 
 
@@ -66,6 +69,8 @@ def create_app(
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
         app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
+        app.state.schedules = ScheduleStore(db)
+        app.state.schedule_control = ScheduleControl(app.state.schedules)
         scheduler_task = (
             asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
         )
@@ -88,6 +93,6 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
-    for router in (jobs.router, queue_routes.router, tasks.router, health.router, ws.router):
+    for router in (jobs.router, queue_routes.router, schedule_routes.router, tasks.router, health.router, ws.router):
         app.include_router(router)
     return app

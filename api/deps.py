@@ -9,12 +9,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
+from engineroom.api.schedules import ScheduleControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
 from engineroom.store.jobs import JobStore
+from engineroom.store.schedules import ScheduleStore
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `engineroom token`")
 
@@ -44,6 +46,16 @@ def get_queue_control(request: Request) -> QueueControl:
     return control
 
 
+def get_schedule_store(request: Request) -> ScheduleStore:
+    schedules: ScheduleStore = request.app.state.schedules
+    return schedules
+
+
+def get_schedule_control(request: Request) -> ScheduleControl:
+    control: ScheduleControl = request.app.state.schedule_control
+    return control
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
@@ -59,6 +71,8 @@ JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
 SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
 JobControlDep = Annotated[JobControl, Depends(get_job_control)]
 QueueControlDep = Annotated[QueueControl, Depends(get_queue_control)]
+ScheduleStoreDep = Annotated[ScheduleStore, Depends(get_schedule_store)]
+ScheduleControlDep = Annotated[ScheduleControl, Depends(get_schedule_control)]
 
 
 def require_admin(who: PrincipalDep) -> Principal:
