@@ -1,4 +1,5 @@
-"""The scheduler's loop: while this process leads, sweep for due retries, orphaned jobs and unsent messages."""
+"""The scheduler's loop: while this process leads, sweep for due retries, orphaned jobs, unsent messages and due
+cron schedules."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
@@ -15,10 +17,13 @@ from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
+from engineroom.scheduler.cron import SKIP_GRACE_S
+from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +44,7 @@ class Scheduler:
         queues: QueueStore,
         dispatcher: Dispatcher,
         publisher: AsyncEventPublisher,
+        schedules: ScheduleStore,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
@@ -49,6 +55,9 @@ class Scheduler:
         self.identity = process_identity()
         #: A leader that stops renewing is replaced after this long.
         self.leader_ttl_s = max(5.0, 10 * settings.scheduler_interval_s)
+        # Scheduled jobs are submitted like POST /jobs submits; a "skip" tick survives a leader fail-over.
+        submitter = JobSubmitter(jobs, dispatcher, publisher)
+        self.schedule_firer = ScheduleFirer(schedules, submitter, grace_s=max(SKIP_GRACE_S, 2 * self.leader_ttl_s))
 
     async def run_forever(self) -> None:
         """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
@@ -73,6 +82,7 @@ class Scheduler:
         await self.release_due_retries()
         await self.recover_orphans()
         await self.resume_due_pauses()
+        await self.fire_due_schedules()
         await self.start_parked()
         await self.send_undispatched()
 
@@ -81,6 +91,10 @@ class Scheduler:
         for engine in await self.queues.due_resumes(utcnow()):
             queue = await self.queues.resume(engine)
             await self.publisher.publish(queue_event(queue, EventType.QUEUE_RESUMED, by="scheduler"))
+
+    async def fire_due_schedules(self) -> None:
+        """Submit one job for each due cron tick (``scheduler/schedules.py``)."""
+        await self.schedule_firer.fire_due(utcnow())
 
     async def start_parked(self) -> None:
         """Send as many parked jobs of each engine as its limits have room for now, in priority order."""
@@ -154,4 +168,5 @@ async def run_scheduler(
 ) -> None:
     """Run a scheduler over ``db`` until cancelled."""
     queues = QueueStore(db, rate_window_s=settings.rate_window_s)
-    await Scheduler(settings, JobStore(db), LeaseStore(db), queues, dispatcher, publisher).run_forever()
+    jobs, leases, schedules = JobStore(db), LeaseStore(db), ScheduleStore(db)
+    await Scheduler(settings, jobs, leases, queues, dispatcher, publisher, schedules).run_forever()
