@@ -19,6 +19,8 @@ from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
 from engineroom.api.routes import health, jobs, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
+from engineroom.api.routes import schedules as schedule_routes
+from engineroom.api.schedules import ScheduleControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
@@ -31,6 +33,7 @@ from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
 from engineroom.store.workflows import WorkflowStore
 
@@ -71,6 +74,8 @@ def create_app(
         app.state.workflows = WorkflowService(
             WorkflowStore(db), jobs_store, app.state.submitter, app.state.control, publisher
         )
+        app.state.schedules = ScheduleStore(db)
+        app.state.schedule_control = ScheduleControl(app.state.schedules)
         scheduler_task = (
             asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
         )
@@ -93,6 +98,7 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
-    for router in (jobs.router, queue_routes.router, workflows.router, tasks.router, health.router, ws.router):
+    routers = (jobs.router, queue_routes.router, workflows.router, schedule_routes.router, tasks.router)
+    for router in (*routers, health.router, ws.router):
         app.include_router(router)
     return app

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
+from engineroom.api.schedules import ScheduleControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.api.workflows import WorkflowService
 from engineroom.core.config import Settings
@@ -16,6 +17,7 @@ from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
 from engineroom.store.jobs import JobStore
+from engineroom.store.schedules import ScheduleStore
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `engineroom token`")
 
@@ -50,6 +52,16 @@ def get_workflow_service(request: Request) -> WorkflowService:
     return service
 
 
+def get_schedule_store(request: Request) -> ScheduleStore:
+    schedules: ScheduleStore = request.app.state.schedules
+    return schedules
+
+
+def get_schedule_control(request: Request) -> ScheduleControl:
+    control: ScheduleControl = request.app.state.schedule_control
+    return control
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
@@ -66,6 +78,8 @@ SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
 JobControlDep = Annotated[JobControl, Depends(get_job_control)]
 QueueControlDep = Annotated[QueueControl, Depends(get_queue_control)]
 WorkflowServiceDep = Annotated[WorkflowService, Depends(get_workflow_service)]
+ScheduleStoreDep = Annotated[ScheduleStore, Depends(get_schedule_store)]
+ScheduleControlDep = Annotated[ScheduleControl, Depends(get_schedule_control)]
 
 
 def require_admin(who: PrincipalDep) -> Principal:

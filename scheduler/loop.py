@@ -1,13 +1,16 @@
-"""The scheduler's loop: while this process leads, sweep for due retries, orphaned jobs and unsent messages."""
+"""The scheduler's loop: while this process leads, sweep for due retries, orphaned jobs, unsent messages and due
+cron schedules."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from pydantic_core import to_jsonable_python
 
+from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
@@ -17,12 +20,15 @@ from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
+from engineroom.scheduler.cron import SKIP_GRACE_S
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
+from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.schedules import ScheduleStore
 from engineroom.store.workflows import WorkflowStore
 
 logger = logging.getLogger(__name__)
@@ -35,27 +41,40 @@ SWEEP_BATCH = 200
 PARKED_LOOKAHEAD = 50
 
 
+@dataclass(frozen=True)
+class SchedulerStores:
+    """The collections the scheduler sweeps."""
+
+    jobs: JobStore
+    leases: LeaseStore
+    queues: QueueStore
+    workflows: WorkflowStore
+    schedules: ScheduleStore
+
+    @classmethod
+    def of(cls, db: Database, settings: Settings) -> SchedulerStores:
+        queues = QueueStore(db, rate_window_s=settings.rate_window_s)
+        return cls(JobStore(db), LeaseStore(db), queues, WorkflowStore(db), ScheduleStore(db))
+
+
 class Scheduler:
     def __init__(
-        self,
-        settings: Settings,
-        jobs: JobStore,
-        leases: LeaseStore,
-        queues: QueueStore,
-        workflows: WorkflowStore,
-        dispatcher: Dispatcher,
-        publisher: AsyncEventPublisher,
+        self, settings: Settings, stores: SchedulerStores, dispatcher: Dispatcher, publisher: AsyncEventPublisher
     ) -> None:
         self.settings = settings
-        self.jobs = jobs
-        self.leases = leases
-        self.queues = queues
-        self.workflows = workflows
+        self.jobs = stores.jobs
+        self.leases = stores.leases
+        self.queues = stores.queues
+        self.workflows = stores.workflows
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.identity = process_identity()
         #: A leader that stops renewing is replaced after this long.
         self.leader_ttl_s = max(5.0, 10 * settings.scheduler_interval_s)
+        # Scheduled jobs are submitted like POST /jobs submits; a "skip" tick survives a leader fail-over.
+        submitter = JobSubmitter(stores.jobs, dispatcher, publisher)
+        grace_s = max(SKIP_GRACE_S, 2 * self.leader_ttl_s)
+        self.schedule_firer = ScheduleFirer(stores.schedules, submitter, grace_s=grace_s)
 
     async def run_forever(self) -> None:
         """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
@@ -83,6 +102,7 @@ class Scheduler:
         await self.release_due_retries()
         await self.recover_orphans()
         await self.resume_due_pauses()
+        await self.fire_due_schedules()
         await self.start_parked()
         await self.send_undispatched()
 
@@ -91,6 +111,10 @@ class Scheduler:
         for engine in await self.queues.due_resumes(utcnow()):
             queue = await self.queues.resume(engine)
             await self.publisher.publish(queue_event(queue, EventType.QUEUE_RESUMED, by="scheduler"))
+
+    async def fire_due_schedules(self) -> None:
+        """Submit one job for each due cron tick (``scheduler/schedules.py``)."""
+        await self.schedule_firer.fire_due(utcnow())
 
     async def start_parked(self) -> None:
         """Send as many parked jobs of each engine as its limits have room for now, in priority order."""
@@ -206,6 +230,4 @@ async def run_scheduler(
     settings: Settings, db: Database, dispatcher: Dispatcher, publisher: AsyncEventPublisher
 ) -> None:
     """Run a scheduler over ``db`` until cancelled."""
-    queues = QueueStore(db, rate_window_s=settings.rate_window_s)
-    stores = (JobStore(db), LeaseStore(db), queues, WorkflowStore(db))
-    await Scheduler(settings, *stores, dispatcher, publisher).run_forever()
+    await Scheduler(settings, SchedulerStores.of(db, settings), dispatcher, publisher).run_forever()

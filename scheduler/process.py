@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import signal
 
+from engineroom.actors.registry import load_task_modules
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
@@ -19,6 +20,7 @@ from engineroom.store.queues import QueueStore
 
 async def serve_scheduler(settings: Settings) -> None:
     """Run until SIGINT or SIGTERM, then resign leadership and close every client."""
+    load_task_modules(settings.task_module_names)  # cron schedules submit jobs, checked against their tasks
     client = connect(settings)
     db = client[settings.mongodb_db]
     await ensure_indexes(db)

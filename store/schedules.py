@@ -1,0 +1,177 @@
+"""The ``schedules`` collection: cron schedules, and the conditional write that claims each tick once.
+
+A tick is claimed by moving ``next_fire_at`` from the value the claimer read to the next tick; only one of any
+number of schedulers (a stale leader included) can match that, and only the one that did submits the job. The
+claim also records the tick as ``pending_fire`` until its job is stored, so a scheduler that dies in between
+leaves a trace the next sweep finishes (with the same idempotency key, so never twice).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pymongo import DESCENDING, ReturnDocument
+from pymongo.errors import PyMongoError
+
+from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.models.principal import Principal
+from engineroom.models.schedule import PendingFire, ScheduleDocument, SchedulePage, SchedulePublic
+from engineroom.store.client import Database
+
+#: Largest page ``list_visible`` returns, whatever the caller asks.
+MAX_PAGE_SIZE = 100
+
+
+def _to_mongo(schedule: ScheduleDocument) -> dict[str, Any]:
+    document = schedule.model_dump(mode="python")
+    document["_id"] = document.pop("id")
+    return document
+
+
+def _from_mongo(document: Mapping[str, Any]) -> ScheduleDocument:
+    fields = dict(document)
+    fields["id"] = fields.pop("_id")
+    return ScheduleDocument.model_validate(fields)
+
+
+def _visible_to(who: Principal) -> dict[str, Any]:
+    """Users see their own schedules; admins see their tenant's. Nobody sees another tenant's."""
+    if who.is_admin:
+        return {"tenant_id": who.tenant_id}
+    return {"tenant_id": who.tenant_id, "user_id": who.user_id}
+
+
+class ScheduleStore:
+    """Reads and writes schedule documents. Methods return models; pymongo failures leave as ``StoreUnavailable``."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db["schedules"]
+
+    async def insert(self, schedule: ScheduleDocument) -> ScheduleDocument:
+        try:
+            await self.collection.insert_one(_to_mongo(schedule))
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return schedule
+
+    async def get_visible(self, schedule_id: str, who: Principal) -> ScheduleDocument:
+        """The schedule if ``who`` may see it.
+
+        Raises:
+          NotFound: it does not exist or belongs to someone else (indistinguishable on purpose).
+        """
+        try:
+            document = await self.collection.find_one({"_id": schedule_id, **_visible_to(who)})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        if document is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return _from_mongo(document)
+
+    async def list_visible(self, who: Principal, *, limit: int = 50, cursor: str | None = None) -> SchedulePage:
+        """A page of the schedules ``who`` may see, newest first, starting after ``cursor`` (a schedule id)."""
+        limit = max(1, min(limit, MAX_PAGE_SIZE))
+        query = _visible_to(who)
+        if cursor is not None:
+            query["_id"] = {"$lt": cursor}
+        try:
+            documents = await self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        items = [SchedulePublic.from_document(_from_mongo(document)) for document in documents[:limit]]
+        return SchedulePage(items=items, next_cursor=items[-1].id if len(documents) > limit else None)
+
+    async def delete_visible(self, schedule_id: str, who: Principal) -> None:
+        """Delete the schedule if ``who`` may see it; a tick already claimed still gets its job.
+
+        Raises:
+          NotFound: absent or someone else's.
+        """
+        try:
+            outcome = await self.collection.delete_one({"_id": schedule_id, **_visible_to(who)})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        if outcome.deleted_count != 1:
+            raise NotFound(f"schedule {schedule_id} not found")
+
+    async def pause(self, schedule_id: str, who: Principal) -> ScheduleDocument:
+        """Stop firing (pausing a paused schedule changes nothing).
+
+        Raises:
+          NotFound: absent or someone else's.
+        """
+        paused = await self._find_one_and_update({"_id": schedule_id, **_visible_to(who)}, {"paused": True})
+        if paused is None:
+            raise NotFound(f"schedule {schedule_id} not found")
+        return paused
+
+    async def resume(self, schedule_id: str, who: Principal, *, next_fire_at: datetime) -> ScheduleDocument:
+        """Fire a paused schedule again from ``next_fire_at``; one that is not paused keeps its times.
+
+        Raises:
+          NotFound: absent or someone else's.
+        """
+        query = {"_id": schedule_id, "paused": True, **_visible_to(who)}
+        resumed = await self._find_one_and_update(query, {"paused": False, "next_fire_at": next_fire_at})
+        return resumed if resumed is not None else await self.get_visible(schedule_id, who)
+
+    async def due(self, now: datetime, limit: int) -> list[ScheduleDocument]:
+        """Schedules not paused whose ``next_fire_at`` has come, earliest first."""
+        query = {"paused": False, "next_fire_at": {"$lte": now}}
+        return await self._find_many(query, sort="next_fire_at", limit=limit)
+
+    async def claim_tick(
+        self, schedule_id: str, *, expected: datetime, next_fire_at: datetime, tick: datetime | None, now: datetime
+    ) -> bool:
+        """Move ``next_fire_at`` from ``expected`` to ``next_fire_at`` only if it still is ``expected`` and the
+        schedule is not paused; with a ``tick``, record it as fired and pending its job. False: another scheduler
+        claimed it first, or the schedule was paused or deleted meanwhile (then fire nothing)."""
+        changes: dict[str, Any] = {"next_fire_at": next_fire_at}
+        if tick is not None:
+            changes |= {"last_fired_at": tick, "pending_fire": PendingFire(tick=tick, claimed_at=now).model_dump()}
+        query = {"_id": schedule_id, "next_fire_at": expected, "paused": False}
+        try:
+            outcome = await self.collection.update_one(query, {"$set": changes})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return outcome.matched_count == 1
+
+    async def stale_pending(self, claimed_before: datetime, limit: int) -> list[ScheduleDocument]:
+        """Schedules with a tick claimed before ``claimed_before`` whose job was never recorded (its claimer died)."""
+        query = {"pending_fire.claimed_at": {"$lt": claimed_before}}
+        return await self._find_many(query, sort="pending_fire.claimed_at", limit=limit)
+
+    async def record_fired(self, schedule_id: str, tick: datetime, *, job_id: str | None, error: str | None) -> None:
+        """Clear the pending ``tick`` and record its outcome: the job made, or why none could be."""
+        fields: dict[str, Any] = {"pending_fire": None, "last_error": error}
+        if job_id is not None:
+            fields["last_job_id"] = job_id
+        try:
+            await self.collection.update_one({"_id": schedule_id, "pending_fire.tick": tick}, {"$set": fields})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def pause_broken(self, schedule_id: str, error: str) -> None:
+        """Pause a schedule whose times cannot be computed any more, saying why, so it is not retried every tick."""
+        try:
+            await self.collection.update_one({"_id": schedule_id}, {"$set": {"paused": True, "last_error": error}})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def _find_one_and_update(self, query: dict[str, Any], fields: dict[str, Any]) -> ScheduleDocument | None:
+        try:
+            document = await self.collection.find_one_and_update(
+                query, {"$set": fields}, return_document=ReturnDocument.AFTER
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if document is None else _from_mongo(document)
+
+    async def _find_many(self, query: dict[str, Any], *, sort: str, limit: int) -> list[ScheduleDocument]:
+        try:
+            documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return [_from_mongo(document) for document in documents]
