@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -12,10 +13,21 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ID_LENGTH = 26
 
 
+_last = [0, 0]  # the last id's milliseconds and random part, so ids made within one millisecond still ascend
+_lock = threading.Lock()
+
+
 def new_id(now_ms: int | None = None) -> str:
-    """A new id that sorts after ids made in earlier milliseconds."""
+    """A new id that sorts after every id this process made before (ULID's monotonic rule: within one
+    millisecond the random part counts up), and after ids other processes made in earlier milliseconds."""
     millis = int(time.time() * 1000) if now_ms is None else now_ms
-    value = (millis << 80) | secrets.randbits(80)
+    with _lock:
+        if millis <= _last[0] and now_ms is None:
+            millis, random_part = _last[0], (_last[1] + 1) & ((1 << 80) - 1)
+        else:
+            random_part = secrets.randbits(80)
+        _last[0], _last[1] = millis, random_part
+    value = (millis << 80) | random_part
     chars = []
     for _ in range(ID_LENGTH):
         chars.append(_ALPHABET[value & 31])

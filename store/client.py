@@ -76,7 +76,7 @@ async def ensure_indexes(db: Database) -> None:
     await db["leases"].create_index([("expires_at", 1)], name="lease_expiry")
     schedules = db["schedules"]
     # The scheduler's sweeps (due ticks; ticks whose claimer died) and GET /schedules, the owner's newest first.
-    await schedules.create_index([("next_fire_at", 1)], name="due_schedules", partialFilterExpression={"paused": False})
+    await schedules.create_index([("paused", 1), ("next_fire_at", 1)], name="due_schedules")
     await schedules.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest")
     await schedules.create_index([("pending_fire.claimed_at", 1)], name="pending_fires")
     logger.debug("indexes ensured on %s", db.name)

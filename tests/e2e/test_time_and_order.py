@@ -118,3 +118,38 @@ async def test_a_diamond_workflow_passes_data_and_a_cancel_stops_a_running_step(
     assert slow["state"] == "cancelled" and slow["progress"]["percent"] < 20
     assert slow_later["progress"] == slow["progress"]
     assert invalid.status_code == 422 and "cycle" in invalid.json()["detail"][0]["msg"]
+
+
+async def test_a_failure_branch_runs_and_skips_cascade_and_invalid_definitions_get_422s(
+    stack: Any, token_for: TokenFor
+) -> None:
+    base_url, token = start(stack), token_for()
+    branching = {
+        "steps": [
+            {"id": "call", "task": "general.demo", "payload": {"duration_s": 0, "fail": "permanent"}},
+            {"id": "on_error", "task": "general.echo_inputs", "depends_on": ["call"], "condition": "failure"},
+            {"id": "next", "task": "general.demo", "payload": {"duration_s": 0}, "depends_on": ["call"]},
+            {"id": "after_next", "task": "general.demo", "payload": {"duration_s": 0}, "depends_on": ["next"]},
+        ]
+    }
+    invalid = {
+        "cycle": [
+            {"id": "a", "task": "general.demo", "depends_on": ["b"]},
+            {"id": "b", "task": "general.demo", "depends_on": ["a"]},
+        ],
+        "unknown steps": [{"id": "a", "task": "general.demo", "depends_on": ["ghost"]}],
+        "duplicate step ids": [{"id": "a", "task": "general.demo"}, {"id": "a", "task": "general.demo"}],
+        "unknown task": [{"id": "a", "task": "general.nope"}],
+    }
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        created = (await http.post("/workflows", json=branching, headers=auth(token))).json()
+        done = await poll(http, f"/workflows/{created['id']}", token, lambda found: found["state"] != "running")
+        refusals = {
+            problem: await http.post("/workflows", json={"steps": steps}, headers=auth(token))
+            for problem, steps in invalid.items()
+        }
+    steps = {step["id"]: step["state"] for step in done["steps"]}
+    assert done["state"] == "failed"
+    assert steps == {"call": "failed", "on_error": "completed", "next": "cancelled", "after_next": "cancelled"}
+    for problem, response in refusals.items():
+        assert response.status_code == 422 and problem in str(response.json()["detail"]), (problem, response.text)

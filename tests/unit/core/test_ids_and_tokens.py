@@ -30,6 +30,11 @@ def test_ids_are_url_safe_unique_and_sort_by_time() -> None:
     assert is_valid_id(earlier) and len(earlier) == ID_LENGTH and earlier.isalnum()
 
 
+def test_ids_made_in_one_millisecond_still_ascend() -> None:
+    made = [new_id() for _ in range(2_000)]
+    assert made == sorted(made) and len(set(made)) == len(made)
+
+
 def test_an_issued_token_decodes_to_its_principal(token_settings: Settings) -> None:
     token = issue_token(token_settings, user_id="alice", tenant_id="acme", admin=True)
     who = decode_token(token_settings, token)

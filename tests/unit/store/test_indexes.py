@@ -27,6 +27,8 @@ HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("expired leases", {"state": "running", "lease_expires_at": {"$lt": NOW}}, [("lease_expires_at", 1)]),
     ("outbox", {"needs_dispatch": True, "state": "queued", "queued_at": {"$lt": NOW}}, [("queued_at", 1)]),
     ("position", {"engine": "general", "state": "queued", "priority": {"$gt": 5}}, None),
+    ("due scheduled jobs", {"state": "scheduled", "scheduled_at": {"$lte": NOW}}, [("scheduled_at", 1)]),
+    ("pending jobs", {"state": "pending", "_id": {"$gt": "0"}}, [("_id", 1)]),
 ]
 
 
@@ -62,3 +64,10 @@ def test_hot_queries_scan_an_index_not_the_collection(
         cursor = cursor.sort(sort)
     stages = _stages(cursor.limit(1).explain()["queryPlanner"]["winningPlan"])
     assert "IXSCAN" in stages and "COLLSCAN" not in stages, (name, stages)
+
+
+def test_the_due_schedules_sweep_scans_an_index(jobs_collection: Any) -> None:
+    schedules = jobs_collection.database["schedules"]
+    cursor = schedules.find({"paused": False, "next_fire_at": {"$lte": NOW}}).sort("next_fire_at", 1).limit(1)
+    stages = _stages(cursor.explain()["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in stages and "COLLSCAN" not in stages, stages
