@@ -8,7 +8,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidRequest, InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.models.event import EventType
-from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobState, JobSubmit
+from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobSpec, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import (
     StepPublic,
@@ -78,13 +78,7 @@ class WorkflowService:
         return await self.describe(workflow)
 
     def _step_job(self, step: StepSpec, workflow_id: str, job_ids: dict[str, str], who: Principal) -> JobDocument:
-        body = JobSubmit(
-            task=step.task,
-            payload=step.payload,
-            priority=step.priority,
-            max_retries=step.max_retries,
-            timeout_s=step.timeout_s,
-        )
+        body = JobSubmit(**step.model_dump(include=set(JobSpec.model_fields)))
         try:
             job = self.submitter.build(body, who)
         except InvalidRequest as exc:

@@ -80,8 +80,8 @@ class Usage(BaseModel):
     cost_usd: float = 0.0
 
 
-class JobSubmit(BaseModel):
-    """Body of ``POST /jobs``."""
+class JobSpec(BaseModel):
+    """What a job runs and how: shared by ``POST /jobs`` and the job a cron schedule submits at each tick."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -92,12 +92,6 @@ class JobSubmit(BaseModel):
     timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
     tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
-    #: Start no earlier than this many seconds from now (or at ``scheduled_at``, timezone required).
-    delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
-    scheduled_at: datetime | None = None
-    #: Start only once these jobs (yours) have completed; the job waits ``pending`` until then.
-    depends_on: list[Annotated[str, Field(min_length=26, max_length=26)]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="before")
     @classmethod
@@ -105,6 +99,17 @@ class JobSubmit(BaseModel):
         if not isinstance(data, dict):
             raise ValueError("the request body must be a JSON object")
         return data
+
+
+class JobSubmit(JobSpec):
+    """Body of ``POST /jobs``."""
+
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200)
+    #: Start no earlier than this many seconds from now (or at ``scheduled_at``, timezone required).
+    delay_s: float | None = Field(None, ge=0, le=MAX_DELAY_S)
+    scheduled_at: datetime | None = None
+    #: Start only once these jobs (yours) have completed; the job waits ``pending`` until then.
+    depends_on: list[Annotated[str, Field(min_length=26, max_length=26)]] = Field(default_factory=list, max_length=100)
 
     @model_validator(mode="after")
     def _one_way_to_wait(self) -> JobSubmit:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
-from engineroom.models.job import PRIORITY_NAMES, JobSubmit, Priority
+from engineroom.models.job import PRIORITY_NAMES, JobSpec, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.scheduler.cron import SKIP_GRACE_S, check_cron, next_fire_times, parse_timezone
 
@@ -25,10 +25,9 @@ class MissedTicks(StrEnum):
     RUN_ONCE = "run_once"
 
 
-class ScheduleCreate(BaseModel):
-    """Body of ``POST /schedules``: a cron expression, a timezone and the job to submit at each tick."""
-
-    model_config = ConfigDict(extra="forbid")
+class ScheduleCreate(JobSpec):
+    """Body of ``POST /schedules``: a cron expression, a timezone and the job (``JobSpec``) to submit at each tick;
+    the job is built and checked again at each tick."""
 
     name: str | None = Field(None, min_length=1, max_length=200)
     cron: str = Field(
@@ -42,21 +41,6 @@ class ScheduleCreate(BaseModel):
         MissedTicks.SKIP,
         description=f"`skip`: drop ticks more than {SKIP_GRACE_S:.0f} s late; `run_once`: fire once for missed ticks",
     )
-    # The job each tick submits; the same limits as ``JobSubmit`` (it is built and checked again at each tick).
-    task: str = Field(min_length=3, max_length=200, description="`<engine>.<name>`, as listed by GET /tasks")
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
-    priority: Priority = PRIORITY_NAMES["normal"]
-    max_retries: int | None = Field(None, ge=0, le=100)
-    timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
-    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _require_object(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            raise ValueError("the request body must be a JSON object")
-        return data
 
     @field_validator("cron")
     @classmethod

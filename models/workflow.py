@@ -6,9 +6,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from engineroom.models.job import PRIORITY_NAMES, JobState, Priority, StartCondition
+from engineroom.models.job import JobSpec, JobState, StartCondition
 
 StepId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -23,17 +23,12 @@ class WorkflowState(StrEnum):
     CANCELLED = "cancelled"
 
 
-class StepSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class StepSpec(JobSpec):
+    """A step: the job it runs (``JobSpec``), its id, and when it may start."""
 
     id: StepId
-    task: str = Field(min_length=3, max_length=200)
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
     depends_on: list[StepId] = Field(default_factory=list, max_length=50)
     condition: StartCondition = "success"
-    priority: Priority = PRIORITY_NAMES["normal"]
-    max_retries: int | None = Field(None, ge=0, le=100)
-    timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
 
 
 def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:

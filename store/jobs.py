@@ -27,6 +27,7 @@ from engineroom.models.job import (
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
 from engineroom.store.paging import newest_first
+from engineroom.store.visibility import visible_to
 
 
 def _to_mongo(job: JobDocument) -> dict[str, Any]:
@@ -43,13 +44,6 @@ def _from_mongo(document: Mapping[str, Any]) -> JobDocument:
 
 def _values(states: Collection[JobState]) -> list[str]:
     return [str(state) for state in states]
-
-
-def visible_to(who: Principal) -> dict[str, Any]:
-    """Users see their own jobs; admins see their tenant's. Nobody sees another tenant's."""
-    if who.is_admin:
-        return {"tenant_id": who.tenant_id}
-    return {"tenant_id": who.tenant_id, "user_id": who.user_id}
 
 
 def _filter_query(filters: JobFilter) -> dict[str, Any]:

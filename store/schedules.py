@@ -12,16 +12,15 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pymongo import DESCENDING, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
 from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import PendingFire, ScheduleDocument, SchedulePage, SchedulePublic
 from engineroom.store.client import Database
-
-#: Largest page ``list_visible`` returns, whatever the caller asks.
-MAX_PAGE_SIZE = 100
+from engineroom.store.paging import newest_first
+from engineroom.store.visibility import visible_to
 
 
 def _to_mongo(schedule: ScheduleDocument) -> dict[str, Any]:
@@ -34,13 +33,6 @@ def _from_mongo(document: Mapping[str, Any]) -> ScheduleDocument:
     fields = dict(document)
     fields["id"] = fields.pop("_id")
     return ScheduleDocument.model_validate(fields)
-
-
-def _visible_to(who: Principal) -> dict[str, Any]:
-    """Users see their own schedules; admins see their tenant's. Nobody sees another tenant's."""
-    if who.is_admin:
-        return {"tenant_id": who.tenant_id}
-    return {"tenant_id": who.tenant_id, "user_id": who.user_id}
 
 
 class ScheduleStore:
@@ -63,7 +55,7 @@ class ScheduleStore:
           NotFound: it does not exist or belongs to someone else (indistinguishable on purpose).
         """
         try:
-            document = await self.collection.find_one({"_id": schedule_id, **_visible_to(who)})
+            document = await self.collection.find_one({"_id": schedule_id, **visible_to(who)})
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         if document is None:
@@ -72,16 +64,9 @@ class ScheduleStore:
 
     async def list_visible(self, who: Principal, *, limit: int = 50, cursor: str | None = None) -> SchedulePage:
         """A page of the schedules ``who`` may see, newest first, starting after ``cursor`` (a schedule id)."""
-        limit = max(1, min(limit, MAX_PAGE_SIZE))
-        query = _visible_to(who)
-        if cursor is not None:
-            query["_id"] = {"$lt": cursor}
-        try:
-            documents = await self.collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        items = [SchedulePublic.from_document(_from_mongo(document)) for document in documents[:limit]]
-        return SchedulePage(items=items, next_cursor=items[-1].id if len(documents) > limit else None)
+        documents, more = await newest_first(self.collection, visible_to(who), limit=limit, cursor=cursor)
+        items = [SchedulePublic.from_document(_from_mongo(document)) for document in documents]
+        return SchedulePage(items=items, next_cursor=items[-1].id if more else None)
 
     async def delete_visible(self, schedule_id: str, who: Principal) -> None:
         """Delete the schedule if ``who`` may see it; a tick already claimed still gets its job.
@@ -90,7 +75,7 @@ class ScheduleStore:
           NotFound: absent or someone else's.
         """
         try:
-            outcome = await self.collection.delete_one({"_id": schedule_id, **_visible_to(who)})
+            outcome = await self.collection.delete_one({"_id": schedule_id, **visible_to(who)})
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         if outcome.deleted_count != 1:
@@ -102,7 +87,7 @@ class ScheduleStore:
         Raises:
           NotFound: absent or someone else's.
         """
-        paused = await self._find_one_and_update({"_id": schedule_id, **_visible_to(who)}, {"paused": True})
+        paused = await self._find_one_and_update({"_id": schedule_id, **visible_to(who)}, {"paused": True})
         if paused is None:
             raise NotFound(f"schedule {schedule_id} not found")
         return paused
@@ -113,7 +98,7 @@ class ScheduleStore:
         Raises:
           NotFound: absent or someone else's.
         """
-        query = {"_id": schedule_id, "paused": True, **_visible_to(who)}
+        query = {"_id": schedule_id, "paused": True, **visible_to(who)}
         resumed = await self._find_one_and_update(query, {"paused": False, "next_fire_at": next_fire_at})
         return resumed if resumed is not None else await self.get_visible(schedule_id, who)
 

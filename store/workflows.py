@@ -12,8 +12,8 @@ from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import WorkflowDocument, WorkflowState
 from engineroom.store.client import Database
-from engineroom.store.jobs import visible_to
 from engineroom.store.paging import newest_first
+from engineroom.store.visibility import visible_to
 
 
 def _from_mongo(document: Mapping[str, Any]) -> WorkflowDocument:
