@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from engineroom.core.broker import Enqueuer
 from engineroom.core.clock import utcnow
@@ -36,12 +37,17 @@ def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | Non
     )
 
 
+#: Seconds the figures behind ``eta_s`` are reused.
+FIGURES_TTL_S = 5.0
+
+
 class QueueControl:
     def __init__(self, queues: QueueStore, stats: JobStats, enqueuer: Enqueuer, publisher: AsyncEventPublisher) -> None:
         self.queues = queues
         self.stats = stats
         self.enqueuer = enqueuer
         self.publisher = publisher
+        self._figures: tuple[float, dict[str, EngineFigures]] | None = None
 
     async def describe(self, engine: str | None = None) -> list[QueueStats]:
         """Every engine's figures (or one engine's). Counts only: no job of any tenant shows through."""
@@ -57,10 +63,18 @@ class QueueControl:
         """Seconds until a job with ``position`` jobs ahead starts: the waves ahead of it at the engine's
         concurrency times its median duration over the last hour; ``None`` while unknown or paused."""
         queue = await self.queues.get(engine)
-        figures = (await self.stats.by_engine(utcnow())).get(engine)
+        figures = (await self._recent_figures()).get(engine)
         if queue.paused or queue.max_concurrency == 0 or figures is None or figures.p50_duration_s is None:
             return None
         return (position // queue.max_concurrency + 1) * figures.p50_duration_s
+
+    async def _recent_figures(self) -> dict[str, EngineFigures]:
+        """The engines' figures, computed at most every ``FIGURES_TTL_S``: a queued job's ``eta_s`` is a rough
+        estimate, not worth two aggregations on every read of the job."""
+        now = time.monotonic()
+        if self._figures is None or now - self._figures[0] > FIGURES_TTL_S:
+            self._figures = (now, await self.stats.by_engine(utcnow()))
+        return self._figures[1]
 
     async def pause(self, engine: str, request: PauseRequest, who: Principal) -> QueueDocument:
         queue = await self.queues.pause(engine, by=who.user_id, reason=request.reason, until=request.until)
