@@ -26,20 +26,9 @@ from engineroom.models.job import (
 )
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
-
-
-def _to_mongo(job: JobDocument) -> dict[str, Any]:
-    document = job.model_dump(mode="python")
-    document["_id"] = document.pop("id")
-    return document
-
-
-def _from_mongo(document: Mapping[str, Any]) -> JobDocument:
-    fields = dict(document)
-    fields["id"] = fields.pop("_id")
-    return JobDocument.model_validate(fields)
 
 
 def _values(states: Collection[JobState]) -> list[str]:
@@ -80,7 +69,7 @@ class JobStore:
           StoreUnavailable: MongoDB failed.
         """
         try:
-            await self.collection.insert_one(_to_mongo(job))
+            await self.collection.insert_one(to_mongo(job))
             return job
         except DuplicateKeyError:
             existing = await self._find_one(
@@ -101,7 +90,7 @@ class JobStore:
         if not jobs:
             return
         try:
-            await self.collection.insert_many([_to_mongo(job) for job in jobs], ordered=False)
+            await self.collection.insert_many([to_mongo(job) for job in jobs], ordered=False)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
 
@@ -120,7 +109,7 @@ class JobStore:
             documents = await self.collection.find({"_id": {"$in": job_ids}}).to_list(None)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in documents]
+        return [from_mongo(JobDocument, document) for document in documents]
 
     async def due_scheduled(self, now: datetime, limit: int) -> list[JobDocument]:
         """``scheduled`` jobs whose time has come, earliest first."""
@@ -155,7 +144,7 @@ class JobStore:
         """A page of the jobs ``who`` may see, newest first, starting after ``cursor`` (a job id)."""
         query = {**visible_to(who), **_filter_query(filters)}
         documents, more = await newest_first(self.collection, query, limit=limit, cursor=cursor)
-        jobs = [JobPublic.from_document(_from_mongo(document)) for document in documents]
+        jobs = [JobPublic.from_document(from_mongo(JobDocument, document)) for document in documents]
         return JobPage(items=jobs, next_cursor=jobs[-1].id if more else None)
 
     async def wait_until_finished(self, job_id: str, *, timeout_s: float) -> JobDocument:
@@ -229,7 +218,7 @@ class JobStore:
             documents = await cursor.to_list(limit)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in documents]
+        return [from_mongo(JobDocument, document) for document in documents]
 
     async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
         """Whether a parked job of the engine should start before this one (higher priority, or as high and
@@ -332,7 +321,7 @@ class JobStore:
             documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in documents]
+        return [from_mongo(JobDocument, document) for document in documents]
 
     async def _update_one(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
         try:
@@ -352,4 +341,4 @@ class JobStore:
             document = await self.collection.find_one(query)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return None if document is None else _from_mongo(document)
+        return None if document is None else from_mongo(JobDocument, document)

@@ -8,7 +8,7 @@ that lapses by itself.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,15 +20,10 @@ from engineroom.core.config import DEFAULT_ENGINE_CONCURRENCY
 from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.queue import QueueDocument, QueueLimits
 from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo
 
 #: A bound for limits that are not set, inside MongoDB expressions.
 _UNLIMITED = 2**31
-
-
-def _from_mongo(document: Mapping[str, Any]) -> QueueDocument:
-    fields = dict(document)
-    fields["engine"] = fields.pop("_id")
-    return QueueDocument.model_validate(fields)
 
 
 def _live(field: str, now: datetime) -> dict[str, Any]:
@@ -66,14 +61,14 @@ class QueueStore:
             raise StoreUnavailable() from exc
         if document is None:
             raise NotFound(f"no engine {engine!r}")
-        return _from_mongo(document)
+        return from_mongo(QueueDocument, document, id_field="engine")
 
     async def all(self) -> list[QueueDocument]:
         try:
             documents = await self.collection.find({}).sort("_id", 1).to_list(None)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in documents]
+        return [from_mongo(QueueDocument, document, id_field="engine") for document in documents]
 
     async def set_limits(self, engine: str, limits: QueueLimits) -> QueueDocument:
         """Apply the limits given (``exclude_unset``), leaving the others."""
@@ -175,4 +170,4 @@ class QueueStore:
             raise StoreUnavailable() from exc
         if document is None:
             raise NotFound(f"no engine {engine!r}")
-        return _from_mongo(document)
+        return from_mongo(QueueDocument, document, id_field="engine")

@@ -8,7 +8,6 @@ leaves a trace the next sweep finishes (with the same idempotency key, so never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,20 +18,9 @@ from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import PendingFire, ScheduleDocument, SchedulePage, SchedulePublic
 from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
-
-
-def _to_mongo(schedule: ScheduleDocument) -> dict[str, Any]:
-    document = schedule.model_dump(mode="python")
-    document["_id"] = document.pop("id")
-    return document
-
-
-def _from_mongo(document: Mapping[str, Any]) -> ScheduleDocument:
-    fields = dict(document)
-    fields["id"] = fields.pop("_id")
-    return ScheduleDocument.model_validate(fields)
 
 
 class ScheduleStore:
@@ -43,7 +31,7 @@ class ScheduleStore:
 
     async def insert(self, schedule: ScheduleDocument) -> ScheduleDocument:
         try:
-            await self.collection.insert_one(_to_mongo(schedule))
+            await self.collection.insert_one(to_mongo(schedule))
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return schedule
@@ -60,12 +48,12 @@ class ScheduleStore:
             raise StoreUnavailable() from exc
         if document is None:
             raise NotFound(f"schedule {schedule_id} not found")
-        return _from_mongo(document)
+        return from_mongo(ScheduleDocument, document)
 
     async def list_visible(self, who: Principal, *, limit: int = 50, cursor: str | None = None) -> SchedulePage:
         """A page of the schedules ``who`` may see, newest first, starting after ``cursor`` (a schedule id)."""
         documents, more = await newest_first(self.collection, visible_to(who), limit=limit, cursor=cursor)
-        items = [SchedulePublic.from_document(_from_mongo(document)) for document in documents]
+        items = [SchedulePublic.from_document(from_mongo(ScheduleDocument, document)) for document in documents]
         return SchedulePage(items=items, next_cursor=items[-1].id if more else None)
 
     async def delete_visible(self, schedule_id: str, who: Principal) -> None:
@@ -152,11 +140,11 @@ class ScheduleStore:
             )
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return None if document is None else _from_mongo(document)
+        return None if document is None else from_mongo(ScheduleDocument, document)
 
     async def _find_many(self, query: dict[str, Any], *, sort: str, limit: int) -> list[ScheduleDocument]:
         try:
             documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in documents]
+        return [from_mongo(ScheduleDocument, document) for document in documents]

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from pymongo.errors import PyMongoError
 
 from engineroom.core.clock import utcnow
@@ -12,14 +9,9 @@ from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import WorkflowDocument, WorkflowState
 from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
-
-
-def _from_mongo(document: Mapping[str, Any]) -> WorkflowDocument:
-    fields = dict(document)
-    fields["id"] = fields.pop("_id")
-    return WorkflowDocument.model_validate(fields)
 
 
 class WorkflowStore:
@@ -27,10 +19,8 @@ class WorkflowStore:
         self.collection = db["workflows"]
 
     async def insert(self, workflow: WorkflowDocument) -> None:
-        document = workflow.model_dump(mode="python")
-        document["_id"] = document.pop("id")
         try:
-            await self.collection.insert_one(document)
+            await self.collection.insert_one(to_mongo(workflow))
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
 
@@ -45,14 +35,14 @@ class WorkflowStore:
             raise StoreUnavailable() from exc
         if document is None:
             raise NotFound(f"workflow {workflow_id} not found")
-        return _from_mongo(document)
+        return from_mongo(WorkflowDocument, document)
 
     async def list_visible(
         self, who: Principal, *, limit: int, cursor: str | None
     ) -> tuple[list[WorkflowDocument], str | None]:
         """A page of ``who``'s workflows, newest first, and the cursor of the next page."""
         documents, more = await newest_first(self.collection, visible_to(who), limit=limit, cursor=cursor)
-        workflows = [_from_mongo(document) for document in documents]
+        workflows = [from_mongo(WorkflowDocument, document) for document in documents]
         return workflows, (workflows[-1].id if more else None)
 
     async def running(self, limit: int) -> list[WorkflowDocument]:
@@ -60,7 +50,7 @@ class WorkflowStore:
             found = await self.collection.find({"state": str(WorkflowState.RUNNING)}).limit(limit).to_list(limit)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
-        return [_from_mongo(document) for document in found]
+        return [from_mongo(WorkflowDocument, document) for document in found]
 
     async def finish(self, workflow_id: str, to: WorkflowState) -> bool:
         """Move a running workflow to its end state; False if it had already ended (say, cancelled)."""
