@@ -19,8 +19,9 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 import pika
@@ -350,3 +351,40 @@ def print_log_findings(result: dict[str, Any]) -> None:
     print(f"log findings ({result['log_dir']}):")
     for name, counts in result["logs"].items():
         print(f"  {name:<20} " + "  ".join(f"{marker}={count}" for marker, count in counts.items()))
+
+
+class _HasAmqpUrl(Protocol):
+    @property
+    def amqp_url(self) -> str: ...
+
+
+C = TypeVar("C", bound=_HasAmqpUrl)
+
+
+@dataclass(frozen=True)
+class RunContext(Generic[C]):
+    """What one run shares across its repeats: names, secrets, the database and where logs go."""
+
+    config: C
+    tag: str
+    work_dir: Path
+    mongodb_url: str
+    database_pid: int
+    jwt_secret: str = field(repr=False)
+    #: Ends the raw Dramatiq queue's name, so each benchmark's queue is told apart.
+    raw_suffix: str = "raw"
+
+    @property
+    def settings(self) -> Settings:
+        """The settings the engineroom processes run with (database aside); names queues and signs tokens."""
+        return Settings(namespace=f"bench{self.tag}.", jwt_secret=self.jwt_secret, amqp_url=self.config.amqp_url)
+
+    @property
+    def raw_queue(self) -> str:
+        return f"bench{self.tag}-{self.raw_suffix}"
+
+    def log(self, name: str) -> Path:
+        return self.work_dir / f"{name}.log"
+
+    def engineroom_env(self, mongodb_db: str) -> dict[str, str]:
+        return engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret)

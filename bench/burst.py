@@ -48,12 +48,12 @@ from bench._common import (
     Delta,
     Figure,
     Reading,
+    RunContext,
     auth,
     consumers_at_least,
     cpu_reading,
     database,
     delete_topology,
-    engineroom_env,
     http_ok,
     log_findings,
     mongo_client,
@@ -87,33 +87,6 @@ class BenchConfig:
     repeat: int
     amqp_url: str
     timeout_s: float
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What one run shares across its repeats: names, secrets, the database and where logs go."""
-
-    config: BenchConfig
-    tag: str
-    work_dir: Path
-    mongodb_url: str
-    database_pid: int
-    jwt_secret: str = field(repr=False)
-
-    @property
-    def settings(self) -> Settings:
-        """The settings the engineroom processes run with (database aside); names queues and signs tokens."""
-        return Settings(namespace=f"bench{self.tag}.", jwt_secret=self.jwt_secret, amqp_url=self.config.amqp_url)
-
-    @property
-    def raw_queue(self) -> str:
-        return f"bench{self.tag}-raw"
-
-    def log(self, name: str) -> Path:
-        return self.work_dir / f"{name}.log"
-
-    def engineroom_env(self, repeat: int) -> dict[str, str]:
-        return engineroom_env(self.settings, self.mongodb_url, f"bench_{repeat}", self.jwt_secret)
 
 
 @dataclass(frozen=True)
@@ -282,10 +255,10 @@ async def engineroom_burst(port: int, token: str, config: BenchConfig) -> Engine
     )
 
 
-def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
+def measure_engineroom(ctx: RunContext[BenchConfig], repeat: int) -> EngineroomSample:
     """Start an API and a worker on a fresh database, run one burst, stop both."""
     config, settings, port = ctx.config, ctx.settings, free_port(HOST)
-    env = ctx.engineroom_env(repeat)
+    env = ctx.engineroom_env(f"bench_{repeat}")
     api_argv = [*ENGINEROOM, "api", "--host", HOST, "--port", str(port)]
     worker_argv = [*ENGINEROOM, "worker", "--engines", ENGINE]
     worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
@@ -308,7 +281,7 @@ def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
 # --- (b) raw Dramatiq ----------------------------------------------------------------------------------------
 
 
-def _enqueue_raw(ctx: RunContext) -> float:
+def _enqueue_raw(ctx: RunContext[BenchConfig]) -> float:
     """Send the baseline's messages, one after another as any Dramatiq producer does; returns when done."""
     broker = RabbitmqBroker(url=ctx.config.amqp_url, max_priority=MAX_PRIORITY)
     try:
@@ -323,7 +296,7 @@ def _finish_times(counter: Path) -> list[float]:
     return [float(line) for line in counter.read_text().splitlines()]
 
 
-def _raw_burst(ctx: RunContext, counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
+def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
     start = time.time()
     enqueued = _enqueue_raw(ctx)
     deadline = time.monotonic() + ctx.config.timeout_s
@@ -334,7 +307,7 @@ def _raw_burst(ctx: RunContext, counter: Path, worker: subprocess.Popen[bytes], 
     return RawSample(messages=ctx.config.jobs, enqueue_s=enqueued - start, total_s=max(times) - start)
 
 
-def measure_raw(ctx: RunContext, repeat: int) -> RawSample:
+def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, run one burst of no-op messages, stop it."""
     config = ctx.config
     counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")

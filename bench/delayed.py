@@ -53,12 +53,12 @@ from bench._common import (
     Delta,
     Figure,
     PeakRss,
+    RunContext,
     auth,
     consumers_at_least,
     cpu_reading,
     database,
     delete_topology,
-    engineroom_env,
     group_processes,
     http_ok,
     log_findings,
@@ -107,27 +107,6 @@ class DelayedConfig:
     amqp_url: str
     #: Submitting (or enqueueing) stops starting new requests after this many seconds; the rate is still reported.
     submit_timeout_s: float
-
-
-@dataclass(frozen=True)
-class RunContext:
-    config: DelayedConfig
-    tag: str
-    work_dir: Path
-    mongodb_url: str
-    database_pid: int
-    jwt_secret: str = field(repr=False)
-
-    @property
-    def settings(self) -> Settings:
-        return Settings(namespace=f"bench{self.tag}.", jwt_secret=self.jwt_secret, amqp_url=self.config.amqp_url)
-
-    @property
-    def raw_queue(self) -> str:
-        return f"bench{self.tag}-delayed-raw"
-
-    def log(self, name: str) -> Path:
-        return self.work_dir / f"{name}.log"
 
 
 @dataclass(frozen=True)
@@ -300,11 +279,11 @@ def _idle_cpu(groups: dict[str, int]) -> dict[str, float]:
     return cpu.since()
 
 
-def measure_engineroom(ctx: RunContext, repeat: int) -> EngineroomSample:
+def measure_engineroom(ctx: RunContext[DelayedConfig], repeat: int) -> EngineroomSample:
     """Start the API, a worker and the scheduler on a fresh database, submit the delayed jobs, read, stop all."""
     config, settings, port = ctx.config, ctx.settings, free_port(HOST)
     db = f"delayed_{repeat}"
-    env = engineroom_env(settings, ctx.mongodb_url, db, ctx.jwt_secret)
+    env = ctx.engineroom_env(db)
     worker_argv = [*ENGINEROOM, "worker", "--engines", ENGINE]
     worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
     logs = {name: ctx.log(f"{name}-{repeat}") for name in ("api", "worker", "scheduler")}
@@ -366,7 +345,7 @@ def _noop() -> None:
     """The sending side's stand-in for ``bench.raw_worker``'s actor: same name and queue, never run here."""
 
 
-def enqueue_delayed(ctx: RunContext) -> tuple[int, float]:
+def enqueue_delayed(ctx: RunContext[DelayedConfig]) -> tuple[int, float]:
     """Send the delayed messages through Dramatiq's own API; returns how many were sent and the seconds it took."""
     config = ctx.config
     broker = RabbitmqBroker(url=config.amqp_url, max_priority=MAX_PRIORITY)
@@ -391,7 +370,7 @@ def _delay_prefetch(threads: int) -> int:
     return int(os.environ.get("dramatiq_delay_queue_prefetch", 0)) or min(threads * 1000, 65535)
 
 
-def measure_raw(ctx: RunContext, repeat: int) -> RawSample:
+def measure_raw(ctx: RunContext[DelayedConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, send it the delayed messages, read its RSS and the queues, stop it."""
     config = ctx.config
     counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
@@ -434,7 +413,9 @@ def run(config: DelayedConfig) -> dict[str, Any]:
     load_before = os.getloadavg()
     with ExitStack() as stack:
         mongodb_url, database_pid = stack.enter_context(database(work_dir))
-        ctx = RunContext(config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32))
+        ctx = RunContext(
+            config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32), "delayed-raw"
+        )
         stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
         print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
         for repeat in range(1, config.repeat + 1):
