@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -19,50 +20,26 @@ from engineroom.models.principal import Principal
 from engineroom.store.jobs import JobStore
 from engineroom.store.schedules import ScheduleStore
 
+T = TypeVar("T")
+
 _bearer = HTTPBearer(auto_error=False, description="A JWT from `engineroom token`")
 
 
-def get_settings_dep(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def from_state(name: str, kind: type[T]) -> Callable[[Request], T]:
+    """A dependency that hands out what the lifespan put on ``app.state.<name>``; tests override it through
+    ``app.dependency_overrides`` like any other."""
+
+    def get(request: Request) -> T:
+        value = getattr(request.app.state, name)
+        if not isinstance(value, kind):
+            raise TypeError(f"app.state.{name} is a {type(value).__name__}, not a {kind.__name__}")
+        return value
+
+    get.__name__ = f"get_{name}"
+    return get
 
 
-def get_job_store(request: Request) -> JobStore:
-    jobs: JobStore = request.app.state.jobs
-    return jobs
-
-
-def get_submitter(request: Request) -> JobSubmitter:
-    submitter: JobSubmitter = request.app.state.submitter
-    return submitter
-
-
-def get_job_control(request: Request) -> JobControl:
-    control: JobControl = request.app.state.control
-    return control
-
-
-def get_queue_control(request: Request) -> QueueControl:
-    control: QueueControl = request.app.state.queue_control
-    return control
-
-
-def get_workflow_service(request: Request) -> WorkflowService:
-    service: WorkflowService = request.app.state.workflows
-    return service
-
-
-def get_schedule_store(request: Request) -> ScheduleStore:
-    schedules: ScheduleStore = request.app.state.schedules
-    return schedules
-
-
-def get_schedule_control(request: Request) -> ScheduleControl:
-    control: ScheduleControl = request.app.state.schedule_control
-    return control
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SettingsDep = Annotated[Settings, Depends(from_state("settings", Settings))]
 
 
 def get_principal(
@@ -73,13 +50,13 @@ def get_principal(
     return decode_token(settings, credentials.credentials)
 
 
-JobStoreDep = Annotated[JobStore, Depends(get_job_store)]
-SubmitterDep = Annotated[JobSubmitter, Depends(get_submitter)]
-JobControlDep = Annotated[JobControl, Depends(get_job_control)]
-QueueControlDep = Annotated[QueueControl, Depends(get_queue_control)]
-WorkflowServiceDep = Annotated[WorkflowService, Depends(get_workflow_service)]
-ScheduleStoreDep = Annotated[ScheduleStore, Depends(get_schedule_store)]
-ScheduleControlDep = Annotated[ScheduleControl, Depends(get_schedule_control)]
+JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
+SubmitterDep = Annotated[JobSubmitter, Depends(from_state("submitter", JobSubmitter))]
+JobControlDep = Annotated[JobControl, Depends(from_state("control", JobControl))]
+QueueControlDep = Annotated[QueueControl, Depends(from_state("queue_control", QueueControl))]
+WorkflowServiceDep = Annotated[WorkflowService, Depends(from_state("workflows", WorkflowService))]
+ScheduleStoreDep = Annotated[ScheduleStore, Depends(from_state("schedules", ScheduleStore))]
+ScheduleControlDep = Annotated[ScheduleControl, Depends(from_state("schedule_control", ScheduleControl))]
 
 
 def require_admin(who: PrincipalDep) -> Principal:
