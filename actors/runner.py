@@ -37,6 +37,7 @@ from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
 from engineroom.store.client import connect
+from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
 
@@ -74,6 +75,7 @@ def _storable(value: Any) -> Any:
 class WorkerStores:
     jobs: JobStore
     queues: QueueStore
+    events: EventStore
 
 
 class JobRunner:
@@ -126,7 +128,11 @@ class JobRunner:
             if self._stores is None:  # created on the loop thread, where motor binds to the loop
                 self._client = connect(self.settings)
                 db = self._client[self.settings.mongodb_db]
-                self._stores = WorkerStores(JobStore(db), QueueStore(db, rate_window_s=self.settings.rate_window_s))
+                self._stores = WorkerStores(
+                    JobStore(db),
+                    QueueStore(db, rate_window_s=self.settings.rate_window_s),
+                    EventStore(db, ttl_s=self.settings.events_ttl_s),
+                )
             return await operation(self._stores)
 
         return self._run(apply())
@@ -150,7 +156,12 @@ class JobRunner:
         self._publish_event(job_event(job, event_type, data))
 
     def _publish_event(self, event: Event) -> None:
-        """A lost event is logged, never fatal: the document is the truth."""
+        """Record the event for replay, then publish it. A lost event is logged, never fatal: the document is
+        the truth."""
+        try:
+            self._call(lambda stores: stores.events.record(event))
+        except EngineroomError:
+            logger.exception("event %s for job %s was not recorded for replay", event.type, event.job_id)
         try:
             self.bus.publish(event)
         except EngineroomError:

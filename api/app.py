@@ -31,6 +31,7 @@ from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.schedules import ScheduleStore
@@ -58,21 +59,24 @@ def create_app(
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
         await queues.ensure_defaults()
         events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)
-        publisher = AsyncEventPublisher(events)
+        event_store = EventStore(db, ttl_s=settings.events_ttl_s)
+        publisher = AsyncEventPublisher(events, event_store)
         enqueuer = Enqueuer(broker or build_broker(settings), settings)
         jobs_store = JobStore(db)
         dispatcher = Dispatcher(jobs_store, enqueuer)
-        hub = Hub(asyncio.get_running_loop())
+        hub = Hub(asyncio.get_running_loop(), buffer_frames=settings.ws_send_buffer)
         subscription = events.subscribe(hub.deliver_threadsafe)
         app.state.db = db
         app.state.jobs = jobs_store
         app.state.enqueuer = enqueuer
         app.state.hub = hub
+        app.state.events = event_store
+        app.state.workflow_store = WorkflowStore(db)
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
         app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
         app.state.workflows = WorkflowService(
-            WorkflowStore(db), jobs_store, app.state.submitter, app.state.control, publisher
+            app.state.workflow_store, jobs_store, app.state.submitter, app.state.control, publisher
         )
         app.state.schedules = ScheduleStore(db)
         app.state.schedule_control = ScheduleControl(app.state.schedules)

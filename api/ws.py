@@ -1,19 +1,27 @@
-"""``GET /ws``: authenticate, say hello, then stream the user's events and answer control frames."""
+"""``GET /ws``: authenticate, say hello, stream the events of the socket's topics, and answer its frames:
+``subscribe``, ``unsubscribe``, ``resume`` and ``ping`` (DESIGN.md, "WebSocket")."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from engineroom.core.config import Settings
-from engineroom.core.errors import Unauthenticated
+from engineroom.core.errors import EngineroomError, NotFound, Unauthenticated
+from engineroom.core.ids import is_valid_id, new_id
 from engineroom.core.tokens import decode_token
+from engineroom.models.event import Event
 from engineroom.models.principal import Principal
-from engineroom.notifications.websocket import Hub
+from engineroom.notifications.topics import ADMIN_DEFAULT_TOPICS, DEFAULT_TOPICS, MAX_TOPICS, InvalidTopic, Topic
+from engineroom.notifications.websocket import ClientConnection, Hub
+from engineroom.store.events import EventStore
+from engineroom.store.jobs import JobStore
+from engineroom.store.workflows import WorkflowStore
 
 router = APIRouter(tags=["websocket"])
 
@@ -21,6 +29,19 @@ router = APIRouter(tags=["websocket"])
 BEARER_SUBPROTOCOL = "bearer"
 #: Close code for a refused token when the server cannot answer the handshake with HTTP 401.
 CLOSE_UNAUTHENTICATED = 4401
+#: Largest client frame read; control frames are tiny.
+MAX_FRAME_CHARS = 64 * 1024
+#: Most events one ``resume`` replays; beyond that the reply says ``truncated`` and the client resumes again
+#: from the last id it got (or reloads state over REST).
+MAX_REPLAY_EVENTS = 10_000
+
+
+class FrameError(Exception):
+    """A client frame we answer with an ``error`` frame; the socket stays open."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 def _token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
@@ -40,12 +61,79 @@ async def _refuse(websocket: WebSocket, reason: str) -> None:
         await websocket.close(code=CLOSE_UNAUTHENTICATED, reason=reason)
 
 
-def _answer(frame: Any) -> dict[str, Any]:
+def _parse(text: str) -> dict[str, Any]:
+    if len(text) > MAX_FRAME_CHARS:
+        raise FrameError(f"frames are at most {MAX_FRAME_CHARS} characters")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise FrameError("frames must be JSON") from None
     if not isinstance(frame, dict) or not isinstance(frame.get("op"), str):
-        return {"type": "error", "detail": 'frames must be JSON objects with an "op"'}
-    if frame["op"] == "ping":
-        return {"type": "pong"}
-    return {"type": "error", "detail": f"unknown op {frame['op']!r}"}
+        raise FrameError('frames must be JSON objects with an "op"')
+    return frame
+
+
+@dataclass
+class SocketSession:
+    """Answers one socket's frames; the access checks behind topics live here."""
+
+    connection: ClientConnection
+    hub: Hub
+    jobs: JobStore
+    workflows: WorkflowStore
+    events: EventStore
+
+    @property
+    def who(self) -> Principal:
+        return self.connection.principal
+
+    async def answer(self, frame: dict[str, Any]) -> None:
+        op = frame["op"]
+        if op == "ping":
+            await self.connection.send({"type": "pong"})
+        elif op in ("subscribe", "unsubscribe"):
+            topics = self._topics(frame)
+            if op == "subscribe":
+                await self._check_access(topics)
+                if len(self.connection.topics.keys() | {str(topic) for topic in topics}) > MAX_TOPICS:
+                    raise FrameError(f"a socket holds at most {MAX_TOPICS} topics")
+                self.hub.subscribe(self.connection, topics)
+            else:
+                self.hub.unsubscribe(self.connection, topics)
+            await self.connection.send({"type": f"{op}d", "topics": sorted(self.connection.topics)})
+        elif op == "resume":
+            after = frame.get("after")
+            if not isinstance(after, str) or not is_valid_id(after):
+                raise FrameError('"after" must be an event id')
+            await self.connection.resume(after, self._replay)
+        else:
+            raise FrameError(f"unknown op {op[:40]!r}; use subscribe, unsubscribe, resume or ping")
+
+    @staticmethod
+    def _topics(frame: dict[str, Any]) -> list[Topic]:
+        topics = frame.get("topics")
+        if not isinstance(topics, list) or not topics or len(topics) > MAX_TOPICS:
+            raise FrameError(f'"topics" must be a list of 1 to {MAX_TOPICS} topics')
+        try:
+            return [Topic.parse(topic) for topic in topics]
+        except InvalidTopic as exc:
+            raise FrameError(str(exc)) from None
+
+    async def _check_access(self, topics: list[Topic]) -> None:
+        """Refuse the whole frame if one topic is not the caller's; absent and not-yours read the same."""
+        for topic in topics:
+            try:
+                if topic.kind == "job":
+                    await self.jobs.get_visible(topic.target, self.who)
+                elif topic.kind == "workflow":
+                    await self.workflows.get_visible(topic.target, self.who)
+            except NotFound:
+                raise FrameError(f"{topic.kind} {topic.target[:64]!r} not found") from None
+            if topic.kind == "queue" and not self.who.is_admin:
+                raise FrameError("queue topics are for admins")
+
+    async def _replay(self, routing_keys: list[str], after: str) -> tuple[list[Event], bool]:
+        return await self.events.after(routing_keys, after, limit=MAX_REPLAY_EVENTS)
 
 
 @router.websocket("/ws")
@@ -61,16 +149,22 @@ async def events_socket(websocket: WebSocket) -> None:
         await _refuse(websocket, exc.detail)
         return
     await websocket.accept(subprotocol=subprotocol)
-    await websocket.send_json({"type": "hello", "user": who.user_id, "tenant": who.tenant_id, "last_event_id": None})
-    connection = hub.add(websocket, who)
+    topics = [Topic.parse(topic) for topic in (ADMIN_DEFAULT_TOPICS if who.is_admin else DEFAULT_TOPICS)]
+    connection = hub.add(websocket, who, topics)
+    state = websocket.app.state
+    session = SocketSession(connection, hub, state.jobs, state.workflow_store, state.events)
+    # ``last_event_id`` is a position, not an event: resuming after it replays what this socket misses from now.
+    hello = {"type": "hello", "user": who.user_id, "tenant": who.tenant_id, "last_event_id": new_id()}
+    await connection.send({**hello, "topics": sorted(connection.topics)})
     try:
         with contextlib.suppress(WebSocketDisconnect):
             while True:
                 text = await websocket.receive_text()
+                frame: dict[str, Any] = {}
                 try:
-                    frame = json.loads(text)
-                except ValueError:
-                    frame = None
-                await websocket.send_json(_answer(frame))
+                    frame = _parse(text)
+                    await session.answer(frame)
+                except (FrameError, EngineroomError) as exc:  # EngineroomError: say, MongoDB down during a resume
+                    await connection.send({"type": "error", "op": frame.get("op"), "detail": exc.detail})
     finally:
         await hub.remove(connection)

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     retention_days: int = 30
     rate_limit_per_minute: int | None = None
     smtp_url: str | None = None
+    #: Frames a gateway buffers per socket; a client that falls further behind is disconnected (close 1013).
+    ws_send_buffer: int = 1000
+    #: How long events are kept for sockets to resume from (the ``events`` collection's TTL).
+    events_ttl_s: float = 24 * 3600.0
     #: Backoff before retry n is uniform in [0, min(base * 2**n, cap)] ("full jitter").
     retry_backoff_base_s: float = 2.0
     retry_backoff_cap_s: float = 3600.0
@@ -69,6 +73,8 @@ class Settings(BaseSettings):
             "retry_backoff_cap_s",
             "job_lease_s",
             "scheduler_interval_s",
+            "events_ttl_s",
+            "ws_send_buffer",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive")

@@ -9,19 +9,29 @@ from concurrent.futures import ThreadPoolExecutor
 from engineroom.core.errors import EngineroomError
 from engineroom.models.event import Event
 from engineroom.notifications.bus import EventBus
+from engineroom.store.events import EventStore
 
 logger = logging.getLogger(__name__)
 
 
 class AsyncEventPublisher:
-    """One thread does every publish of this process: pika connections are per thread and not thread-safe."""
+    """Records each event for replay, then publishes it. One thread does every publish of this process: pika
+    connections are per thread and not thread-safe."""
 
-    def __init__(self, bus: EventBus) -> None:
+    def __init__(self, bus: EventBus, events: EventStore) -> None:
         self.bus = bus
+        self.events = events
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-events")
 
     async def publish(self, event: Event) -> None:
-        """Announce an event; a lost event is logged, never raised (the job document is the truth)."""
+        """Announce an event; a lost event is logged, never raised (the job document is the truth).
+
+        Recorded first: a socket resuming from the store then never misses an event it could not hear live.
+        """
+        try:
+            await self.events.record(event)
+        except EngineroomError:
+            logger.exception("event %s for job %s was not recorded for replay", event.type, event.job_id)
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self.bus.publish, event)
         except EngineroomError:

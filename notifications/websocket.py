@@ -1,64 +1,32 @@
-"""WebSocket fan-out: which sockets are open, and which events each one may hear."""
+"""WebSocket fan-out: which sockets are open, what each subscribed to, and resuming one without gap or repeat."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import OrderedDict, defaultdict
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from engineroom.models.event import Event
 from engineroom.models.principal import Principal
+from engineroom.notifications.topics import Topic, routing_keys
 
 logger = logging.getLogger(__name__)
 
-#: Events buffered per socket; a client that falls this far behind is disconnected, never slowing others.
-SEND_BUFFER_EVENTS = 1000
 #: Event ids a gateway remembers to drop repeats.
 RECENT_EVENT_IDS = 10_000
+#: Event ids each socket remembers, so a replay never repeats what it just sent live, nor live what it replayed.
+RECENT_IDS_PER_SOCKET = 512
 #: Close code for a client too slow to keep up (RFC 6455 1013: try again later).
 CLOSE_TOO_SLOW = 1013
 
-
-class ClientConnection:
-    """One open socket: a bounded buffer and the task that drains it."""
-
-    def __init__(self, websocket: WebSocket, principal: Principal) -> None:
-        self.websocket = websocket
-        self.principal = principal
-        self._buffer: asyncio.Queue[Event] = asyncio.Queue(maxsize=SEND_BUFFER_EVENTS)
-        self._sender = asyncio.create_task(self._drain(), name=f"ws-sender-{principal.user_id}")
-
-    def may_hear(self, event: Event) -> bool:
-        """Job events: only their own user, in their own tenant. Queue events: admins."""
-        if event.audience == "admins":
-            return self.principal.is_admin
-        return event.tenant_id == self.principal.tenant_id and event.user_id == self.principal.user_id
-
-    def offer(self, event: Event) -> None:
-        try:
-            self._buffer.put_nowait(event)
-        except asyncio.QueueFull:
-            logger.warning("client %s is too slow; disconnecting it", self.principal.user_id)
-            self._sender.cancel()
-            asyncio.create_task(self._close_too_slow())
-
-    async def _close_too_slow(self) -> None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await self.websocket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
-
-    async def _drain(self) -> None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            while True:
-                event = await self._buffer.get()
-                await self.websocket.send_text(event.model_dump_json())
-
-    async def close(self) -> None:
-        self._sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._sender
+#: Reads the stored events after an id under some routing keys: (events, more exist).
+ReplaySource = Callable[[list[str], str], Awaitable[tuple[list[Event], bool]]]
 
 
 class RecentIds:
@@ -78,28 +46,142 @@ class RecentIds:
         return False
 
 
-class Hub:
-    """Routes events from the bus to the sockets allowed to hear them. Lives on the gateway's event loop."""
+class ClientConnection:
+    """One open socket: its topics, a bounded buffer of outgoing frames, and the task that drains it."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, websocket: WebSocket, principal: Principal, *, buffer_frames: int) -> None:
+        self.websocket = websocket
+        self.principal = principal
+        self.topics: dict[str, Topic] = {}
+        self._buffer: asyncio.Queue[str] = asyncio.Queue(maxsize=buffer_frames)
+        self._recent = RecentIds(RECENT_IDS_PER_SOCKET)
+        #: Live events that arrive while a replay is read; ``None`` when no replay runs.
+        self._held: list[Event] | None = None
+        self._closing = False
+        self._sender = asyncio.create_task(self._drain(), name=f"ws-sender-{principal.user_id}")
+
+    def routing_keys(self) -> set[str]:
+        return {topic.routing_key(self.principal) for topic in self.topics.values()}
+
+    def wants(self, event: Event) -> bool:
+        return any(topic.covers(event, self.principal) for topic in self.topics.values())
+
+    def offer(self, event: Event) -> None:
+        """Queue a live event without waiting; a full buffer disconnects this client, never slows the hub."""
+        if self._held is not None:
+            self._held.append(event)
+            if len(self._held) > self._buffer.maxsize:
+                self._too_slow()
+            return
+        if self._recent.seen(event.id):
+            return
+        try:
+            self._buffer.put_nowait(event.model_dump_json())
+        except asyncio.QueueFull:
+            self._too_slow()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        """Queue a reply, after the frames queued before it (waits while the buffer is full)."""
+        await self._put(json.dumps(frame, separators=(",", ":")))
+
+    async def resume(self, after: str, replay: ReplaySource) -> None:
+        """Send the stored events after ``after`` that this socket's topics cover, then go on live.
+
+        Live events are held from before the store is read until the replay is sent, so each event is either
+        replayed or sent live; one that is both (recorded before the read, published after) is sent once.
+        """
+        self._held = []
+        try:
+            stored, more = await replay(sorted(self.routing_keys()), after)
+            replayed = 0
+            for event in stored:
+                replayed += await self._send_event(event)
+            while self._held:  # events kept arriving while the replay was sent
+                held, self._held = sorted(self._held, key=lambda event: event.id), []
+                for event in held:
+                    await self._send_event(event)
+        finally:
+            self._held = None
+        await self.send({"type": "resumed", "after": after, "replayed": replayed, "truncated": more})
+
+    async def _send_event(self, event: Event) -> int:
+        if not self.wants(event) or self._recent.seen(event.id):
+            return 0
+        await self._put(event.model_dump_json())
+        return 1
+
+    async def _put(self, frame: str) -> None:
+        if not self._closing:
+            await self._buffer.put(frame)
+
+    def _too_slow(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        logger.warning("client %s is too slow; disconnecting it", self.principal.user_id)
+        self._sender.cancel()
+        while not self._buffer.empty():  # wakes a replay waiting for room, which then stops at ``_closing``
+            self._buffer.get_nowait()
+        asyncio.create_task(self._close_too_slow())
+
+    async def _close_too_slow(self) -> None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await self.websocket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
+
+    async def _drain(self) -> None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            while True:
+                await self.websocket.send_text(await self._buffer.get())
+
+    async def close(self) -> None:
+        self._sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._sender
+
+
+class Hub:
+    """Routes events from the bus to the sockets whose topics cover them. Lives on the gateway's event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, *, buffer_frames: int) -> None:
         self._loop = loop
-        self._by_user: dict[tuple[str, str], set[ClientConnection]] = defaultdict(set)
+        self._buffer_frames = buffer_frames
+        self._connections: set[ClientConnection] = set()
+        self._by_key: dict[str, set[ClientConnection]] = defaultdict(set)
         self._recent = RecentIds(RECENT_EVENT_IDS)
 
     @property
     def connection_count(self) -> int:
-        return sum(len(connections) for connections in self._by_user.values())
+        return len(self._connections)
 
-    def add(self, websocket: WebSocket, principal: Principal) -> ClientConnection:
-        connection = ClientConnection(websocket, principal)
-        self._by_user[(principal.tenant_id, principal.user_id)].add(connection)
+    def add(self, websocket: WebSocket, principal: Principal, topics: Iterable[Topic]) -> ClientConnection:
+        connection = ClientConnection(websocket, principal, buffer_frames=self._buffer_frames)
+        self._connections.add(connection)
+        self.subscribe(connection, topics)
         return connection
 
+    def subscribe(self, connection: ClientConnection, topics: Iterable[Topic]) -> None:
+        for topic in topics:
+            connection.topics[str(topic)] = topic
+            self._by_key[topic.routing_key(connection.principal)].add(connection)
+
+    def unsubscribe(self, connection: ClientConnection, topics: Iterable[Topic]) -> None:
+        before = connection.routing_keys()
+        for topic in topics:
+            connection.topics.pop(str(topic), None)
+        for key in before - connection.routing_keys():
+            self._forget(key, connection)
+
+    def _forget(self, key: str, connection: ClientConnection) -> None:
+        holders = self._by_key.get(key)
+        if holders is not None:
+            holders.discard(connection)
+            if not holders:
+                del self._by_key[key]
+
     async def remove(self, connection: ClientConnection) -> None:
-        key = (connection.principal.tenant_id, connection.principal.user_id)
-        self._by_user[key].discard(connection)
-        if not self._by_user[key]:
-            del self._by_user[key]
+        self._connections.discard(connection)
+        for key in connection.routing_keys():
+            self._forget(key, connection)
         await connection.close()
 
     def deliver_threadsafe(self, event: Event) -> None:
@@ -109,12 +191,9 @@ class Hub:
     def deliver(self, event: Event) -> None:
         if self._recent.seen(event.id):
             return  # a re-published event (say, an outcome announced again after its worker died)
-        if event.audience == "admins":
-            candidates = [connection for connections in self._by_user.values() for connection in connections]
-        elif event.user_id is not None:
-            candidates = list(self._by_user.get((event.tenant_id, event.user_id), ()))
-        else:
-            return
+        candidates: set[ClientConnection] = set()
+        for key in routing_keys(event):
+            candidates.update(self._by_key.get(key, ()))
         for connection in candidates:
-            if connection.may_hear(event):
+            if connection.wants(event):
                 connection.offer(event)

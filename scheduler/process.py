@@ -14,6 +14,7 @@ from engineroom.notifications.bus import RabbitEventBus
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
 
@@ -26,7 +27,7 @@ async def serve_scheduler(settings: Settings) -> None:
     await ensure_indexes(db)
     await QueueStore(db, rate_window_s=settings.rate_window_s).ensure_defaults()
     bus = RabbitEventBus(settings.amqp_url, settings.events_exchange)
-    publisher = AsyncEventPublisher(bus)
+    publisher = AsyncEventPublisher(bus, EventStore(db, ttl_s=settings.events_ttl_s))
     enqueuer = Enqueuer(build_broker(settings), settings)
     dispatcher = Dispatcher(JobStore(db), enqueuer)
     loop = asyncio.get_running_loop()

@@ -79,4 +79,11 @@ async def ensure_indexes(db: Database) -> None:
     await schedules.create_index([("paused", 1), ("next_fire_at", 1)], name="due_schedules")
     await schedules.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest")
     await schedules.create_index([("pending_fire.claimed_at", 1)], name="pending_fires")
+    events = db["events"]
+    # Replays (store/events.py): one query per routing key, each covered; records expire at ``expires_at``.
+    await events.create_index([("tenant_id", 1), ("user_id", 1), ("_id", 1)], name="owner_replay")
+    await events.create_index([("job_id", 1), ("_id", 1)], name="job_replay")
+    await events.create_index([("workflow_id", 1), ("_id", 1)], name="workflow_replay")
+    await events.create_index([("audience", 1), ("_id", 1)], name="audience_replay")
+    await events.create_index([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0)
     logger.debug("indexes ensured on %s", db.name)

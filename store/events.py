@@ -1,0 +1,102 @@
+"""The ``events`` collection: every published event, kept ``events_ttl_s`` so sockets can resume.
+
+Events are recorded *before* they are published. A gateway registers a resuming socket for live events
+*before* it reads what was recorded, so every event is either in the replay or arrives live (or both, and the
+socket drops the repeat): no gap. Ids sort by time (``core.ids``), so replay order is id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from engineroom.core.errors import StoreUnavailable
+from engineroom.models.event import Event
+from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo, to_mongo
+
+#: Events read per query while replaying.
+REPLAY_PAGE = 500
+
+
+def _query_for(routing_key: str) -> dict[str, Any]:
+    """The stored events under one of ``notifications.topics``' routing keys."""
+    kind, _, rest = routing_key.partition(":")
+    if kind == "user":
+        tenant_id, _, user_id = rest.partition(":")
+        return {"tenant_id": tenant_id, "user_id": user_id}
+    if kind == "job":
+        return {"job_id": rest}
+    if kind == "workflow":
+        return {"workflow_id": rest}
+    if kind == "queue":
+        return {"audience": "admins"}
+    raise ValueError(f"no stored events under {routing_key!r}")
+
+
+class EventStore:
+    def __init__(self, db: Database, *, ttl_s: float) -> None:
+        self.collection = db["events"]
+        self.ttl = timedelta(seconds=ttl_s)
+
+    async def record(self, event: Event) -> None:
+        """Store an event for replay; recording the same event twice (a re-announced outcome) is a no-op.
+
+        Raises:
+          StoreUnavailable: MongoDB failed.
+        """
+        document = {**to_mongo(event), "expires_at": event.ts + self.ttl}
+        try:
+            await self.collection.insert_one(document)
+        except DuplicateKeyError:
+            return
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def after(self, routing_keys: Iterable[str], after: str, *, limit: int) -> tuple[list[Event], bool]:
+        """Up to ``limit`` stored events under any of ``routing_keys`` with ids after ``after``, oldest first,
+        and whether more follow.
+
+        Each key is its own query (each with an index covering it); pages are merged so that no event is
+        skipped where one key has more events than another.
+
+        Raises:
+          StoreUnavailable: MongoDB failed.
+        """
+        queries = [_query_for(key) for key in sorted(set(routing_keys))]
+        found: dict[str, Event] = {}
+        cursor = after
+        while len(found) < limit:
+            page, boundary = await self._merged_page(queries, cursor)
+            found.update((event.id, event) for event in page)
+            if boundary is None:
+                return sorted(found.values(), key=lambda event: event.id)[:limit], False
+            cursor = boundary
+        events = sorted(found.values(), key=lambda event: event.id)
+        return events[:limit], True
+
+    async def _merged_page(self, queries: list[dict[str, Any]], after: str) -> tuple[list[Event], str | None]:
+        """One page of every query after ``after``, cut where the first full page ends (beyond it a query may
+        not have been read yet), and that cut; ``None`` when every query is exhausted."""
+        boundary: str | None = None
+        documents: list[dict[str, Any]] = []
+        try:
+            for query in queries:
+                page = await (
+                    self.collection.find({**query, "_id": {"$gt": after}})
+                    .sort("_id", ASCENDING)
+                    .limit(REPLAY_PAGE)
+                    .to_list(REPLAY_PAGE)
+                )
+                documents.extend(page)
+                if len(page) == REPLAY_PAGE:
+                    last = page[-1]["_id"]
+                    boundary = last if boundary is None else min(boundary, last)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        kept = [document for document in documents if boundary is None or document["_id"] <= boundary]
+        return [from_mongo(Event, document) for document in kept], boundary

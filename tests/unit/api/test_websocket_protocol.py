@@ -1,0 +1,146 @@
+"""The WebSocket protocol in process: topics, access to them, frames we refuse, and resuming from the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
+
+from tests.unit.api.test_jobs import TokenFor, auth, wait_for_state
+
+DEMO = {"task": "general.demo", "payload": {"duration_s": 0.05, "steps": 3}}
+
+
+def submit(client: TestClient, token: str, body: dict[str, Any] = DEMO) -> str:
+    response = client.post("/jobs", json=body, headers=auth(token))
+    assert response.status_code == 202, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def reply(socket: WebSocketTestSession, frame: dict[str, Any]) -> dict[str, Any]:
+    socket.send_json(frame)
+    answer: dict[str, Any] = socket.receive_json()
+    return answer
+
+
+def events_until_completed(socket: WebSocketTestSession, job_id: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    while not (events and events[-1]["type"] == "job.completed" and events[-1]["job_id"] == job_id):
+        frame = socket.receive_json()
+        if "id" in frame:
+            events.append(frame)
+    return events
+
+
+def test_hello_names_the_default_topics_and_a_resume_position(client: TestClient, token_for: TokenFor) -> None:
+    with client.websocket_connect(f"/ws?token={token_for('alice', 'acme')}") as socket:
+        hello = socket.receive_json()
+        assert hello["topics"] == ["mine"] and len(hello["last_event_id"]) == 26
+    with client.websocket_connect(f"/ws?token={token_for('root', 'acme', admin=True)}") as socket:
+        assert socket.receive_json()["topics"] == ["mine", "queue:*"]
+
+
+def test_malformed_frames_each_get_an_error_and_the_socket_stays_open(client: TestClient, token_for: TokenFor) -> None:
+    bad_frames: list[Any] = [
+        [1, 2],
+        {"no": "op"},
+        {"op": 7},
+        {"op": "subscribe"},
+        {"op": "subscribe", "topics": "job:x"},
+        {"op": "subscribe", "topics": []},
+        {"op": "subscribe", "topics": ["jobs:x"]},
+        {"op": "subscribe", "topics": [None]},
+        {"op": "subscribe", "topics": ["queue:no_such_engine"]},
+        {"op": "resume"},
+        {"op": "resume", "after": "not-an-id"},
+    ]
+    with client.websocket_connect(f"/ws?token={token_for()}") as socket:
+        socket.receive_json()
+        for frame in bad_frames:
+            answer = reply(socket, frame)
+            assert answer["type"] == "error" and answer["detail"], frame
+        socket.send_text("{" * 100)
+        assert socket.receive_json()["detail"] == "frames must be JSON"
+        socket.send_text(" " * 70_000)
+        assert "at most" in socket.receive_json()["detail"]
+        assert reply(socket, {"op": "ping"}) == {"type": "pong"}
+
+
+def test_another_users_job_cannot_be_subscribed_and_leaks_nothing(client: TestClient, token_for: TokenFor) -> None:
+    alice, bob = token_for("alice", "acme"), token_for("bob", "acme")
+    stranger_admin = token_for("x", "evil", admin=True)
+    job_id = submit(client, alice, {"task": "general.demo", "payload": {"duration_s": 0.5, "steps": 5}})
+    for token in (bob, stranger_admin):
+        with client.websocket_connect(f"/ws?token={token}") as socket:
+            socket.receive_json()
+            refused = reply(socket, {"op": "subscribe", "topics": [f"job:{job_id}"]})
+            assert refused == {"type": "error", "op": "subscribe", "detail": f"job '{job_id}' not found"}
+            absent = reply(socket, {"op": "subscribe", "topics": ["job:" + "0" * 26]})
+            assert absent["detail"] == f"job '{'0' * 26}' not found"  # absent and not-yours read the same
+            wait_for_state(client, job_id, alice, {"completed"})
+            assert reply(socket, {"op": "ping"}) == {"type": "pong"}  # no event of alice's job was queued
+    with client.websocket_connect(f"/ws?token={bob}") as socket:
+        socket.receive_json()
+        refused = reply(socket, {"op": "subscribe", "topics": ["queue:general"]})
+        assert refused["detail"] == "queue topics are for admins"
+
+
+def test_an_admin_may_watch_a_job_of_their_tenant(client: TestClient, token_for: TokenFor) -> None:
+    alice, admin = token_for("alice", "acme"), token_for("root", "acme", admin=True)
+    with client.websocket_connect(f"/ws?token={admin}") as socket:
+        socket.receive_json()
+        job_id = submit(client, alice, {"task": "general.demo", "payload": {"duration_s": 0.3, "steps": 3}})
+        answer = reply(socket, {"op": "subscribe", "topics": [f"job:{job_id}"]})
+        assert answer == {"type": "subscribed", "topics": [f"job:{job_id}", "mine", "queue:*"]}
+        events = events_until_completed(socket, job_id)
+    assert {event["job_id"] for event in events} == {job_id}
+    assert len({event["id"] for event in events}) == len(events)
+
+
+def test_unsubscribing_mine_narrows_a_socket_to_the_topics_it_names(client: TestClient, token_for: TokenFor) -> None:
+    token = token_for("carol", "acme")
+    with client.websocket_connect(f"/ws?token={token}") as socket:
+        socket.receive_json()
+        assert reply(socket, {"op": "unsubscribe", "topics": ["mine"]}) == {"type": "unsubscribed", "topics": []}
+        ignored = submit(client, token)
+        watched = submit(client, token)
+        assert reply(socket, {"op": "subscribe", "topics": [f"job:{watched}"]})["type"] == "subscribed"
+        events = events_until_completed(socket, watched)
+        wait_for_state(client, ignored, token, {"completed"})
+        assert reply(socket, {"op": "ping"}) == {"type": "pong"}
+    assert {event["job_id"] for event in events} == {watched}
+
+
+def test_resume_replays_what_a_socket_missed_once_and_in_order(client: TestClient, token_for: TokenFor) -> None:
+    token = token_for("dave", "acme")
+    with client.websocket_connect(f"/ws?token={token}") as socket:
+        socket.receive_json()
+        job_id = submit(client, token)
+        seen = events_until_completed(socket, job_id)
+    assert [event["type"] for event in seen][:2] == ["job.queued", "job.started"] and len(seen) == 6
+    with client.websocket_connect(f"/ws?token={token}") as socket:
+        socket.receive_json()
+        socket.send_json({"op": "resume", "after": seen[1]["id"]})
+        replayed = events_until_completed(socket, job_id)
+        assert socket.receive_json() == {"type": "resumed", "after": seen[1]["id"], "replayed": 4, "truncated": False}
+        assert reply(socket, {"op": "ping"}) == {"type": "pong"}
+    assert replayed == seen[2:]
+
+
+def test_resume_while_a_job_runs_gives_every_event_once(client: TestClient, token_for: TokenFor) -> None:
+    token = token_for("erin", "acme")
+    with client.websocket_connect(f"/ws?token={token}") as observer:
+        observer.receive_json()
+        with client.websocket_connect(f"/ws?token={token}") as first:
+            first.receive_json()
+            job_id = submit(client, token, {"task": "general.demo", "payload": {"duration_s": 1.0, "steps": 40}})
+            before = [first.receive_json() for _ in range(5)]
+        with client.websocket_connect(f"/ws?token={token}") as second:  # a reconnect, while the job goes on
+            second.receive_json()
+            second.send_json({"op": "resume", "after": before[-1]["id"]})
+            after = events_until_completed(second, job_id)
+        everything = events_until_completed(observer, job_id)
+    got = [event["id"] for event in before + after]
+    assert got == [event["id"] for event in everything]

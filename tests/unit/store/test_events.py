@@ -1,0 +1,54 @@
+"""The replay log on SecantusDB: recording is idempotent, replays merge several keys without skipping, and
+records carry the expiry the TTL index reads."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from engineroom.core.config import Settings
+from engineroom.models.event import Event, EventType, new_event
+from engineroom.store import events as events_module
+from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.events import EventStore
+
+
+@pytest.fixture
+async def events(settings: Settings, mongodb_url: str) -> AsyncIterator[EventStore]:
+    client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
+    db = client[settings.mongodb_db]
+    await ensure_indexes(db)
+    yield EventStore(db, ttl_s=60)
+    client.close()
+
+
+def event(user: str, job_id: str | None = None) -> Event:
+    return new_event(EventType.JOB_PROGRESS, tenant_id="replay", user_id=user, job_id=job_id, data={"n": 1})
+
+
+async def test_a_replay_merges_keys_in_id_order_across_pages(
+    events: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(events_module, "REPLAY_PAGE", 3)
+    start = event("nobody")
+    # bob's own events and a job of carol's (which an admin watches), interleaved in time
+    recorded = [event("bob") if n % 3 else event("carol", job_id="JC") for n in range(20)]
+    for item in reversed(recorded):  # recorded out of order: replay order comes from ids, not insertion
+        await events.record(item)
+    await events.record(recorded[0])  # recording twice is a no-op
+    found, more = await events.after(["user:replay:bob", "job:JC"], start.id, limit=100)
+    assert [item.id for item in found] == [item.id for item in recorded] and more is False
+    first, more = await events.after(["user:replay:bob", "job:JC"], start.id, limit=7)
+    assert [item.id for item in first] == [item.id for item in recorded[:7]] and more is True
+    rest, more = await events.after(["user:replay:bob", "job:JC"], first[-1].id, limit=100)
+    assert first + rest == found and more is False
+
+
+async def test_records_expire_after_the_ttl(events: EventStore) -> None:
+    item = event("dora")
+    await events.record(item)
+    stored = await events.collection.find_one({"_id": item.id})
+    assert stored is not None and (stored["expires_at"] - item.ts).total_seconds() == 60
+    indexes = await events.collection.index_information()
+    assert indexes["events_ttl"]["expireAfterSeconds"] == 0
