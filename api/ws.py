@@ -1,5 +1,10 @@
 """``GET /ws``: authenticate, say hello, stream the events of the socket's topics, and answer its frames:
-``subscribe``, ``unsubscribe``, ``resume`` and ``ping`` (DESIGN.md, "WebSocket")."""
+``subscribe``, ``unsubscribe``, ``resume`` and ``ping`` (DESIGN.md, "WebSocket").
+
+A reconnecting client should resume in the URL (``/ws?token=...&after=<last id>``): the replay then comes
+before any live event. A ``resume`` frame works too, but live events sent between the hello and that frame
+come before the older replayed ones.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,8 @@ router = APIRouter(tags=["websocket"])
 BEARER_SUBPROTOCOL = "bearer"
 #: Close code for a refused token when the server cannot answer the handshake with HTTP 401.
 CLOSE_UNAUTHENTICATED = 4401
+#: Close code for a refused handshake other than a bad token (RFC 6455 1008: policy violation).
+CLOSE_POLICY = 1008
 #: Largest client frame read; control frames are tiny.
 MAX_FRAME_CHARS = 64 * 1024
 #: Most events one ``resume`` replays; beyond that the reply says ``truncated`` and the client resumes again
@@ -54,11 +61,11 @@ def _token_from(websocket: WebSocket) -> tuple[str | None, str | None]:
     return websocket.query_params.get("token"), None
 
 
-async def _refuse(websocket: WebSocket, reason: str) -> None:
+async def _refuse(websocket: WebSocket, reason: str, *, status_code: int = 401) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"detail": reason}, status_code=401))
+        await websocket.send_denial_response(JSONResponse({"detail": reason}, status_code=status_code))
     else:
-        await websocket.close(code=CLOSE_UNAUTHENTICATED, reason=reason)
+        await websocket.close(code=CLOSE_UNAUTHENTICATED if status_code == 401 else CLOSE_POLICY, reason=reason)
 
 
 def _parse(text: str) -> dict[str, Any]:
@@ -148,15 +155,23 @@ async def events_socket(websocket: WebSocket) -> None:
     except Unauthenticated as exc:
         await _refuse(websocket, exc.detail)
         return
+    after = websocket.query_params.get("after")
+    if after is not None and not is_valid_id(after):
+        await _refuse(websocket, '"after" must be an event id', status_code=400)
+        return
     await websocket.accept(subprotocol=subprotocol)
     topics = [Topic.parse(topic) for topic in (ADMIN_DEFAULT_TOPICS if who.is_admin else DEFAULT_TOPICS)]
     connection = hub.add(websocket, who, topics)
+    if after is not None:
+        connection.hold()  # before any await: no live event may overtake the replay
     state = websocket.app.state
     session = SocketSession(connection, hub, state.jobs, state.workflow_store, state.events)
     # ``last_event_id`` is a position, not an event: resuming after it replays what this socket misses from now.
     hello = {"type": "hello", "user": who.user_id, "tenant": who.tenant_id, "last_event_id": new_id()}
     await connection.send({**hello, "topics": sorted(connection.topics)})
     try:
+        if after is not None:
+            await session.answer({"op": "resume", "after": after})
         with contextlib.suppress(WebSocketDisconnect):
             while True:
                 text = await websocket.receive_text()

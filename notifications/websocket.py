@@ -84,13 +84,19 @@ class ClientConnection:
         """Queue a reply, after the frames queued before it (waits while the buffer is full)."""
         await self._put(json.dumps(frame, separators=(",", ":")))
 
+    def hold(self) -> None:
+        """Keep live events back until the next ``resume`` has sent the replay (call before any ``await``, right
+        after connecting, so no live event can overtake older replayed ones)."""
+        if self._held is None:
+            self._held = []
+
     async def resume(self, after: str, replay: ReplaySource) -> None:
         """Send the stored events after ``after`` that this socket's topics cover, then go on live.
 
         Live events are held from before the store is read until the replay is sent, so each event is either
         replayed or sent live; one that is both (recorded before the read, published after) is sent once.
         """
-        self._held = []
+        self.hold()
         try:
             stored, more = await replay(sorted(self.routing_keys()), after)
             replayed = 0

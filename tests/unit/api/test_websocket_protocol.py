@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
-from starlette.testclient import WebSocketTestSession
+from starlette.testclient import WebSocketDenialResponse, WebSocketTestSession
 
 from tests.unit.api.test_jobs import TokenFor, auth, wait_for_state
 
@@ -144,3 +145,18 @@ def test_resume_while_a_job_runs_gives_every_event_once(client: TestClient, toke
         everything = events_until_completed(observer, job_id)
     got = [event["id"] for event in before + after]
     assert got == [event["id"] for event in everything]
+
+
+def test_a_resume_point_in_the_url_replays_before_anything_live(client: TestClient, token_for: TokenFor) -> None:
+    token = token_for("frank", "acme")
+    with client.websocket_connect(f"/ws?token={token}") as socket:
+        start = socket.receive_json()["last_event_id"]
+        job_id = submit(client, token)
+        seen = events_until_completed(socket, job_id)
+    with client.websocket_connect(f"/ws?token={token}&after={start}") as socket:
+        assert socket.receive_json()["type"] == "hello"
+        assert events_until_completed(socket, job_id) == seen
+        assert socket.receive_json()["type"] == "resumed"
+    with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect(f"/ws?token={token}&after=x"):
+        pass
+    assert refused.value.status_code == 400
