@@ -79,4 +79,14 @@ async def ensure_indexes(db: Database) -> None:
     await schedules.create_index([("paused", 1), ("next_fire_at", 1)], name="due_schedules")
     await schedules.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest")
     await schedules.create_index([("pending_fire.claimed_at", 1)], name="pending_fires")
+    notifications = db["notifications"]
+    # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
+    # field of the unread query, so SecantusDB uses it too.
+    await notifications.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
+    await notifications.create_index(
+        [("tenant_id", 1), ("user_id", 1), ("read_at", 1), ("_id", -1)], name="owner_unread_newest"
+    )
+    await db["notification_preferences"].create_index(
+        [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
+    )
     logger.debug("indexes ensured on %s", db.name)

@@ -52,9 +52,10 @@ def namespace(amqp_url: str) -> Iterator[str]:
     yield prefix
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
-    for engine in ENGINES:
+    for queue in (*ENGINES, "notifications"):
         for suffix in ("", ".DQ", ".XQ"):
-            channel.queue_delete(f"{prefix}{engine}{suffix}")
+            channel.queue_delete(f"{prefix}{queue}{suffix}")
+    channel.queue_delete(f"{prefix}engineroom.notifier")
     channel.exchange_delete(f"{prefix}engineroom.events")
     connection.close()
 
