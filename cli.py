@@ -54,6 +54,25 @@ def _token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cleanup(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engineroom.core.durations import parse_duration
+    from engineroom.models.job import JobState
+    from engineroom.store.cleanup import delete_finished_jobs
+
+    try:
+        older_than = parse_duration(args.older_than)
+        states = [JobState(state) for state in args.state] if args.state else None
+        count = asyncio.run(delete_finished_jobs(get_settings(), older_than, states, dry_run=args.dry_run))
+    except ValueError as exc:
+        print(f"engineroom cleanup: {exc}", file=sys.stderr)
+        return 2
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {count} finished job(s) older than {args.older_than}")
+    return 0
+
+
 def _dev(args: argparse.Namespace) -> int:
     from engineroom.core.dev import run_dev
 
@@ -106,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--admin", action="store_true")
     token.add_argument("--ttl-s", type=int, default=86400)
     token.set_defaults(run=_token)
+
+    cleanup = commands.add_parser("cleanup", help="delete finished jobs older than a cutoff (MongoDB, all tenants)")
+    cleanup.add_argument("--older-than", required=True, help="e.g. 12h, 7d, 2w (by finished_at)")
+    cleanup.add_argument("--state", action="append", help="completed, failed or cancelled; repeatable; default all")
+    cleanup.add_argument("--dry-run", action="store_true", help="count, delete nothing")
+    cleanup.set_defaults(run=_cleanup)
 
     dev = commands.add_parser("dev", help="everything in one command, for a laptop")
     dev.add_argument("--host", default="127.0.0.1")

@@ -58,7 +58,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings)
         db = client[settings.mongodb_db]
-        await ensure_indexes(db)
+        await ensure_indexes(db, retention_days=settings.retention_days)
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
         await queues.ensure_defaults()
         events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)

@@ -25,7 +25,7 @@ async def serve_scheduler(settings: Settings) -> None:
     load_task_modules(settings.task_module_names)  # cron schedules submit jobs, checked against their tasks
     client = connect(settings)
     db = client[settings.mongodb_db]
-    await ensure_indexes(db)
+    await ensure_indexes(db, retention_days=settings.retention_days)
     await QueueStore(db, rate_window_s=settings.rate_window_s).ensure_defaults()
     bus = RabbitEventBus(settings.amqp_url, settings.events_exchange)
     publisher = AsyncEventPublisher(bus, EventStore(db, ttl_s=settings.events_ttl_s))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo.errors import PyMongoError
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo.errors import OperationFailure, PyMongoError
 
 from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
@@ -29,6 +29,18 @@ def connect(settings: Settings) -> AsyncIOMotorClient[dict[str, Any]]:
     )
 
 
+async def _ensure_ttl(
+    collection: AsyncIOMotorCollection[dict[str, Any]], field: str, name: str, *, expire_after_s: int
+) -> None:
+    """A TTL index on ``field``; a changed TTL (say, ``RETENTION_DAYS``) is applied to the existing index."""
+    try:
+        await collection.create_index([(field, 1)], name=name, expireAfterSeconds=expire_after_s)
+    except OperationFailure:  # IndexOptionsConflict: the index exists with another TTL
+        index = {"name": name, "expireAfterSeconds": expire_after_s}
+        await collection.database.command("collMod", collection.name, index=index)
+        logger.info("TTL of %s.%s set to %d s", collection.name, name, expire_after_s)
+
+
 async def ping(db: Database) -> None:
     """Check that MongoDB answers.
 
@@ -41,9 +53,13 @@ async def ping(db: Database) -> None:
         raise StoreUnavailable() from exc
 
 
-async def ensure_indexes(db: Database) -> None:
-    """Create the indexes for the queries store/ makes; safe to run at every start."""
+async def ensure_indexes(db: Database, *, retention_days: int) -> None:
+    """Create the indexes for the queries store/ makes; safe to run at every start.
+
+    Finished jobs expire ``retention_days`` after ``finished_at`` (a TTL index: only terminal jobs have one).
+    """
     jobs = db["jobs"]
+    await _ensure_ttl(jobs, "finished_at", "retention", expire_after_s=retention_days * 86400)
     # GET /jobs: own jobs newest first (ids are time-sortable), and the admin's tenant-wide view.
     await jobs.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
     await jobs.create_index([("tenant_id", 1), ("state", 1), ("_id", -1)], name="tenant_state_newest")

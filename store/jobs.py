@@ -180,6 +180,21 @@ class JobStore:
         if outcome.deleted_count != 1:
             raise InvalidTransition(f"job {job_id} is {job.state}; only finished jobs can be deleted")
 
+    async def delete_finished(self, before: datetime, states: Collection[JobState], *, dry_run: bool) -> int:
+        """Delete (or, with ``dry_run``, count) the jobs in ``states`` (terminal ones) finished before ``before``.
+
+        Raises:
+          StoreUnavailable: MongoDB failed.
+        """
+        query = {"finished_at": {"$lt": before}, "state": {"$in": _values(states)}}
+        try:
+            if dry_run:
+                return await self.collection.count_documents(query)
+            outcome = await self.collection.delete_many(query)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return outcome.deleted_count
+
     async def renew_leases(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
         """Extend the leases of the running jobs a live worker holds (its heartbeat)."""
         if not job_ids:

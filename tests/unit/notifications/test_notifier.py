@@ -28,7 +28,7 @@ ALICE = Principal(user_id="alice", tenant_id="acme")
 async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[Database]:
     client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
     database = client[settings.mongodb_db]
-    await ensure_indexes(database)
+    await ensure_indexes(database, retention_days=30)
     yield database
     client.close()
 

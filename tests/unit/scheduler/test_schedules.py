@@ -55,7 +55,7 @@ class RecordingSubmitter(JobSubmitter):
 @pytest.fixture
 async def schedules() -> ScheduleStore:
     db: Database = AsyncMongoMockClient(tz_aware=True)["test"]
-    await ensure_indexes(db)
+    await ensure_indexes(db, retention_days=30)
     return ScheduleStore(db)
 
 

@@ -18,7 +18,7 @@ from engineroom.store.events import EventStore
 async def events(settings: Settings, mongodb_url: str) -> AsyncIterator[EventStore]:
     client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
     db = client[settings.mongodb_db]
-    await ensure_indexes(db)
+    await ensure_indexes(db, retention_days=30)
     yield EventStore(db, ttl_s=60)
     client.close()
 

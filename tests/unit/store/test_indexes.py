@@ -44,7 +44,7 @@ def _stages(plan: dict[str, Any]) -> list[str]:
 def jobs_collection(settings: Settings, mongodb_url: str) -> Iterator[Any]:
     async def create() -> None:
         client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
-        await ensure_indexes(client[settings.mongodb_db])
+        await ensure_indexes(client[settings.mongodb_db], retention_days=30)
         client.close()
 
     asyncio.run(create())

@@ -40,7 +40,7 @@ def make_job(owner: Principal = ALICE, **fields: Any) -> JobDocument:
 @pytest.fixture
 async def jobs() -> JobStore:
     db = AsyncMongoMockClient(tz_aware=True)["test"]
-    await ensure_indexes(db)
+    await ensure_indexes(db, retention_days=30)
     return JobStore(db)
 
 

@@ -42,7 +42,7 @@ def make_schedule(owner: Principal = ALICE, **fields: Any) -> ScheduleDocument:
 @pytest.fixture
 async def schedules() -> ScheduleStore:
     db: Database = AsyncMongoMockClient(tz_aware=True)["test"]
-    await ensure_indexes(db)
+    await ensure_indexes(db, retention_days=30)
     return ScheduleStore(db)
 
 
