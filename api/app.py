@@ -17,6 +17,7 @@ from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
+from engineroom.api.rate_limits import SubmitRateLimiter
 from engineroom.api.routes import health, jobs, notifications, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
@@ -37,6 +38,7 @@ from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.rate_limits import RateCounters
 from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
 from engineroom.store.workflows import WorkflowStore
@@ -73,6 +75,12 @@ def create_app(
         app.state.jobs = jobs_store
         app.state.enqueuer = enqueuer
         app.state.hub = hub
+        app.state.rate_limiter = SubmitRateLimiter(
+            RateCounters(db),
+            per_user=settings.rate_limit_per_minute,
+            per_tenant=settings.tenant_rate_limit_per_minute,
+            window_s=settings.rate_window_s,
+        )
         app.state.events = event_store
         app.state.workflow_store = WorkflowStore(db)
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
+from engineroom.api.rate_limits import SubmitRateLimiter
 from engineroom.api.schedules import ScheduleControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.api.workflows import WorkflowService
@@ -53,6 +54,7 @@ def get_principal(
 
 
 JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
+RateLimiterDep = Annotated[SubmitRateLimiter, Depends(from_state("rate_limiter", SubmitRateLimiter))]
 SubmitterDep = Annotated[JobSubmitter, Depends(from_state("submitter", JobSubmitter))]
 JobControlDep = Annotated[JobControl, Depends(from_state("control", JobControl))]
 QueueControlDep = Annotated[QueueControl, Depends(from_state("queue_control", QueueControl))]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: The secret used when none is configured; refused outside ``env=dev``.
@@ -43,7 +43,10 @@ class Settings(BaseSettings):
     task_modules: str = ""
     max_payload_bytes: int = 1024 * 1024
     retention_days: int = 30
-    rate_limit_per_minute: int | None = None
+    #: Jobs one user may submit per minute (per ``rate_window_s``), across every gateway; unset: no limit.
+    rate_limit_per_minute: int | None = Field(None, ge=1)
+    #: Jobs one tenant's users together may submit per minute; unset: no limit.
+    tenant_rate_limit_per_minute: int | None = Field(None, ge=1)
     #: ``smtp://user:pass@host:port`` (``?starttls=true`` to upgrade), or ``smtps://`` for TLS from the start.
     smtp_url: str | None = None
     #: Frames a gateway buffers per socket; a client that falls further behind is disconnected (close 1013).

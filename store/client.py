@@ -112,4 +112,5 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     await db["notification_preferences"].create_index(
         [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
     )
+    await db["rate_limits"].create_index([("expires_at", 1)], name="window_end", expireAfterSeconds=0)
     logger.debug("indexes ensured on %s", db.name)

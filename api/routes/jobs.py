@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from engineroom.api.deps import JobControlDep, JobStoreDep, PrincipalDep, QueueControlDep, SubmitterDep
+from engineroom.api.deps import (
+    JobControlDep,
+    JobStoreDep,
+    PrincipalDep,
+    QueueControlDep,
+    RateLimiterDep,
+    SubmitterDep,
+)
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.job import JobBatch, JobBatchAccepted, JobFilter, JobPage, JobPublic, JobState, JobSubmit
 
@@ -31,11 +38,13 @@ async def submit_job(
     submitter: SubmitterDep,
     jobs: JobStoreDep,
     who: PrincipalDep,
+    rate_limiter: RateLimiterDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
     wait: Annotated[float | None, Query(gt=0, le=MAX_SUBMIT_WAIT_S, description="seconds to wait for the end")] = None,
 ) -> JobPublic:
     """Submit a job to its engine's queue (202), or get the job an idempotency key already made (200)."""
+    await rate_limiter.charge(who)
     job, created = await submitter.submit(body, who, idempotency_key)
     if not created:
         response.status_code = 200
@@ -47,8 +56,11 @@ async def submit_job(
 
 
 @router.post("/batch", status_code=202, response_model=JobBatchAccepted)
-async def submit_jobs(body: JobBatch, submitter: SubmitterDep, who: PrincipalDep) -> JobBatchAccepted:
+async def submit_jobs(
+    body: JobBatch, submitter: SubmitterDep, who: PrincipalDep, rate_limiter: RateLimiterDep
+) -> JobBatchAccepted:
     """Submit up to 1,000 jobs at once (all accepted or none); answers their ids in order."""
+    await rate_limiter.charge(who, len(body.jobs))
     return JobBatchAccepted(ids=[job.id for job in await submitter.submit_many(body.jobs, who)])
 
 

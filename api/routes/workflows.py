@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from engineroom.api.deps import PrincipalDep, WorkflowServiceDep
+from engineroom.api.deps import PrincipalDep, RateLimiterDep, WorkflowServiceDep
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.workflow import WorkflowCreate, WorkflowPage, WorkflowPublic
 
@@ -16,8 +16,11 @@ WorkflowId = Annotated[str, Path(min_length=ID_LENGTH, max_length=ID_LENGTH, pat
 
 
 @router.post("", status_code=201, response_model=WorkflowPublic)
-async def create_workflow(body: WorkflowCreate, service: WorkflowServiceDep, who: PrincipalDep) -> WorkflowPublic:
+async def create_workflow(
+    body: WorkflowCreate, service: WorkflowServiceDep, who: PrincipalDep, rate_limiter: RateLimiterDep
+) -> WorkflowPublic:
     """Create a workflow; steps start as soon as their dependencies allow."""
+    await rate_limiter.charge(who, len(body.steps))
     return await service.create(body, who)
 
 
