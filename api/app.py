@@ -18,10 +18,11 @@ from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.routes import health, jobs, notifications, tasks, workflows
+from engineroom.api.routes import health, jobs, notifications, status, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
+from engineroom.api.status import PipelineReport
 from engineroom.api.submission import JobSubmitter
 from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
@@ -86,6 +87,7 @@ def create_app(
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
         app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
+        app.state.pipeline_report = PipelineReport(JobStats(db), app.state.queue_control)
         app.state.workflows = WorkflowService(
             app.state.workflow_store, jobs_store, app.state.submitter, app.state.control, publisher
         )
@@ -126,6 +128,7 @@ def create_app(
         schedule_routes.router,
         notifications.router,
         tasks.router,
+        status.router,
     )
     for router in (*routers, health.router, ws.router):
         app.include_router(router)

@@ -12,6 +12,7 @@ from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
 from engineroom.api.schedules import ScheduleControl
+from engineroom.api.status import PipelineReport
 from engineroom.api.submission import JobSubmitter
 from engineroom.api.workflows import WorkflowService
 from engineroom.core.config import Settings
@@ -55,6 +56,7 @@ def get_principal(
 
 JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
 RateLimiterDep = Annotated[SubmitRateLimiter, Depends(from_state("rate_limiter", SubmitRateLimiter))]
+PipelineReportDep = Annotated[PipelineReport, Depends(from_state("pipeline_report", PipelineReport))]
 SubmitterDep = Annotated[JobSubmitter, Depends(from_state("submitter", JobSubmitter))]
 JobControlDep = Annotated[JobControl, Depends(from_state("control", JobControl))]
 QueueControlDep = Annotated[QueueControl, Depends(from_state("queue_control", QueueControl))]

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
+from datetime import datetime
 
 from engineroom.core.broker import Enqueuer
 from engineroom.core.clock import utcnow
 from engineroom.models.event import EventType, queue_event
 from engineroom.models.principal import Principal
-from engineroom.models.queue import PauseRequest, QueueDocument, QueueLimits, QueueStats
+from engineroom.models.queue import (
+    DurationPoint,
+    ErrorCount,
+    FailureAnalysis,
+    PauseRequest,
+    QueueDocument,
+    QueueLimits,
+    QueueStats,
+)
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.store.queues import QueueStore
 from engineroom.store.stats import EngineFigures, JobStats
@@ -37,6 +47,16 @@ def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | Non
     )
 
 
+async def failure_analysis(stats: JobStats, now: datetime, engine: str | None = None) -> FailureAnalysis:
+    """The commonest errors over the last day and the run-time trend per hour, of one engine or all."""
+    errors = await stats.top_errors(now, engine=engine)
+    trend = await stats.duration_trend(now, engine=engine)
+    return FailureAnalysis(
+        top_errors=[ErrorCount(**asdict(figures)) for figures in errors],
+        duration_trend=[DurationPoint(**asdict(figures)) for figures in trend],
+    )
+
+
 #: Seconds the figures behind ``eta_s`` are reused.
 FIGURES_TTL_S = 5.0
 
@@ -48,6 +68,12 @@ class QueueControl:
         self.enqueuer = enqueuer
         self.publisher = publisher
         self._figures: tuple[float, dict[str, EngineFigures]] | None = None
+
+    async def analyse(self, engine: str) -> QueueStats:
+        """One engine's figures with its failure analysis."""
+        (stats,) = await self.describe(engine)
+        analysis = await failure_analysis(self.stats, utcnow(), engine)
+        return stats.model_copy(update=dict(analysis))
 
     async def describe(self, engine: str | None = None) -> list[QueueStats]:
         """Every engine's figures (or one engine's). Counts only: no job of any tenant shows through."""

@@ -81,6 +81,30 @@ class QueueDocument(BaseModel):
         return [holder for holder in self.holders if holder.expires_at > now]
 
 
+class ErrorCount(BaseModel):
+    """How often one error type failed jobs of one task lately (failure analysis)."""
+
+    engine: str
+    task: str
+    error_type: str
+    last_hour: int
+    last_day: int
+
+
+class DurationPoint(BaseModel):
+    """Jobs finished in one hour, and how long they ran."""
+
+    hour: datetime
+    finished: int
+    p50_duration_s: float | None
+    p95_duration_s: float | None
+
+
+class FailureAnalysis(BaseModel):
+    top_errors: list[ErrorCount]
+    duration_trend: list[DurationPoint]
+
+
 class QueueStats(BaseModel):
     """One engine at a glance (``GET /queues``)."""
 
@@ -110,3 +134,6 @@ class QueueStats(BaseModel):
     jobs_per_minute: float
     p50_duration_s: float | None
     p95_duration_s: float | None
+    #: ``GET /queues/{engine}`` only: the commonest errors over the last day, and p50/p95 per hour for 24 h.
+    top_errors: list[ErrorCount] = Field(default_factory=list)
+    duration_trend: list[DurationPoint] = Field(default_factory=list)

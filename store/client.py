@@ -85,7 +85,9 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     )
     # Queue positions and per-engine counts.
     await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
-    await jobs.create_index([("finished_at", -1), ("state", 1)], name="finished")
+    # Recently finished jobs of some states (GET /queues, /status, cleanup): state first, SecantusDB plans it.
+    await jobs.create_index([("state", 1), ("finished_at", 1)], name="state_finished")
+    await jobs.create_index([("state", 1), ("queued_at", 1)], name="state_queued_at")
     workflows = db["workflows"]
     await workflows.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
     await workflows.create_index([("state", 1)], name="by_state")

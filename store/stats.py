@@ -1,4 +1,5 @@
-"""Figures over the ``jobs`` collection for ``GET /queues``: counts by state, throughput, durations."""
+"""Figures over the ``jobs`` collection for ``GET /queues`` and ``GET /status``: counts by state, throughput,
+durations, the commonest errors."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ class EngineFigures:
     p95_duration_s: float | None = None
 
 
+@dataclass
+class ErrorFigures:
+    engine: str
+    task: str
+    error_type: str
+    last_hour: int
+    last_day: int
+
+
+@dataclass
+class HourFigures:
+    hour: datetime
+    finished: int
+    p50_duration_s: float | None
+    p95_duration_s: float | None
+
+
 class JobStats:
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
@@ -49,12 +67,9 @@ class JobStats:
         five_minutes_ago = now - timedelta(minutes=5)
         for row in await self._aggregate(
             [
-                {
-                    "$match": {
-                        "finished_at": {"$gte": now - timedelta(hours=1)},
-                        "state": {"$in": ["completed", "failed"]},
-                    }
-                },
+                # finished_at alone first: the retention index serves it (SecantusDB plans no index for $in)
+                {"$match": {"finished_at": {"$gte": now - timedelta(hours=1)}}},
+                {"$match": {"state": {"$in": ["completed", "failed"]}}},
                 {"$set": {"duration_ms": {"$subtract": ["$finished_at", "$started_at"]}}},
                 {
                     "$group": {
@@ -83,3 +98,88 @@ class JobStats:
             return await self.collection.aggregate(pipeline).to_list(None)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
+
+    async def totals_by_state(self) -> dict[str, int]:
+        """Every stored job by state: one counted index range per state, never a collection scan."""
+        counts = {}
+        for state in JobState:
+            try:
+                counts[str(state)] = await self.collection.count_documents({"state": str(state)})
+            except PyMongoError as exc:
+                raise StoreUnavailable() from exc
+        return counts
+
+    async def oldest_queued_at(self) -> datetime | None:
+        try:
+            oldest = await self.collection.find_one(
+                {"state": str(JobState.QUEUED)}, {"queued_at": 1}, sort=[("queued_at", 1)]
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if oldest is None else oldest["queued_at"]
+
+    async def top_errors(self, now: datetime, *, engine: str | None = None, limit: int = 10) -> list[ErrorFigures]:
+        """The commonest error types of failed jobs over the last day (and how many in the last hour), by
+        engine and task."""
+        match: dict[str, Any] = {"state": str(JobState.FAILED), "finished_at": {"$gte": now - timedelta(days=1)}}
+        hour_ago = now - timedelta(hours=1)
+        rows = await self._aggregate(
+            [
+                {"$match": match},
+                {"$match": {} if engine is None else {"engine": engine}},
+                {
+                    "$group": {
+                        "_id": {"engine": "$engine", "task": "$task", "type": "$error.type"},
+                        "last_day": {"$sum": 1},
+                        "last_hour": {"$sum": {"$cond": [{"$gte": ["$finished_at", hour_ago]}, 1, 0]}},
+                    }
+                },
+                {"$sort": {"last_day": -1}},
+                {"$limit": limit},
+            ]
+        )
+        return [
+            ErrorFigures(
+                row["_id"]["engine"],
+                row["_id"]["task"],
+                row["_id"].get("type") or "unknown",
+                row["last_hour"],
+                row["last_day"],
+            )
+            for row in rows
+        ]
+
+    async def duration_trend(self, now: datetime, *, engine: str | None = None, hours: int = 24) -> list[HourFigures]:
+        """Finished jobs and their p50/p95 run time per hour, oldest hour first."""
+        match: dict[str, Any] = {"state": {"$in": [str(JobState.COMPLETED), str(JobState.FAILED)]}}
+        if engine is not None:
+            match["engine"] = engine
+        rows = await self._aggregate(
+            [
+                {"$match": {"finished_at": {"$gte": now - timedelta(hours=hours)}}},
+                {"$match": match},
+                {"$set": {"duration_ms": {"$subtract": ["$finished_at", "$started_at"]}}},
+                {
+                    "$group": {
+                        "_id": {"$dateTrunc": {"date": "$finished_at", "unit": "hour"}},
+                        "finished": {"$sum": 1},
+                        "durations": {
+                            "$percentile": {"input": "$duration_ms", "p": [0.5, 0.95], "method": "approximate"}
+                        },
+                    }
+                },
+                {"$sort": {"_id": 1}},
+            ]
+        )
+        trend = []
+        for row in rows:
+            p50, p95 = row.get("durations") or (None, None)
+            trend.append(
+                HourFigures(
+                    row["_id"],
+                    row["finished"],
+                    None if p50 is None else p50 / 1000,
+                    None if p95 is None else p95 / 1000,
+                )
+            )
+        return trend

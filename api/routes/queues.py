@@ -24,8 +24,8 @@ async def list_queues(control: QueueControlDep, _who: PrincipalDep) -> list[Queu
 
 @router.get("/{engine}", response_model=QueueStats)
 async def get_queue(engine: Engine, control: QueueControlDep, _who: PrincipalDep) -> QueueStats:
-    """One engine at a glance."""
-    return (await control.describe(engine))[0]
+    """One engine at a glance, with its commonest errors over the last day and its run times per hour."""
+    return await control.analyse(engine)
 
 
 @router.post("/{engine}/pause", response_model=QueueStats, dependencies=AdminOnly)

@@ -29,6 +29,21 @@ HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("position", {"engine": "general", "state": "queued", "priority": {"$gt": 5}}, None),
     ("due scheduled jobs", {"state": "scheduled", "scheduled_at": {"$lte": NOW}}, [("scheduled_at", 1)]),
     ("pending jobs", {"state": "pending", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("GET /jobs, own", {"tenant_id": "t", "user_id": "u"}, [("_id", -1)]),
+    ("GET /status, a state's total", {"state": "queued"}, None),
+    ("GET /status, oldest queued", {"state": "queued"}, [("queued_at", 1)]),
+    ("GET /status, errors of the day", {"finished_at": {"$gte": NOW}, "state": "failed"}, None),
+    ("cleanup, one state at a time", {"state": "failed", "finished_at": {"$lt": NOW}}, None),
+    ("GET /queues and /status, finished lately", {"finished_at": {"$gte": NOW}}, None),
+]
+
+#: Queries on other collections, made on every socket resume or notification listing.
+OTHER_QUERIES: list[tuple[str, str, dict[str, Any], list[tuple[str, int]]]] = [
+    ("replay of a user's events", "events", {"tenant_id": "t", "user_id": "u", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("replay of a job's events", "events", {"job_id": "J", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("replay of a workflow's events", "events", {"workflow_id": "W", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("replay of queue events", "events", {"audience": "admins", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("unread notifications", "notifications", {"tenant_id": "t", "user_id": "u", "read_at": None}, [("_id", -1)]),
 ]
 
 
@@ -71,3 +86,14 @@ def test_the_due_schedules_sweep_scans_an_index(jobs_collection: Any) -> None:
     cursor = schedules.find({"paused": False, "next_fire_at": {"$lte": NOW}}).sort("next_fire_at", 1).limit(1)
     stages = _stages(cursor.explain()["queryPlanner"]["winningPlan"])
     assert "IXSCAN" in stages and "COLLSCAN" not in stages, stages
+
+
+@pytest.mark.parametrize(
+    ("name", "collection", "query", "sort"), OTHER_QUERIES, ids=[name for name, _, _, _ in OTHER_QUERIES]
+)
+def test_replays_and_inbox_queries_scan_an_index(
+    jobs_collection: Any, name: str, collection: str, query: dict[str, Any], sort: list[tuple[str, int]]
+) -> None:
+    cursor = jobs_collection.database[collection].find(query).sort(sort).limit(1)
+    stages = _stages(cursor.explain()["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in stages and "COLLSCAN" not in stages, (name, stages)
