@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engineroom.core.config import ENGINES, get_settings
+from engineroom.core.logs import configure_logging
 
 logger = logging.getLogger("engineroom.cli")
 
@@ -143,9 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "worker":  # dramatiq's CLI configures its own logging
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        logging.getLogger("pika").setLevel(logging.WARNING)
+    if args.command != "worker":  # dramatiq's CLI configures its own; actors/worker.py formats it
+        configure_logging(get_settings().log_format)
     result: int = args.run(args)
     return result
 

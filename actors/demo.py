@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Literal
 
@@ -11,6 +12,8 @@ from engineroom.actors.context import JobContext
 from engineroom.actors.registry import task
 from engineroom.core.config import ENGINES
 from engineroom.core.errors import PermanentError, TransientError
+
+logger = logging.getLogger(__name__)
 
 
 def demo(
@@ -26,6 +29,7 @@ def demo(
     if duration_s < 0 or steps < 1:
         raise PermanentError("duration_s must be >= 0 and steps >= 1")
     step_s = duration_s / steps
+    logger.info("demo: %d step(s) over %.2f s", steps, duration_s)  # a task's own line, tagged with its job
     for step in range(1, steps + 1):
         time.sleep(step_s)
         ctx.raise_if_cancelled()

@@ -32,6 +32,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
 from engineroom.core.ids import process_identity
+from engineroom.core.logs import job_log_context
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
@@ -163,6 +164,10 @@ class JobRunner:
                 # announce it again (at least once; a watcher may hear it twice, never not at all).
                 self._announce_outcome(job)
             return
+        with job_log_context(job.id, job.engine, job.task, job.tenant_id):
+            self._run_queued(job)
+
+    def _run_queued(self, job: JobDocument) -> None:
         try:
             task = get_task(job.task)
         except InvalidRequest as exc:

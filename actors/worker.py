@@ -9,9 +9,11 @@ from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.core.broker import build_broker
 from engineroom.core.config import get_settings
+from engineroom.core.logs import configure_logging
 from engineroom.notifications.bus import RabbitEventBus
 
 settings = get_settings()
+configure_logging(settings.log_format)  # the handlers dramatiq's CLI gave this worker process
 load_task_modules(settings.task_module_names)
 broker = build_broker(settings)
 runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange), broker)

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ENGINEROOM_", extra="ignore")
 
     env: Literal["dev", "prod"] = "dev"
+    #: ``auto``: JSON lines unless stderr is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
     mongodb_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
     mongodb_db: str = "engineroom"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
