@@ -13,9 +13,11 @@ import pytest
 import yaml
 
 from engineroom.cli import build_parser
+from engineroom.core.config import ENGINES, Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-ENGINEROOM_SERVICES = ("api", "worker", "scheduler")
+WORKER_SERVICES = ("worker-media", "worker-text")
+ENGINEROOM_SERVICES = ("api", *WORKER_SERVICES, "scheduler")
 ALL_SERVICES = ("mongo", "rabbitmq", *ENGINEROOM_SERVICES)
 
 
@@ -116,8 +118,28 @@ def test_engineroom_services_run_in_production_mode_with_a_secret_the_operator_m
     assert environment["ENGINEROOM_JWT_SECRET"].startswith("${ENGINEROOM_JWT_SECRET:?")
 
 
-def test_api_and_worker_share_one_environment() -> None:
-    assert _environment("api") == _environment("worker") == _environment("scheduler")
+def test_every_engineroom_service_shares_one_environment() -> None:
+    first, *others = (_environment(name) for name in ENGINEROOM_SERVICES)
+    assert all(environment == first for environment in others)
+
+
+def test_every_environment_variable_names_a_setting() -> None:
+    settings = {f"ENGINEROOM_{name.upper()}" for name in Settings.model_fields}
+    assert set(_environment("api")) <= settings, set(_environment("api")) - settings
+
+
+def test_two_gateways_and_workers_split_by_engine_group_cover_every_engine_and_the_deliveries() -> None:
+    assert _service("api")["deploy"]["replicas"] == 2
+    published = _service("api")["ports"]
+    assert published == ["8000-8001:8000"]  # one host port per replica
+    covered: list[str] = []
+    deliveries = 0
+    for name in WORKER_SERVICES:
+        args = build_parser().parse_args(_service(name)["command"])
+        covered += args.engines.split(",")
+        deliveries += args.notifications
+    assert sorted(covered) == sorted(ENGINES)  # each engine in exactly one group
+    assert deliveries == 1
 
 
 @pytest.mark.parametrize("name", ENGINEROOM_SERVICES)
@@ -130,7 +152,7 @@ def test_compose_commands_are_real_engineroom_subcommands(name: str) -> None:
     except SystemExit:
         pytest.fail(f"`engineroom {' '.join(argv)}` is not a valid engineroom command")
 
-    assert args.command == name
+    assert args.command == name.split("-")[0]
 
 
 def test_api_listens_on_the_port_compose_publishes() -> None:
