@@ -1,13 +1,17 @@
-"""Operations over real processes: structured logs of a worker process."""
+"""Operations over real processes: structured logs of a worker process, readiness while a dependency is down."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from engineroom.core.embedded import EmbeddedDatabase
+from tests.e2e.test_reliability import TcpProxy, via_proxy
 from tests.e2e.test_walking_skeleton import TokenFor, auth, submit
 
 
@@ -33,3 +37,40 @@ async def test_a_worker_logs_json_lines_tagged_with_the_job_including_the_tasks_
         (line["engine"], line["tenant_id"], line["task"]) == ("general", "acme", "general.demo") for line in tagged
     )
     assert any(line["message"].startswith("demo: 1 step(s)") for line in tagged)
+
+
+async def wait_for_readiness(http: httpx.AsyncClient, status_code: int, timeout_s: float = 30) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        ready = await http.get("/readyz")
+        if ready.status_code == status_code or asyncio.get_running_loop().time() > deadline:
+            assert ready.status_code == status_code, ready.text
+            answer: dict[str, Any] = ready.json()
+            return answer
+        await asyncio.sleep(0.2)
+
+
+async def test_readyz_names_rabbitmq_or_mongodb_while_it_is_down_and_recovers_after(
+    stack: Any, amqp_url: str, tmp_path: Path
+) -> None:
+    upstream = urlsplit(amqp_url)
+    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672))
+    proxy.up()
+    database = EmbeddedDatabase(tmp_path / "own-db").start()
+    try:
+        env = {"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port), "ENGINEROOM_MONGODB_URL": database.url}
+        base_url = stack.start_api(env=env)
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+            proxy.down()
+            checks = (await wait_for_readiness(http, 503))["checks"]
+            assert checks["mongodb"] == "ok" and checks["rabbitmq"] != "ok"
+            proxy.up()
+            assert (await wait_for_readiness(http, 200))["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
+            database.stop()
+            checks = (await wait_for_readiness(http, 503))["checks"]
+            assert checks["mongodb"] != "ok" and checks["rabbitmq"] == "ok"
+            database.start()
+            assert (await wait_for_readiness(http, 200))["checks"] == {"mongodb": "ok", "rabbitmq": "ok"}
+    finally:
+        proxy.down()
+        database.stop()
