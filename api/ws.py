@@ -1,9 +1,9 @@
 """``GET /ws``: authenticate, say hello, stream the events of the socket's topics, and answer its frames:
 ``subscribe``, ``unsubscribe``, ``resume`` and ``ping`` (DESIGN.md, "WebSocket").
 
-A reconnecting client should resume in the URL (``/ws?token=...&after=<last id>``): the replay then comes
-before any live event. A ``resume`` frame works too, but live events sent between the hello and that frame
-come before the older replayed ones.
+A reconnecting client should resume in the URL (``/ws?token=...&after=<last id>&topics=<its topics>``): the
+replay then comes before any live event and covers the topics it had. A ``resume`` frame works too, but
+live events sent between the hello and that frame come before the older replayed ones.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from engineroom.core.config import Settings
-from engineroom.core.errors import EngineroomError, NotFound, Unauthenticated
+from engineroom.core.errors import EngineroomError, Forbidden, Unauthenticated
 from engineroom.core.ids import is_valid_id, new_id
 from engineroom.core.tokens import decode_token
 from engineroom.models.event import Event
@@ -80,6 +80,47 @@ def _parse(text: str) -> dict[str, Any]:
     return frame
 
 
+def parse_topics(topics: list[Any]) -> list[Topic]:
+    try:
+        return [Topic.parse(topic) for topic in topics]
+    except InvalidTopic as exc:
+        raise FrameError(str(exc)) from None
+
+
+async def check_access(topics: list[Topic], who: Principal, jobs: JobStore, workflows: WorkflowStore) -> None:
+    """Refuse all the topics if one is not the caller's; absent and not-yours read the same.
+
+    Raises:
+      NotFound: a job or workflow the caller may not see.
+      Forbidden: a queue topic for someone who is not an admin.
+    """
+    for topic in topics:
+        if topic.kind == "job":
+            await jobs.get_visible(topic.target, who)
+        elif topic.kind == "workflow":
+            await workflows.get_visible(topic.target, who)
+        elif topic.kind == "queue" and not who.is_admin:
+            raise Forbidden("queue topics are for admins")
+
+
+async def _topics_asked(websocket: WebSocket, who: Principal) -> list[Topic]:
+    """The socket's first topics: ``?topics=a,b`` (a reconnecting client's own) or the defaults.
+
+    Raises:
+      FrameError, NotFound, Forbidden: as for a ``subscribe`` frame.
+    """
+    asked = websocket.query_params.get("topics")
+    if asked is None:
+        return [Topic.parse(topic) for topic in (ADMIN_DEFAULT_TOPICS if who.is_admin else DEFAULT_TOPICS)]
+    names = [name for name in asked.split(",") if name]
+    if len(names) > MAX_TOPICS:
+        raise FrameError(f"a socket holds at most {MAX_TOPICS} topics")
+    topics = parse_topics(names)
+    state = websocket.app.state
+    await check_access(topics, who, state.jobs, state.workflow_store)
+    return topics
+
+
 @dataclass
 class SocketSession:
     """Answers one socket's frames; the access checks behind topics live here."""
@@ -101,7 +142,7 @@ class SocketSession:
         elif op in ("subscribe", "unsubscribe"):
             topics = self._topics(frame)
             if op == "subscribe":
-                await self._check_access(topics)
+                await check_access(topics, self.who, self.jobs, self.workflows)
                 if len(self.connection.topics.keys() | {str(topic) for topic in topics}) > MAX_TOPICS:
                     raise FrameError(f"a socket holds at most {MAX_TOPICS} topics")
                 self.hub.subscribe(self.connection, topics)
@@ -121,23 +162,7 @@ class SocketSession:
         topics = frame.get("topics")
         if not isinstance(topics, list) or not topics or len(topics) > MAX_TOPICS:
             raise FrameError(f'"topics" must be a list of 1 to {MAX_TOPICS} topics')
-        try:
-            return [Topic.parse(topic) for topic in topics]
-        except InvalidTopic as exc:
-            raise FrameError(str(exc)) from None
-
-    async def _check_access(self, topics: list[Topic]) -> None:
-        """Refuse the whole frame if one topic is not the caller's; absent and not-yours read the same."""
-        for topic in topics:
-            try:
-                if topic.kind == "job":
-                    await self.jobs.get_visible(topic.target, self.who)
-                elif topic.kind == "workflow":
-                    await self.workflows.get_visible(topic.target, self.who)
-            except NotFound:
-                raise FrameError(f"{topic.kind} {topic.target[:64]!r} not found") from None
-            if topic.kind == "queue" and not self.who.is_admin:
-                raise FrameError("queue topics are for admins")
+        return parse_topics(topics)
 
     async def _replay(self, routing_keys: list[str], after: str) -> tuple[list[Event], bool]:
         return await self.events.after(routing_keys, after, limit=MAX_REPLAY_EVENTS)
@@ -159,8 +184,15 @@ async def events_socket(websocket: WebSocket) -> None:
     if after is not None and not is_valid_id(after):
         await _refuse(websocket, '"after" must be an event id', status_code=400)
         return
+    try:
+        topics = await _topics_asked(websocket, who)
+    except FrameError as exc:
+        await _refuse(websocket, exc.detail, status_code=400)
+        return
+    except EngineroomError as exc:
+        await _refuse(websocket, exc.detail, status_code=exc.status_code)
+        return
     await websocket.accept(subprotocol=subprotocol)
-    topics = [Topic.parse(topic) for topic in (ADMIN_DEFAULT_TOPICS if who.is_admin else DEFAULT_TOPICS)]
     connection = hub.add(websocket, who, topics)
     if after is not None:
         connection.hold()  # before any await: no live event may overtake the replay

@@ -14,8 +14,9 @@
  *   client.connect();
  *
  * What it guarantees the application:
- * - It remembers the id of the newest event it received (``lastEventId``). On every reconnect it subscribes its
- *   topics again and then sends ``{"op": "resume", "after": lastEventId}``, so the server replays what was missed.
+ * - It remembers the id of the newest event it received (``lastEventId``) and the topics the server last said the
+ *   socket had. Every reconnect asks for both in the URL (``/ws?after=<id>&topics=<a,b>``): the server replays
+ *   what was missed for those topics before any live event, so nothing is lost and order holds.
  * - Events are deduplicated by id (the last ``dedupeSize`` ids), so a replay overlapping live delivery, or an
  *   event announced twice, reaches ``onEvent`` once.
  * - Reconnects back off exponentially with jitter (0.5 s doubling to 30 s by default); the backoff starts over
@@ -109,6 +110,8 @@
     this.status = "idle";
     // "mine" is subscribed by the server on every connection; the client only says when it is not wanted.
     this._topics = new Set(["mine"].concat(this.options.topics));
+    /** The socket's topics as the server last listed them (hello, subscribed, unsubscribed); null before. */
+    this._serverTopics = null;
     this._recent = new RecentIds(this.options.dedupeSize);
     this._socket = null;
     this._attempt = 0;
@@ -174,13 +177,20 @@
     this._clearTimers();
     this._setStatus(status);
     var token = this._currentToken();
-    var url = this.url;
+    var params = [];
+    if (this.lastEventId !== null && this.lastEventId !== undefined) {
+      params.push("after=" + encodeURIComponent(this.lastEventId));
+    }
+    if (this._serverTopics && this._serverTopics.length) {
+      params.push("topics=" + encodeURIComponent(this._serverTopics.join(",")));
+    }
     var protocols;
     if (this.options.tokenIn === "query") {
-      url += (url.indexOf("?") < 0 ? "?" : "&") + "token=" + encodeURIComponent(token);
+      params.push("token=" + encodeURIComponent(token));
     } else {
       protocols = ["bearer", token];
     }
+    var url = this.url + (params.length ? (this.url.indexOf("?") < 0 ? "?" : "&") + params.join("&") : "");
     var socket;
     try {
       socket = protocols ? new root.WebSocket(url, protocols) : new root.WebSocket(url);
@@ -227,22 +237,26 @@
     }
     if (frame.type === "hello") this._hello(frame);
     else if (frame.type === "error") this._report(frame);
+    else if ((frame.type === "subscribed" || frame.type === "unsubscribed") && Array.isArray(frame.topics)) {
+      this._serverTopics = frame.topics;
+    }
     this._notify(this.onControl, frame);
   };
 
-  /** The connection is authenticated: subscribe the topics again, resume, then hand over live events. */
+  /** The connection is authenticated (and the server has replayed what the URL's ``after`` asked for): bring its
+   * topics in line with the ones wanted, then hand over live events. */
   EngineroomClient.prototype._hello = function (frame) {
-    var extra = [];
+    var present = new Set(Array.isArray(frame.topics) ? frame.topics : ["mine"]);
+    this._serverTopics = Array.from(present);
+    var missing = [];
     this._topics.forEach(function (topic) {
-      if (topic !== "mine") extra.push(topic);
+      if (!present.has(topic)) missing.push(topic);
     });
-    if (extra.length) this._send({ op: "subscribe", topics: extra });
-    if (!this._topics.has("mine")) this._send({ op: "unsubscribe", topics: ["mine"] });
-    if (this.lastEventId !== null && this.lastEventId !== undefined) {
-      this._send({ op: "resume", after: this.lastEventId });
-    } else if (frame.last_event_id) {
-      // Nothing received yet: everything after the server's newest event at connect time is live from here,
-      // so a connection lost before the first event resumes from there instead of missing what came between.
+    if (missing.length) this._send({ op: "subscribe", topics: missing });
+    if (present.has("mine") && !this._topics.has("mine")) this._send({ op: "unsubscribe", topics: ["mine"] });
+    if ((this.lastEventId === null || this.lastEventId === undefined) && frame.last_event_id) {
+      // Nothing received yet: resume from where this connection began, so one lost before its first event
+      // still gets what came in between.
       this.lastEventId = frame.last_event_id;
     }
     this._schedulePing();

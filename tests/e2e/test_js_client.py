@@ -172,39 +172,38 @@ def test_a_page_sees_every_event_of_a_job_to_completion_through_the_client(
     types = [event["type"] for event in heard["events"] if event["job_id"] == job_id]
     assert types[0] == "job.queued" and types[-1] == "job.completed"
     assert {"job.started", "job.progress"} <= set(types)
+    own = [event["id"] for event in heard["events"] if event["job_id"] == job_id]
+    assert own == sorted(own)  # a job's events are causally ordered; other processes' (notifications) interleave
     ids = [event["id"] for event in heard["events"]]
-    assert ids == sorted(ids) and len(ids) == len(set(ids))
-    assert page.evaluate("client.lastEventId") == ids[-1]
+    assert len(ids) == len(set(ids))
+    assert page.evaluate("client.lastEventId") >= max(ids)
     assert heard["statuses"] == ["connecting", "open"]
     # The token travels as a subprotocol, never in the URL (where proxies and access logs would keep it).
     assert len(sockets) == 1 and token not in page.evaluate("client.url")
 
 
 @pytest.mark.timeout(240)  # a gateway restart, on a machine that may be busy
-def test_after_its_gateway_restarts_the_client_subscribes_again_then_resumes_after_its_last_event(
+def test_after_its_gateway_restarts_the_client_reconnects_with_its_topics_and_its_last_event(
     running: Stack, page: Page, token_for: TokenFor
 ) -> None:
     base_url = running.start_api()
     token = token_for("alice", "acme")
-    sockets = open_client_page(page, base_url, token, topics=["notifications"], **FAST_RECONNECT)
+    open_client_page(page, base_url, token, topics=["notifications"], **FAST_RECONNECT)
     wait_for_status(page, "open")
     with httpx.Client(base_url=base_url) as http:
         first = submit(http, token)
         wait_for_terminal_events(page, [first])
-    last_before = page.evaluate("client.lastEventId")
 
     gateway = next(process for process in running.processes if process.name == "api")
     gateway.stop()
     wait_for_status(page, "reconnecting")
+    last_before = page.evaluate("client.lastEventId")  # final for the lost connection
     running.start_api("api-again", port=httpx.URL(base_url).port)
     wait_for_status(page, "open", count=2)
 
-    # On the new connection: the topics first, then the resume from the last event received.
-    wait_for_frames(page, sockets[-1], 2)
-    assert sockets[-1][:2] == [
-        {"op": "subscribe", "topics": ["notifications"]},
-        {"op": "resume", "after": last_before},
-    ]
+    # The new connection asked for the socket's topics and the events after the last one received, in its URL.
+    reconnect_url = page.evaluate("client._socket.url")
+    assert f"after={last_before}" in reconnect_url and "topics=mine%2Cnotifications" in reconnect_url
     with httpx.Client(base_url=base_url) as http:
         second = submit(http, token)
         wait_for_terminal_events(page, [second])

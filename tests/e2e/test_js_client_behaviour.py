@@ -98,27 +98,30 @@ def test_the_ids_remembered_for_deduplication_are_bounded(client_page: Page) -> 
     assert js(client_page, "seen.events") == ["e1", "e2", "e3", "e1"]  # e1 was forgotten to make room
 
 
-def test_after_a_drop_the_client_subscribes_its_topics_again_then_resumes_after_the_newest_event(
+def test_after_a_drop_the_client_reconnects_asking_for_its_topics_and_the_events_after_the_newest_one(
     client_page: Page,
 ) -> None:
     connect_and_greet(client_page, "{topics: ['job:j1']}")
+    assert js(client_page, "last().sent") == [{"op": "subscribe", "topics": ["job:j1"]}]
+    js(client_page, "last().serverSends({type: 'subscribed', topics: ['job:j1', 'mine']})")
     js(client_page, "['e2', 'e1'].forEach((id) => last().serverSends(event(id)))")
     js(client_page, "(client.subscribe('notifications'), client.unsubscribe('mine'))")
+    js(client_page, "last().serverSends({type: 'subscribed', topics: ['job:j1', 'mine', 'notifications']})")
+    js(client_page, "last().serverSends({type: 'unsubscribed', topics: ['job:j1', 'notifications']})")
 
     js(client_page, "last().serverCloses(1013)")  # too slow: try again later
     client_page.clock.run_for(500)
-    js(client_page, "(last().serverOpens(), last().serverSends({type: 'hello', last_event_id: 'e9'}))")
+    hello = "{type: 'hello', last_event_id: 'e9', topics: ['job:j1', 'notifications']}"
+    js(client_page, f"(last().serverOpens(), last().serverSends({hello}))")
 
     assert js(client_page, "sockets.length") == 2
-    assert js(client_page, "last().sent") == [
-        {"op": "subscribe", "topics": ["job:j1", "notifications"]},
-        {"op": "unsubscribe", "topics": ["mine"]},
-        {"op": "resume", "after": "e2"},
-    ]
+    # the replay comes from the URL, before any live event; the topics are already right, so nothing is sent
+    assert js(client_page, "last().url") == "ws://gateway.test/ws?after=e2&topics=job%3Aj1%2Cnotifications"
+    assert js(client_page, "last().sent") == []
     assert statuses(client_page) == ["connecting", "open", "reconnecting", "connecting", "open"]
 
 
-def test_a_first_connection_lost_before_any_event_resumes_from_the_servers_last_event_at_hello(
+def test_a_first_connection_lost_before_any_event_resumes_from_where_it_began(
     client_page: Page,
 ) -> None:
     connect_and_greet(client_page, last_event_id="e7")
@@ -127,7 +130,8 @@ def test_a_first_connection_lost_before_any_event_resumes_from_the_servers_last_
     client_page.clock.run_for(500)
     js(client_page, "(last().serverOpens(), last().serverSends({type: 'hello', last_event_id: 'e8'}))")
 
-    assert js(client_page, "last().sent") == [{"op": "resume", "after": "e7"}]
+    assert js(client_page, "last().url") == "ws://gateway.test/ws?after=e7&topics=mine"
+    assert js(client_page, "last().sent") == []
 
 
 def test_reconnect_delays_double_with_jitter_up_to_the_ceiling_and_start_over_after_a_stable_connection(
