@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from dramatiq import Broker
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from engineroom import __version__
 from engineroom.actors.registry import load_task_modules
@@ -37,6 +39,9 @@ from engineroom.store.queues import QueueStore
 from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
 from engineroom.store.workflows import WorkflowStore
+
+#: Browser assets shipped as package data (``engineroom.js``, the dashboard), served at ``/static``.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(
@@ -105,4 +110,5 @@ def create_app(
     routers = (jobs.router, queue_routes.router, workflows.router, schedule_routes.router, tasks.router)
     for router in (*routers, health.router, ws.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -1,4 +1,5 @@
-"""Real processes: ``engineroom api`` and ``engineroom worker`` against SecantusDB and the real RabbitMQ."""
+"""Real processes: ``engineroom api`` and ``engineroom worker`` against SecantusDB and the real RabbitMQ; and a real
+browser (Debian's chromium driven by Playwright) for the JavaScript client and the dashboard."""
 
 from __future__ import annotations
 
@@ -10,14 +11,33 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import httpx
 import pytest
 
 from engineroom.core.embedded import free_port
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
+
 #: Seconds a process gets to become ready.
 START_TIMEOUT_S = 30.0
+#: The system's chromium (``apt-get install chromium``; ``.ci/run`` installs it): Playwright cannot download its
+#: own browser builds here, so it drives this one.
+CHROMIUM = os.environ.get("ENGINEROOM_TEST_CHROMIUM", "/usr/bin/chromium")
+#: Headless, and nothing that reaches out to the network or needs a sandbox (CI runs as root).
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+#: Milliseconds a page action or ``wait_for_function`` may take before it fails.
+PAGE_TIMEOUT_MS = 20_000
 
 
 @dataclass
@@ -78,9 +98,9 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_api(self, name: str = "api", *, env: Mapping[str, str] | None = None) -> str:
-        """Start a gateway and return its base URL once ``/readyz`` answers 200."""
-        port = free_port()
+    def start_api(self, name: str = "api", *, env: Mapping[str, str] | None = None, port: int | None = None) -> str:
+        """Start a gateway (on ``port``, else a free one) and return its base URL once ``/readyz`` answers 200."""
+        port = port or free_port()
         process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port), env=env)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -142,3 +162,44 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+def _unavailable(what: str) -> NoReturn:
+    """Under CI a missing tool fails the run (as in ``tests/conftest.py``); locally it skips."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required in CI and is not available")
+    pytest.skip(f"{what} is not available")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless chromium per test module, driven by Playwright's sync API: tests that use it are plain
+    functions (the sync API refuses to run inside an asyncio loop). Module scope keeps its event loop from
+    outliving the module into async tests."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _unavailable("playwright (pip install -e '.[test]')")
+    if not Path(CHROMIUM).exists():
+        _unavailable(f"chromium at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh context (no storage shared with other tests); what the page logged is printed when the
+    test fails."""
+    context = browser.new_context()
+    opened = context.new_page()
+    opened.set_default_timeout(PAGE_TIMEOUT_MS)
+    console: list[str] = []
+    opened.on("console", lambda message: console.append(f"console.{message.type}: {message.text}"))
+    opened.on("pageerror", lambda error: console.append(f"page error: {error}"))
+    yield opened
+    context.close()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print("--- browser console ---", *console, sep="\n")  # noqa: T201  (shown by pytest for the failing test)
