@@ -19,7 +19,7 @@ from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
-from engineroom.api.routes import health, jobs, tasks, workflows
+from engineroom.api.routes import dashboard, health, jobs, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -108,7 +108,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
     routers = (jobs.router, queue_routes.router, workflows.router, schedule_routes.router, tasks.router)
-    for router in (*routers, health.router, ws.router):
+    for router in (*routers, health.router, ws.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
