@@ -113,6 +113,7 @@
     this._socket = null;
     this._attempt = 0;
     this._stopped = true;
+    this._opened = false; // whether the current socket ever opened
     this._openedAt = 0;
     this._timers = { reconnect: null, ping: null, pong: null };
   }
@@ -191,9 +192,10 @@
       return;
     }
     this._socket = socket;
-    this._openedAt = 0;
+    this._opened = false;
     var self = this;
     socket.onopen = function () {
+      self._opened = true;
       self._openedAt = Date.now();
     };
     socket.onmessage = function (message) {
@@ -267,7 +269,7 @@
       this._unauthorized(detail);
       return;
     }
-    if (!this._openedAt) {
+    if (!this._opened) {
       // Never opened: the server is down, or it answered the handshake with an HTTP error that browsers hide
       // (every failed handshake is close code 1006). Ask once over HTTP whether it is the token.
       this._checkToken(detail);
@@ -309,7 +311,7 @@
 
   EngineroomClient.prototype._reconnect = function (detail) {
     // A connection that stayed open long enough proves the server healthy: the backoff starts over.
-    if (this._openedAt && Date.now() - this._openedAt >= this.options.stableAfterMs) this._attempt = 0;
+    if (this._opened && Date.now() - this._openedAt >= this.options.stableAfterMs) this._attempt = 0;
     var ceiling = Math.min(
       this.options.maxReconnectDelayMs,
       this.options.minReconnectDelayMs * Math.pow(2, this._attempt)
