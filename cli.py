@@ -29,7 +29,10 @@ def _worker(args: argparse.Namespace) -> int:
     engines = _engines(args.engines)
     dramatiq_args = ["engineroom.actors.worker", "--processes", str(args.processes), "--threads", str(args.threads)]
     dramatiq_args += ["--worker-shutdown-timeout", str(int(args.grace_s * 1000))]
-    dramatiq_args += ["--queues", *(settings.queue_name(engine) for engine in engines)]
+    queues = [settings.queue_name(engine) for engine in engines]
+    if args.notifications:
+        queues.append(settings.notifications_queue)
+    dramatiq_args += ["--queues", *queues]
     parsed = make_argument_parser().parse_args(dramatiq_args)  # type: ignore[no-untyped-call]
     result: int = dramatiq_main(parsed)  # type: ignore[no-untyped-call]
     return result
@@ -80,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--engines", help=f"comma-separated; default all of {','.join(ENGINES)}")
     worker.add_argument("--processes", type=int, default=1)
     worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument(
+        "--notifications",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also deliver notification emails and webhooks (default: yes)",
+    )
     worker.add_argument(
         "--grace-s",
         type=float,

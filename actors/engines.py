@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dramatiq import Actor, Broker, Middleware, Worker
-from dramatiq.middleware import AsyncIO
+from dramatiq import Actor, Broker
 
+from engineroom.actors.loop_stores import on_worker_lifecycle
 from engineroom.actors.runner import JobRunner
 from engineroom.core.config import ENGINES, Settings
 
@@ -12,26 +12,11 @@ from engineroom.core.config import ENGINES, Settings
 ACTOR_TIME_LIMIT_MS = 7 * 24 * 3600 * 1000
 
 
-class _RunnerLifecycle(Middleware):
-    """Starts the runner's heartbeat and cancel listener with the worker, and closes them (and its database
-    client) once worker threads are done, before ``AsyncIO`` stops the loop they use.
-
-    Added after ``AsyncIO``: Dramatiq runs ``after_*`` hooks in reverse order, so this one's shutdown runs first.
-    """
-
-    def __init__(self, runner: JobRunner) -> None:
-        self.runner = runner
-
-    def after_worker_boot(self, broker: Broker, worker: Worker) -> None:
-        self.runner.start()
-
-    def after_worker_shutdown(self, broker: Broker, worker: Worker) -> None:
-        self.runner.close()
-
-
 def declare_engine_actors(broker: Broker, settings: Settings, runner: JobRunner) -> dict[str, Actor[[str], None]]:
     """Declare the eight engine actors on ``broker``; each runs job messages through ``runner``."""
-    broker.add_middleware(_RunnerLifecycle(runner), after=AsyncIO)
+    # The runner's heartbeat and cancel listener start with the worker; they and its database client stop once
+    # worker threads are done.
+    on_worker_lifecycle(broker, boot=runner.start, shutdown=runner.close)
     actors: dict[str, Actor[[str], None]] = {}
     for engine in ENGINES:
         queue = settings.queue_name(engine)

@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import dramatiq
 from dramatiq import Broker
-from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage, Interrupt
-from motor.motor_asyncio import AsyncIOMotorClient
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from engineroom.actors.context import JobContext
 from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
+from engineroom.actors.loop_stores import LoopStores
 from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
@@ -36,7 +35,7 @@ from engineroom.core.ids import process_identity
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
-from engineroom.store.client import connect
+from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
@@ -77,6 +76,14 @@ class WorkerStores:
     queues: QueueStore
     events: EventStore
 
+    @classmethod
+    def of(cls, db: Database, settings: Settings) -> WorkerStores:
+        return cls(
+            JobStore(db),
+            QueueStore(db, rate_window_s=settings.rate_window_s),
+            EventStore(db, ttl_s=settings.events_ttl_s),
+        )
+
 
 class JobRunner:
     """Executes job messages; one per worker process, shared by its threads."""
@@ -88,8 +95,7 @@ class JobRunner:
         self.worker_id = process_identity()
         self.running = RunningJobs()
         self.progress = ProgressCoalescer()
-        self._client: AsyncIOMotorClient[dict[str, Any]] | None = None
-        self._stores: WorkerStores | None = None
+        self._stores = LoopStores(settings, lambda db: WorkerStores.of(db, settings))
         #: Engines this process parked jobs of lately, and when: it hands their slots on as it frees them.
         self._parked_at: dict[str, float] = {}
         self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
@@ -112,35 +118,12 @@ class JobRunner:
             self._cancel_subscription.close()
         if self._heartbeat is not None:
             self._heartbeat.stop()
-        self._run(self._close_client())
+        self._stores.close()
 
     # -- database access, through the AsyncIO middleware's loop --
 
-    def _run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        loop_thread = get_event_loop_thread()
-        if loop_thread is None:
-            coroutine.close()
-            raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
-        return loop_thread.run_coroutine(coroutine)
-
     def _call(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
-        async def apply() -> T:
-            if self._stores is None:  # created on the loop thread, where motor binds to the loop
-                self._client = connect(self.settings)
-                db = self._client[self.settings.mongodb_db]
-                self._stores = WorkerStores(
-                    JobStore(db),
-                    QueueStore(db, rate_window_s=self.settings.rate_window_s),
-                    EventStore(db, ttl_s=self.settings.events_ttl_s),
-                )
-            return await operation(self._stores)
-
-        return self._run(apply())
-
-    async def _close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        self._client, self._stores = None, None
+        return self._stores.call(operation)
 
     def renew_leases(self) -> None:
         """Extend the job and slot leases of every job this process runs."""

@@ -1,7 +1,9 @@
-"""Entry module for ``dramatiq engineroom.actors.worker``: builds this process's broker and engine actors."""
+"""Entry module for ``dramatiq engineroom.actors.worker``: builds this process's broker, its engine actors and the
+email and webhook delivery actors (which run only if the worker consumes the notifications queue)."""
 
 from __future__ import annotations
 
+from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
@@ -14,3 +16,4 @@ load_task_modules(settings.task_module_names)
 broker = build_broker(settings)
 runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange), broker)
 actors = declare_engine_actors(broker, settings, runner)
+delivery_actors = declare_delivery_actors(broker, settings, Deliverer(settings))

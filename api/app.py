@@ -19,7 +19,7 @@ from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
-from engineroom.api.routes import dashboard, health, jobs, tasks, workflows
+from engineroom.api.routes import dashboard, health, jobs, notifications, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -28,13 +28,16 @@ from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.dispatch import Dispatcher
-from engineroom.notifications.bus import EventBus, RabbitEventBus
+from engineroom.notifications.bus import EventBus, RabbitEventBus, Subscription
+from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
+from engineroom.store.notifications import NotificationStore
+from engineroom.store.preferences import PreferenceStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
@@ -85,12 +88,18 @@ def create_app(
         )
         app.state.schedules = ScheduleStore(db)
         app.state.schedule_control = ScheduleControl(app.state.schedules)
-        scheduler_task = (
-            asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher)) if with_scheduler else None
-        )
+        app.state.notifications = NotificationStore(db)
+        app.state.preferences = PreferenceStore(db)
+        scheduler_task: asyncio.Task[None] | None = None
+        notifier: Subscription | None = None
+        if with_scheduler:  # the notifier runs where the scheduler runs
+            scheduler_task = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
+            notifier = start_notifier(settings, db, events, publisher, enqueuer)
         try:
             yield
         finally:
+            if notifier is not None:
+                await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
             if scheduler_task is not None:
                 scheduler_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -107,7 +116,14 @@ def create_app(
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     install_error_handlers(app)
-    routers = (jobs.router, queue_routes.router, workflows.router, schedule_routes.router, tasks.router)
+    routers = (
+        jobs.router,
+        queue_routes.router,
+        workflows.router,
+        schedule_routes.router,
+        notifications.router,
+        tasks.router,
+    )
     for router in (*routers, health.router, ws.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

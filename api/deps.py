@@ -18,6 +18,8 @@ from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
 from engineroom.store.jobs import JobStore
+from engineroom.store.notifications import NotificationStore
+from engineroom.store.preferences import PreferenceStore
 from engineroom.store.schedules import ScheduleStore
 
 T = TypeVar("T")
@@ -57,6 +59,8 @@ QueueControlDep = Annotated[QueueControl, Depends(from_state("queue_control", Qu
 WorkflowServiceDep = Annotated[WorkflowService, Depends(from_state("workflows", WorkflowService))]
 ScheduleStoreDep = Annotated[ScheduleStore, Depends(from_state("schedules", ScheduleStore))]
 ScheduleControlDep = Annotated[ScheduleControl, Depends(from_state("schedule_control", ScheduleControl))]
+NotificationStoreDep = Annotated[NotificationStore, Depends(from_state("notifications", NotificationStore))]
+PreferenceStoreDep = Annotated[PreferenceStore, Depends(from_state("preferences", PreferenceStore))]
 
 
 def require_admin(who: PrincipalDep) -> Principal:

@@ -75,12 +75,19 @@ class Enqueuer:
         Raises:
           BrokerUnavailable: RabbitMQ refused or could not be reached after Dramatiq's bounded retries.
         """
-        message = job_message(self.settings, job)
+        await self.send(job_message(self.settings, job))
+
+    async def send(self, message: Message[Any]) -> None:
+        """Put any message (a job's, a notification delivery's) on its queue.
+
+        Raises:
+          BrokerUnavailable: RabbitMQ refused or could not be reached after Dramatiq's bounded retries.
+        """
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(self._executor, self.broker.enqueue, message)
         except dramatiq.errors.ConnectionError as exc:
-            logger.error("enqueue of job %s failed: %s", job.id, exc)
+            logger.error("enqueue of %s %s failed: %s", message.actor_name, message.args, exc)
             raise BrokerUnavailable() from exc
 
     async def ping(self) -> None:

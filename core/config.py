@@ -44,11 +44,21 @@ class Settings(BaseSettings):
     max_payload_bytes: int = 1024 * 1024
     retention_days: int = 30
     rate_limit_per_minute: int | None = None
+    #: ``smtp://user:pass@host:port`` (``?starttls=true`` to upgrade), or ``smtps://`` for TLS from the start.
     smtp_url: str | None = None
     #: Frames a gateway buffers per socket; a client that falls further behind is disconnected (close 1013).
     ws_send_buffer: int = 1000
     #: How long events are kept for sockets to resume from (the ``events`` collection's TTL).
     events_ttl_s: float = 24 * 3600.0
+    #: The ``From`` of notification emails.
+    smtp_from: str = "engineroom@localhost"
+    #: Email and webhook deliveries: attempts after the first, and the backoff between them (Dramatiq's
+    #: ``Retries``, held in worker memory: keep the cap well under RabbitMQ's 30-minute ``consumer_timeout``).
+    delivery_max_retries: int = 5
+    delivery_min_backoff_s: float = 5.0
+    delivery_max_backoff_s: float = 600.0
+    #: Seconds one email or webhook delivery attempt may take.
+    delivery_timeout_s: float = 10.0
     #: Backoff before retry n is uniform in [0, min(base * 2**n, cap)] ("full jitter").
     retry_backoff_base_s: float = 2.0
     retry_backoff_cap_s: float = 3600.0
@@ -75,9 +85,14 @@ class Settings(BaseSettings):
             "scheduler_interval_s",
             "events_ttl_s",
             "ws_send_buffer",
+            "delivery_min_backoff_s",
+            "delivery_max_backoff_s",
+            "delivery_timeout_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive")
+        if self.delivery_max_retries < 0:
+            raise ValueError("ENGINEROOM_DELIVERY_MAX_RETRIES must not be negative")
         return self
 
     @property
@@ -87,6 +102,16 @@ class Settings(BaseSettings):
     @property
     def events_exchange(self) -> str:
         return f"{self.namespace}engineroom.events"
+
+    @property
+    def notifications_queue(self) -> str:
+        """The Dramatiq queue of email and webhook deliveries."""
+        return self.queue_name("notifications")
+
+    @property
+    def notifier_queue(self) -> str:
+        """The durable RabbitMQ queue, bound to the events exchange, that the notifiers share."""
+        return f"{self.namespace}engineroom.notifier"
 
     def queue_name(self, engine: str) -> str:
         """The RabbitMQ queue that carries an engine's jobs."""

@@ -10,6 +10,7 @@ from types import FrameType
 
 import uvicorn
 
+from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
@@ -47,7 +48,8 @@ def run_dev(*, host: str, port: int, data_dir: Path, threads: int) -> int:
 
 
 def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
-    """Workers for every engine on threads of this process, and the gateway in front, until it stops."""
+    """Workers for every engine and for notification deliveries on threads of this process, and the gateway in
+    front, until it stops."""
     in_process = not is_rabbitmq_reachable(settings.amqp_url)
     if in_process:
         logger.warning(
@@ -59,6 +61,7 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     broker = build_broker(settings, in_process=in_process)
     bus: EventBus = LocalEventBus() if in_process else RabbitEventBus(settings.amqp_url, settings.events_exchange)
     declare_engine_actors(broker, settings, JobRunner(settings, bus, broker))
+    declare_delivery_actors(broker, settings, Deliverer(settings))
     worker = start_in_process_worker(broker, threads=threads)
     token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
     print(f"\nengineroom dev is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")  # noqa: T201

@@ -1,5 +1,6 @@
 """The events bus: workers and gateways publish to the ``engineroom.events`` topic exchange; every gateway
-consumes all of it through its own exclusive queue, so any number of gateways each see every event.
+consumes all of it through its own exclusive queue, so any number of gateways each see every event. Notifiers
+instead share one durable queue (``consume``): each event reaches one of them, and waits while none runs.
 
 ``LocalEventBus`` is the in-process stand-in used by ``engineroom dev`` without RabbitMQ and by unit tests.
 """
@@ -7,6 +8,7 @@ consumes all of it through its own exclusive queue, so any number of gateways ea
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
@@ -15,6 +17,7 @@ from typing import Protocol
 
 import pika
 import pika.exceptions
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from engineroom.core.errors import BrokerUnavailable
@@ -28,6 +31,11 @@ EventHandler = Callable[[Event], None]
 MAX_PUBLISH_ATTEMPTS = 3
 #: Seconds between reconnect attempts of a gateway's consumer.
 CONSUMER_RECONNECT_DELAY_S = 1.0
+#: Unacknowledged events a shared-queue consumer holds (its handler takes them one at a time).
+SHARED_PREFETCH = 20
+#: Seconds a shared-queue consumer waits before handing back an event its handler failed on, so a handler
+#: failing on every event (MongoDB down) does not spin.
+REDELIVERY_DELAY_S = 1.0
 
 
 class Subscription(Protocol):
@@ -41,6 +49,12 @@ class EventBus(Protocol):
     def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
         """Call ``handler`` (from another thread) with every event published from now on whose type matches
         one of ``routing_keys`` (AMQP topic patterns: ``#`` is everything, ``job.*`` every job event)."""
+
+    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
+        """Call ``handler`` (from another thread) with events matching ``routing_keys`` through the durable queue
+        ``queue_name``, which every consumer of that name shares: each event reaches one of them, events published
+        while none runs wait for the next, and an event is acknowledged only once ``handler`` returned (one it
+        raised on comes back later: at least once, so handlers must be idempotent)."""
 
     def close(self) -> None: ...
 
@@ -65,6 +79,14 @@ class LocalEventBus:
             self._handlers.append(entry)
         return _LocalSubscription(self, entry)
 
+    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
+        """In process there is one consumer: events go to ``handler`` on a thread of its own, in order, so that a
+        publisher never waits for (or deadlocks with) the handler."""
+        consumer = _LocalQueueConsumer(queue_name, handler)
+        consumer.subscription = self.subscribe(consumer.offer, routing_keys)
+        consumer.start()
+        return consumer
+
     def unsubscribe(self, entry: tuple[EventHandler, tuple[str, ...]]) -> None:
         with self._lock:
             self._handlers.remove(entry)
@@ -80,6 +102,30 @@ class _LocalSubscription:
 
     def close(self) -> None:
         self._bus.unsubscribe(self._entry)
+
+
+class _LocalQueueConsumer(threading.Thread):
+    def __init__(self, queue_name: str, handler: EventHandler) -> None:
+        super().__init__(name=f"engineroom-consumer-{queue_name}", daemon=True)
+        self.handler = handler
+        self.subscription: Subscription | None = None
+        self._events: queue.Queue[Event | None] = queue.Queue()
+
+    def offer(self, event: Event) -> None:
+        self._events.put(event)
+
+    def run(self) -> None:
+        while (event := self._events.get()) is not None:
+            try:
+                self.handler(event)
+            except Exception:  # the loop must survive one bad event; nothing redelivers it in process
+                logger.exception("event handler failed for %s", event.id)
+
+    def close(self) -> None:
+        if self.subscription is not None:
+            self.subscription.close()
+        self._events.put(None)
+        self.join(timeout=5)
 
 
 def _topic_matches(pattern: str, key: str) -> bool:
@@ -136,7 +182,14 @@ class RabbitEventBus:
         raise BrokerUnavailable(f"could not publish event {event.id}")
 
     def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
-        consumer = _RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys))
+        return self._start(_RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys)))
+
+    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
+        consumer = _RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys), shared=queue_name)
+        return self._start(consumer)
+
+    @staticmethod
+    def _start(consumer: _RabbitConsumer) -> Subscription:
         consumer.start()
         if not consumer.ready.wait(timeout=10):
             logger.warning("events consumer not bound yet; it keeps retrying in the background")
@@ -147,14 +200,22 @@ class RabbitEventBus:
 
 
 class _RabbitConsumer(threading.Thread):
-    """Consumes the events exchange through an exclusive, server-named queue; reconnects until closed."""
+    """Consumes the events exchange through an exclusive, server-named queue (auto-acknowledged), or through the
+    durable queue named ``shared`` (acknowledged after the handler); reconnects until closed."""
 
     def __init__(
-        self, parameters: pika.URLParameters, exchange: str, handler: EventHandler, routing_keys: tuple[str, ...]
+        self,
+        parameters: pika.URLParameters,
+        exchange: str,
+        handler: EventHandler,
+        routing_keys: tuple[str, ...],
+        *,
+        shared: str | None = None,
     ) -> None:
-        super().__init__(name="engineroom-events-consumer", daemon=True)
+        super().__init__(name=f"engineroom-events-consumer-{shared or 'own'}", daemon=True)
         self.parameters, self.exchange, self.handler = parameters, exchange, handler
         self.routing_keys = routing_keys
+        self.shared = shared
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
@@ -172,25 +233,44 @@ class _RabbitConsumer(threading.Thread):
         self._connection = connection = pika.BlockingConnection(self.parameters)
         channel = connection.channel()
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
-        queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        if self.shared is None:
+            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        else:
+            queue = channel.queue_declare(self.shared, durable=True).method.queue
+            channel.basic_qos(prefetch_count=SHARED_PREFETCH)
         for routing_key in self.routing_keys:
             channel.queue_bind(queue, self.exchange, routing_key=routing_key)
-        channel.basic_consume(queue, self._on_message, auto_ack=True)
+        channel.basic_consume(queue, self._on_message, auto_ack=self.shared is None)
         self.ready.set()
         while not self._stopping.is_set():
             connection.process_data_events(time_limit=0.5)
         connection.close()
 
-    def _on_message(self, _channel: BlockingChannel, _method: object, _properties: object, body: bytes) -> None:
+    def _on_message(
+        self, channel: BlockingChannel, method: pika.spec.Basic.Deliver, _properties: object, body: bytes
+    ) -> None:
+        handled = self._handle(body)
+        if self.shared is None:
+            return
+        if handled:
+            channel.basic_ack(method.delivery_tag)
+        else:
+            time.sleep(REDELIVERY_DELAY_S)
+            channel.basic_nack(method.delivery_tag, requeue=True)
+
+    def _handle(self, body: bytes) -> bool:
+        """False if the handler failed (a shared queue hands the event back); a malformed event counts as done."""
         try:
             event = Event.model_validate_json(body)
         except ValueError:
             logger.error("dropping a malformed event: %r", body[:200])
-            return
+            return True
         try:
             self.handler(event)
         except Exception:  # one failing handler must not stop the consumer
             logger.exception("event handler failed for %s", event.id)
+            return False
+        return True
 
     def close(self) -> None:
         self._stopping.set()

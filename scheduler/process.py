@@ -11,6 +11,7 @@ from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
 from engineroom.notifications.bus import RabbitEventBus
+from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
 from engineroom.store.client import connect, ensure_indexes
@@ -20,7 +21,7 @@ from engineroom.store.queues import QueueStore
 
 
 async def serve_scheduler(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM, then resign leadership and close every client."""
+    """Run the scheduler and the notifier until SIGINT or SIGTERM, then resign leadership and close every client."""
     load_task_modules(settings.task_module_names)  # cron schedules submit jobs, checked against their tasks
     client = connect(settings)
     db = client[settings.mongodb_db]
@@ -32,12 +33,14 @@ async def serve_scheduler(settings: Settings) -> None:
     dispatcher = Dispatcher(JobStore(db), enqueuer)
     loop = asyncio.get_running_loop()
     scheduler = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
+    notifier = start_notifier(settings, db, bus, publisher, enqueuer)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, scheduler.cancel)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler
     finally:
+        await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
         await dispatcher.close()
         publisher.close()
         enqueuer.close()

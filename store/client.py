@@ -86,4 +86,14 @@ async def ensure_indexes(db: Database) -> None:
     await events.create_index([("workflow_id", 1), ("_id", 1)], name="workflow_replay")
     await events.create_index([("audience", 1), ("_id", 1)], name="audience_replay")
     await events.create_index([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0)
+    notifications = db["notifications"]
+    # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
+    # field of the unread query, so SecantusDB uses it too.
+    await notifications.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
+    await notifications.create_index(
+        [("tenant_id", 1), ("user_id", 1), ("read_at", 1), ("_id", -1)], name="owner_unread_newest"
+    )
+    await db["notification_preferences"].create_index(
+        [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
+    )
     logger.debug("indexes ensured on %s", db.name)

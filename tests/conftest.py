@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pika
 import pytest
 
 from engineroom.core.config import ENGINES, Settings
-from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
+from engineroom.core.embedded import EmbeddedDatabase, free_port, is_rabbitmq_reachable
 from engineroom.core.tokens import issue_token
 
 AMQP_URL = os.environ.get("ENGINEROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -52,9 +58,10 @@ def namespace(amqp_url: str) -> Iterator[str]:
     yield prefix
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
-    for engine in ENGINES:
+    for queue in (*ENGINES, "notifications"):
         for suffix in ("", ".DQ", ".XQ"):
-            channel.queue_delete(f"{prefix}{engine}{suffix}")
+            channel.queue_delete(f"{prefix}{queue}{suffix}")
+    channel.queue_delete(f"{prefix}engineroom.notifier")
     channel.exchange_delete(f"{prefix}engineroom.events")
     connection.close()
 
@@ -97,3 +104,76 @@ def token_for() -> TokenFor:
 def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@dataclass
+class WebhookCall:
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """A local HTTP server that records every POST and answers with ``statuses`` in turn (then 200)."""
+
+    url: str
+    statuses: list[int] = field(default_factory=list)
+    calls: list[WebhookCall] = field(default_factory=list)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    receiver = WebhookReceiver(url="")
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            with lock:
+                receiver.calls.append(WebhookCall(dict(self.headers.items()), body))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # keep test output quiet
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/engineroom"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield receiver
+    server.shutdown()
+    server.server_close()
+
+
+@dataclass
+class MailSink:
+    """A real SMTP server (aiosmtpd) on loopback that keeps every message it accepts."""
+
+    port: int
+    messages: list[tuple[list[str], EmailMessage]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def mail_sink() -> Iterator[MailSink]:
+    from aiosmtpd.controller import Controller
+
+    sink = MailSink(port=free_port())
+
+    class Handler:
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook)
+            message = message_from_bytes(envelope.content, policy=policy.default)
+            assert isinstance(message, EmailMessage)
+            sink.messages.append((list(envelope.rcpt_tos), message))
+            return "250 OK"
+
+    controller = Controller(Handler(), hostname="127.0.0.1", port=sink.port)
+    controller.start()
+    yield sink
+    controller.stop()

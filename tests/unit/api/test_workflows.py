@@ -56,7 +56,8 @@ def test_a_diamond_runs_its_branches_and_passes_results_down(client: TestClient,
         assert steps(workflow)["draft"]["state"] == "queued" and steps(workflow)["video"]["state"] == "pending"
         done = wait_ended(client, token, workflow["id"])
         while (event := socket.receive_json())["type"] != "workflow.completed":
-            assert event["workflow_id"] == workflow["id"]
+            about = event["data"] if event["type"] == "notification.created" else event  # notifications: in data
+            assert about["workflow_id"] == workflow["id"]
     assert done["state"] == "completed" and event["data"]["steps"]["video"] == "completed"
     by_id = steps(done)
     draft = {"engine": "text_intelligence", "steps": 5, "result": "text"}

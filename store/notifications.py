@@ -1,0 +1,118 @@
+"""The ``notifications`` collection: each user's inbox, and the delivery record of every email and webhook."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from engineroom.core.clock import utcnow
+from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.models.notification import (
+    DeliveryAttempt,
+    DeliveryState,
+    NotificationChannel,
+    NotificationDocument,
+    NotificationPage,
+    NotificationPublic,
+)
+from engineroom.models.principal import Principal
+from engineroom.store.client import Database
+from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.paging import newest_first
+
+
+def _owned_by(who: Principal) -> dict[str, Any]:
+    """Notifications are personal: admins see only their own too (unlike jobs)."""
+    return {"tenant_id": who.tenant_id, "user_id": who.user_id}
+
+
+class NotificationStore:
+    """Reads and writes notification documents. Methods return models; pymongo failures leave as
+    ``StoreUnavailable``."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db["notifications"]
+
+    async def insert(self, notification: NotificationDocument) -> bool:
+        """Store the notification unless one with its id (its source event's) exists; True if this stored it."""
+        try:
+            await self.collection.insert_one(to_mongo(notification))
+        except DuplicateKeyError:
+            return False
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return True
+
+    async def get(self, notification_id: str) -> NotificationDocument | None:
+        """Any user's notification: for the notifier and delivery actors, never for the API."""
+        try:
+            document = await self.collection.find_one({"_id": notification_id})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if document is None else from_mongo(NotificationDocument, document)
+
+    async def list_own(
+        self, who: Principal, *, unread: bool = False, limit: int = 50, cursor: str | None = None
+    ) -> NotificationPage:
+        """A page of ``who``'s notifications (only the unread ones if ``unread``), newest first."""
+        query = _owned_by(who)
+        if unread:
+            query["read_at"] = None
+        documents, more = await newest_first(self.collection, query, limit=limit, cursor=cursor)
+        items = [NotificationPublic.from_document(from_mongo(NotificationDocument, document)) for document in documents]
+        return NotificationPage(items=items, next_cursor=items[-1].id if more else None)
+
+    async def mark_read(self, notification_id: str, who: Principal) -> NotificationDocument:
+        """Mark one of ``who``'s notifications read; one already read keeps its first ``read_at``.
+
+        Raises:
+          NotFound: absent or someone else's (indistinguishable on purpose).
+        """
+        query = {"_id": notification_id, **_owned_by(who)}
+        try:
+            await self.collection.update_one({**query, "read_at": None}, {"$set": {"read_at": utcnow()}})
+            document = await self.collection.find_one(query)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        if document is None:
+            raise NotFound(f"notification {notification_id} not found")
+        return from_mongo(NotificationDocument, document)
+
+    async def mark_all_read(self, who: Principal) -> int:
+        """Mark every unread notification of ``who`` read; returns how many were."""
+        try:
+            outcome = await self.collection.update_many(
+                {**_owned_by(who), "read_at": None}, {"$set": {"read_at": utcnow()}}
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return int(outcome.modified_count)
+
+    async def move_delivery(
+        self, notification_id: str, channel: NotificationChannel, *, expected: DeliveryState, to: DeliveryState
+    ) -> bool:
+        """Move a channel's delivery from ``expected`` to ``to``; False if it was not ``expected`` any more."""
+        key = f"deliveries.{channel}.state"
+        try:
+            outcome = await self.collection.update_one({"_id": notification_id, key: expected}, {"$set": {key: to}})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return outcome.modified_count == 1
+
+    async def record_attempt(
+        self, notification_id: str, channel: NotificationChannel, attempt: DeliveryAttempt, state: DeliveryState
+    ) -> NotificationDocument | None:
+        """Append one delivery attempt and set the channel's state in the same write."""
+        update = {
+            "$push": {f"deliveries.{channel}.attempts": attempt.model_dump()},
+            "$set": {f"deliveries.{channel}.state": state},
+        }
+        try:
+            document = await self.collection.find_one_and_update(
+                {"_id": notification_id}, update, return_document=ReturnDocument.AFTER
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if document is None else from_mongo(NotificationDocument, document)

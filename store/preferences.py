@@ -1,0 +1,84 @@
+"""The ``notification_preferences`` collection: one document per user, with the secret their webhooks are signed
+with."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from engineroom.core.clock import utcnow
+from engineroom.core.errors import StoreUnavailable
+from engineroom.models.notification import NotificationPreferences, PreferencesDocument
+from engineroom.store.client import Database
+
+#: Bytes of randomness in a webhook signing secret (hex-encoded: twice as many characters).
+WEBHOOK_SECRET_BYTES = 32
+#: Upserts retried after losing a race to create the same user's document (the unique index refuses one).
+UPSERT_ATTEMPTS = 3
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(WEBHOOK_SECRET_BYTES)
+
+
+class PreferenceStore:
+    """Reads and writes notification preferences. pymongo failures leave as ``StoreUnavailable``."""
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db["notification_preferences"]
+
+    async def get(self, tenant_id: str, user_id: str) -> NotificationPreferences:
+        """The user's preferences, or the defaults (websocket on for every event, the rest off) if never set;
+        reading creates nothing."""
+        document = await self._find(tenant_id, user_id)
+        return NotificationPreferences() if document is None else document
+
+    async def get_or_create(self, tenant_id: str, user_id: str) -> PreferencesDocument:
+        """The user's stored preferences, stored with the defaults and a fresh webhook secret if there were none."""
+        return await self._upsert(tenant_id, user_id, None)
+
+    async def put(self, tenant_id: str, user_id: str, preferences: NotificationPreferences) -> PreferencesDocument:
+        """Replace the user's preferences; the webhook secret stays (or is made, the first time)."""
+        return await self._upsert(tenant_id, user_id, preferences)
+
+    async def _find(self, tenant_id: str, user_id: str) -> PreferencesDocument | None:
+        try:
+            document = await self.collection.find_one({"tenant_id": tenant_id, "user_id": user_id})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if document is None else _from_mongo(document)
+
+    async def _upsert(
+        self, tenant_id: str, user_id: str, preferences: NotificationPreferences | None
+    ) -> PreferencesDocument:
+        query = {"tenant_id": tenant_id, "user_id": user_id}
+        chosen = (preferences or NotificationPreferences()).model_dump(mode="json")
+        update: dict[str, Any] = {"$setOnInsert": {"webhook_secret": new_webhook_secret()}}
+        if preferences is None:
+            update["$setOnInsert"] |= {**chosen, "updated_at": utcnow()}
+        else:
+            update["$set"] = {**chosen, "updated_at": utcnow()}
+        for _ in range(UPSERT_ATTEMPTS - 1):
+            try:
+                return await self._find_one_and_upsert(query, update)
+            except DuplicateKeyError:
+                continue  # another request created it first: it exists now, so the next try updates it
+        return await self._find_one_and_upsert(query, update)
+
+    async def _find_one_and_upsert(self, query: dict[str, Any], update: dict[str, Any]) -> PreferencesDocument:
+        try:
+            document = await self.collection.find_one_and_update(
+                query, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            raise
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return _from_mongo(document)
+
+
+def _from_mongo(document: dict[str, Any]) -> PreferencesDocument:
+    return PreferencesDocument.model_validate({key: value for key, value in document.items() if key != "_id"})

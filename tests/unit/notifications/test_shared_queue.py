@@ -1,0 +1,57 @@
+"""``RabbitEventBus.consume`` on the real RabbitMQ: a durable queue shared by consumers, acknowledged after the
+handler, so events wait while no consumer runs and come back when a handler fails."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from engineroom.core.ids import new_id
+from engineroom.models.event import Event, EventType, new_event
+from engineroom.notifications.bus import RabbitEventBus
+
+
+def completed() -> Event:
+    return new_event(EventType.JOB_COMPLETED, tenant_id="acme", user_id="alice", job_id=new_id(), data={})
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_events_published_while_no_consumer_runs_wait_and_a_failed_one_comes_back(
+    amqp_url: str, namespace: str
+) -> None:
+    bus = RabbitEventBus(amqp_url, f"{namespace}engineroom.events")
+    queue = f"{namespace}engineroom.notifier"
+    handled: list[str] = []
+    failed_once: set[str] = set()
+    lock = threading.Lock()
+
+    def handler(event: Event) -> None:
+        with lock:
+            if event.id not in failed_once:
+                failed_once.add(event.id)
+                raise RuntimeError("MongoDB is down, say")
+            handled.append(event.id)
+
+    # Given the queue exists (a notifier ran once) but no consumer runs now
+    bus.consume(queue, handler, routing_keys=["job.completed"]).close()
+    early, ignored = completed(), new_event(EventType.JOB_PROGRESS, tenant_id="acme", user_id="alice", data={})
+    bus.publish(early)
+    bus.publish(ignored)
+    # When a consumer starts again, and its handler fails on each event once
+    subscription = bus.consume(queue, handler, routing_keys=["job.completed"])
+    try:
+        late = completed()
+        bus.publish(late)
+        # Then both matching events are handled, each after coming back once, and nothing else
+        wait_for(lambda: sorted(handled) == sorted([early.id, late.id]), "both events handled")
+    finally:
+        subscription.close()
+        bus.close()
+    assert failed_once == {early.id, late.id}
