@@ -232,3 +232,30 @@ def test_a_non_admin_signed_in_with_the_form_sees_no_queue_controls(base_url: st
     expect(page.locator(".queue .controls")).to_have_count(0)
     expect(page.get_by_role("button", name=re.compile("Pause|Resume|Save limit"))).to_have_count(0)
     screenshot(page, "queues-phone")
+
+
+def test_the_unread_count_drops_to_zero_after_read_all(base_url: str, page: Page, http: httpx.Client) -> None:
+    from playwright.sync_api import expect
+
+    # Given frank has notifications about two finished jobs
+    first = submit(http, "frank", duration_s=0.2, steps=1)
+    open_dashboard(page, base_url, "frank", "#/jobs")
+    count = page.locator(".bell-count")
+    expect(count).not_to_have_text("0", timeout=SHOW_MS)
+    submit(http, "frank", duration_s=0.2, steps=1)
+    expect(page.locator(f'[data-job-id="{first}"] .state')).to_have_text("completed", timeout=SHOW_MS)
+    # When he opens the bell, marks one read, then all
+    page.get_by_role("button", name=re.compile("Notifications, unread")).click()
+    panel = page.get_by_role("region", name="Notifications")
+    unread = panel.locator("li.unread").first
+    expect(unread).to_be_visible()
+    note_id = unread.get_attribute("data-notification-id")
+    unread.get_by_role("button", name="Mark read").click()
+    expect(panel.locator(f'[data-notification-id="{note_id}"]')).to_have_class("read", timeout=SHOW_MS)
+    screenshot(page, "notifications")
+    panel.get_by_role("button", name="Mark all read").click()
+    # Then the count is zero and nothing in the list is unread
+    expect(count).to_have_text("0", timeout=SHOW_MS)
+    expect(panel.locator("li.unread")).to_have_count(0)
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
