@@ -36,15 +36,25 @@ export function createBell(ctx) {
       note.read ? null : h("button", { type: "button", class: "link", onclick: () => act(() => ctx.api.post(`/notifications/${note.id}/read`)) }, "Mark read"));
   }
 
+  let generation = 0;
+  let shown = "";
+
+  /** Loads may overlap (an event during a click): only the latest started one is applied, so an answer that left
+   *  the server before a "mark read" never paints the notification unread again. */
   async function load() {
+    const mine = ++generation;
     try {
       const unread = await ctx.api.get("/notifications", { unread: true, limit: COUNT_PAGE });
+      const latest = panel.hidden ? null : await ctx.api.get("/notifications", { limit: 20 });
+      if (mine !== generation) return;
       el.hidden = false;
       const number = unread.items.length;
       count.textContent = unread.next_cursor ? `${number}+` : String(number);
       count.dataset.unread = String(number);
-      if (!panel.hidden) {
-        const latest = await ctx.api.get("/notifications", { limit: 20 });
+      const key = latest ? JSON.stringify(latest.items.map((note) => [note.id, note.read])) : "";
+      if (latest && key !== shown) {
+        // Rebuilt only when something changed, so a button is not swapped out from under a click.
+        shown = key;
         list.replaceChildren(...latest.items.map(item));
         if (!latest.items.length) list.replaceChildren(h("li", { class: "muted" }, "Nothing yet."));
       }
