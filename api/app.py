@@ -20,7 +20,7 @@ from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.routes import health, jobs, notifications, status, tasks, workflows
+from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -135,7 +135,7 @@ def create_app(
         tasks.router,
         status.router,
     )
-    for router in (*routers, health.router, ws.router):
+    for router in (*routers, health.router, ws.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

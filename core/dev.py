@@ -65,7 +65,8 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     worker = start_in_process_worker(broker, threads=threads)
     token = issue_token(settings, user_id="admin", tenant_id="default", admin=True, ttl_s=30 * 86400)
     print(f"\nengineroom dev is up: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")  # noqa: T201
-    print(f"admin token (tenant 'default'): {token}\n", flush=True)  # noqa: T201
+    print(f"admin token (tenant 'default'): {token}", flush=True)  # noqa: T201
+    print(f"dashboard, signed in: http://{host}:{port}/?token={token}\n", flush=True)  # noqa: T201
     try:
         uvicorn.run(
             create_app(settings, broker=broker, bus=bus, with_scheduler=True), host=host, port=port, log_level="info"
