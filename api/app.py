@@ -16,8 +16,10 @@ from engineroom.api import ws
 from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
+from engineroom.api.metrics import HttpMetrics
+from engineroom.api.metrics import router as metrics_router
 from engineroom.api.queues import QueueControl
-from engineroom.api.routes import health, jobs, notifications, tasks, workflows
+from engineroom.api.routes import health, jobs, notifications, tasks, workers, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -39,6 +41,7 @@ from engineroom.store.preferences import PreferenceStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
+from engineroom.store.workers import WorkerStore
 from engineroom.store.workflows import WorkflowStore
 
 
@@ -77,7 +80,10 @@ def create_app(
         app.state.workflow_store = WorkflowStore(db)
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
-        app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
+        app.state.queues = queues
+        app.state.stats = JobStats(db)
+        app.state.queue_control = QueueControl(queues, app.state.stats, enqueuer, publisher)
+        app.state.workers = WorkerStore(db, stale_after_s=settings.job_lease_s)
         app.state.workflows = WorkflowService(
             app.state.workflow_store, jobs_store, app.state.submitter, app.state.control, publisher
         )
@@ -110,6 +116,7 @@ def create_app(
     app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(HttpMetrics)  # added last, so outermost: it sees every answer, the 413s too
     install_error_handlers(app)
     routers = (
         jobs.router,
@@ -118,7 +125,8 @@ def create_app(
         schedule_routes.router,
         notifications.router,
         tasks.router,
+        workers.router,
     )
-    for router in (*routers, health.router, ws.router):
+    for router in (*routers, health.router, metrics_router, ws.router):
         app.include_router(router)
     return app

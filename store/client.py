@@ -96,4 +96,6 @@ async def ensure_indexes(db: Database) -> None:
     await db["notification_preferences"].create_index(
         [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
     )
+    # GET /workers lists heartbeats still in force; lapsed ones expire (killed processes never delete theirs).
+    await db["workers"].create_index([("expires_at", 1)], name="workers_ttl", expireAfterSeconds=0)
     logger.debug("indexes ensured on %s", db.name)
