@@ -13,7 +13,7 @@ from pymongo.errors import PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import StoreUnavailable
-from engineroom.models.worker import WorkerDocument, WorkerPublic
+from engineroom.models.worker import ProcessKind, WorkerDocument, WorkerPublic
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
 
@@ -52,4 +52,4 @@ class WorkerStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         processes = [from_mongo(WorkerDocument, document).public() for document in documents]
-        return sorted(processes, key=lambda process: (process.kind, process.started_at, process.id))
+        return sorted(processes, key=lambda p: (p.kind != ProcessKind.WORKER, p.started_at, p.id))
