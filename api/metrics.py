@@ -7,6 +7,7 @@ eight ``queues`` documents and one aggregation of queued and running jobs), neve
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 
@@ -18,11 +19,14 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engineroom.core.config import ENGINES
+from engineroom.core.errors import StoreUnavailable
 from engineroom.core.metrics import HTTP_REQUEST_DURATION, HTTP_REQUESTS
 from engineroom.models.queue import QueueDocument
 from engineroom.notifications.websocket import Hub
 from engineroom.store.queues import QueueStore
 from engineroom.store.stats import JobStats
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -93,7 +97,11 @@ async def metrics(request: Request) -> Response:
     queues: QueueStore = request.app.state.queues
     stats: JobStats = request.app.state.stats
     hub: Hub = request.app.state.hub
-    families = queue_families(await queues.all(), await stats.active_by_engine())
+    try:
+        families = queue_families(await queues.all(), await stats.active_by_engine())
+    except StoreUnavailable:  # the counters are still worth a scrape; the gauges' absence shows the outage
+        logger.warning("MongoDB did not answer; /metrics leaves out the queue gauges")
+        families = []
     sockets = GaugeMetricFamily("engineroom_websocket_connections", "Open WebSocket connections on this gateway.")
     sockets.add_metric([], hub.connection_count)
     scraped = CollectorRegistry(auto_describe=False)
