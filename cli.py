@@ -23,6 +23,13 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from engineroom.actors.worker_metrics import worker_metrics_environment
+
+    with worker_metrics_environment(get_settings()):  # before dramatiq is imported: see its docstring
+        return _run_dramatiq(args)
+
+
+def _run_dramatiq(args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 

@@ -33,6 +33,7 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
+from engineroom.core.metrics import count_finished, count_published
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
@@ -40,6 +41,7 @@ from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
+from engineroom.store.workers import WorkerStore
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +78,7 @@ class WorkerStores:
     jobs: JobStore
     queues: QueueStore
     events: EventStore
+    workers: WorkerStore
 
     @classmethod
     def of(cls, db: Database, settings: Settings) -> WorkerStores:
@@ -83,6 +86,7 @@ class WorkerStores:
             JobStore(db),
             QueueStore(db, rate_window_s=settings.rate_window_s),
             EventStore(db, ttl_s=settings.events_ttl_s),
+            WorkerStore(db, stale_after_s=settings.job_lease_s),
         )
 
 
@@ -101,6 +105,8 @@ class JobRunner:
         self._parked_at: dict[str, float] = {}
         self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
         self._heartbeat: Heartbeat | None = None
+        #: What each heartbeat does: renew leases, then whatever ``on_heartbeat`` added (the presence report).
+        self._beats: list[Callable[[], None]] = [self.renew_leases]
         self._cancel_subscription: Subscription | None = None
         self._last_cancel_poll: dict[str, float] = {}
 
@@ -109,7 +115,7 @@ class JobRunner:
     def start(self) -> None:
         """Begin renewing leases and listening for cancellations."""
         self._call(lambda stores: stores.queues.ensure_defaults())
-        self._heartbeat = Heartbeat(self.renew_leases, self.settings.job_lease_s / 3)
+        self._heartbeat = Heartbeat(self._beat, self.settings.job_lease_s / 3)
         self._heartbeat.start()
         self._cancel_subscription = self.bus.subscribe(self._on_cancel_event, routing_keys=[EventType.JOB_CANCELLED])
 
@@ -121,9 +127,24 @@ class JobRunner:
             self._heartbeat.stop()
         self._stores.close()
 
+    def on_heartbeat(self, beat: Callable[[], None]) -> None:
+        """Also call ``beat`` on every heartbeat (from the heartbeat thread), after the leases are renewed."""
+        self._beats.append(beat)
+
+    def _beat(self) -> None:
+        for beat in self._beats:
+            try:
+                beat()
+            except Exception:  # a loop boundary: one failing beat must not starve the others
+                logger.exception("heartbeat step %s failed", getattr(beat, "__qualname__", beat))
+
     # -- database access, through the AsyncIO middleware's loop --
 
     def _call(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
+        return self._stores.call(operation)
+
+    def call_stores(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
+        """Run ``operation`` on this process's stores (on the ``AsyncIO`` loop) and wait for its result."""
         return self._stores.call(operation)
 
     def renew_leases(self) -> None:
@@ -150,6 +171,8 @@ class JobRunner:
             self.bus.publish(event)
         except EngineroomError:
             logger.exception("event %s for job %s was not published", event.type, event.job_id)
+            return
+        count_published(event.type)
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it."""
@@ -325,6 +348,8 @@ class JobRunner:
         fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None, "outcome_event": outcome_ref}
         if not self._transition(job, to, fields, expected=expected, error=error):
             return
+        ran_s = None if job.started_at is None else (fields["finished_at"] - job.started_at).total_seconds()
+        count_finished(job.engine, job.task, to, duration_s=ran_s if expected == JobState.RUNNING else None)
         self._publish_event(outcome)
 
     def _announce_outcome(self, job: JobDocument) -> None:

@@ -3,8 +3,11 @@ email and webhook delivery actors (which run only if the worker consumes the not
 
 from __future__ import annotations
 
+from dramatiq.middleware.prometheus import Prometheus
+
 from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
+from engineroom.actors.presence import WorkerPresence
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.core.broker import build_broker
@@ -19,3 +22,8 @@ broker = build_broker(settings)
 runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange), broker)
 actors = declare_engine_actors(broker, settings, runner)
 delivery_actors = declare_delivery_actors(broker, settings, Deliverer(settings))
+# After the engine actors: its shutdown hook must run before the runner closes its stores (actors/presence.py).
+if settings.worker_metrics_port:  # Dramatiq's exposition server; why it fits: actors/worker_metrics.py
+    broker.add_middleware(Prometheus())
+presence = WorkerPresence(settings, runner)
+presence.install(broker)

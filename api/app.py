@@ -18,9 +18,11 @@ from engineroom.api import ws
 from engineroom.api.control import JobControl
 from engineroom.api.errors import install_error_handlers
 from engineroom.api.limits import BodySizeLimit
+from engineroom.api.metrics import HttpMetrics
+from engineroom.api.metrics import router as metrics_router
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, workflows
+from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, workers, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -44,6 +46,7 @@ from engineroom.store.queues import QueueStore
 from engineroom.store.rate_limits import RateCounters
 from engineroom.store.schedules import ScheduleStore
 from engineroom.store.stats import JobStats
+from engineroom.store.workers import WorkerStore
 from engineroom.store.workflows import WorkflowStore
 
 #: Browser assets shipped as package data (``engineroom.js``, the dashboard), served at ``/static``.
@@ -91,8 +94,11 @@ def create_app(
         app.state.workflow_store = WorkflowStore(db)
         app.state.submitter = JobSubmitter(jobs_store, dispatcher, publisher)
         app.state.control = JobControl(jobs_store, dispatcher, publisher)
-        app.state.queue_control = QueueControl(queues, JobStats(db), enqueuer, publisher)
-        app.state.pipeline_report = PipelineReport(JobStats(db), app.state.queue_control)
+        app.state.queues = queues
+        app.state.stats = JobStats(db)
+        app.state.queue_control = QueueControl(queues, app.state.stats, enqueuer, publisher)
+        app.state.workers = WorkerStore(db, stale_after_s=settings.job_lease_s)
+        app.state.pipeline_report = PipelineReport(app.state.stats, app.state.queue_control)
         app.state.workflows = WorkflowService(
             app.state.workflow_store, jobs_store, app.state.submitter, app.state.control, publisher
         )
@@ -125,6 +131,7 @@ def create_app(
     app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
+    app.add_middleware(HttpMetrics)  # added last, so outermost: it sees every answer, the 413s too
     install_error_handlers(app)
     routers = (
         jobs.router,
@@ -134,8 +141,9 @@ def create_app(
         notifications.router,
         tasks.router,
         status.router,
+        workers.router,
     )
-    for router in (*routers, health.router, ws.router, dashboard.router):
+    for router in (*routers, health.router, metrics_router, ws.router, dashboard.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

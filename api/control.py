@@ -5,6 +5,7 @@ from __future__ import annotations
 from engineroom.core.clock import utcnow
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition
+from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event
 from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState, Progress
 from engineroom.models.principal import Principal
@@ -38,6 +39,7 @@ class JobControl:
             job_id, expected=CANCELLABLE_STATES, to=JobState.CANCELLED, fields=fields, detail=f"by {who.user_id}"
         )
         cancelled = await self.jobs.get_visible(job_id, who)
+        count_finished(cancelled.engine, cancelled.task, JobState.CANCELLED)
         await self.publisher.publish(job_event(cancelled, EventType.JOB_CANCELLED, {"previous_state": str(job.state)}))
         return cancelled
 

@@ -11,6 +11,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidRequest
 from engineroom.core.ids import new_id
+from engineroom.core.metrics import count_submitted
 from engineroom.models.event import EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobState, JobSubmit
 from engineroom.models.principal import Principal
@@ -121,7 +122,9 @@ class JobSubmitter:
                 raise InvalidRequest(f"depends_on names jobs that are not yours or do not exist: {', '.join(missing)}")
 
     async def send_and_announce(self, jobs: list[JobDocument]) -> None:
+        """Send the queued jobs to their engines and announce every one (each counts as submitted)."""
         for job in jobs:
+            count_submitted(job.engine, job.task)
             if job.state == JobState.QUEUED:
                 await self.dispatcher.dispatch(job)
             data: dict[str, Any] = {"priority": job.priority}

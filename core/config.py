@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     rate_window_s: float = 60.0
     #: A job still flagged ``needs_dispatch`` this long after it was queued is (re)sent by the scheduler.
     dispatch_grace_s: float = 5.0
+    #: Workers take no new jobs while the host's CPU or memory use (percent) is above these; unset: no limit.
+    worker_max_cpu_percent: float | None = None
+    worker_max_memory_percent: float | None = None
+    #: A worker process whose resident memory passes this finishes its jobs, then exits to be restarted.
+    worker_max_rss_mb: float | None = None
+    #: Where ``engineroom worker`` serves its processes' metrics (Dramatiq's exposition server); 0 turns it off.
+    worker_metrics_host: str = "0.0.0.0"
+    worker_metrics_port: int = 9191
 
     @model_validator(mode="after")
     def _refuse_unsafe_production_values(self) -> Settings:
@@ -96,6 +104,12 @@ class Settings(BaseSettings):
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive")
+        for name in ("worker_max_cpu_percent", "worker_max_memory_percent", "worker_max_rss_mb"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"ENGINEROOM_{name.upper()} must be positive when set")
+        if not 0 <= self.worker_metrics_port <= 65535:
+            raise ValueError("ENGINEROOM_WORKER_METRICS_PORT must be a TCP port, or 0 for none")
         if self.delivery_max_retries < 0:
             raise ValueError("ENGINEROOM_DELIVERY_MAX_RETRIES must not be negative")
         return self

@@ -7,6 +7,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from engineroom.core.errors import EngineroomError
+from engineroom.core.metrics import count_published
 from engineroom.models.event import Event
 from engineroom.notifications.bus import EventBus
 from engineroom.store.events import EventStore
@@ -36,6 +37,8 @@ class AsyncEventPublisher:
             await asyncio.get_running_loop().run_in_executor(self._executor, self.bus.publish, event)
         except EngineroomError:
             logger.exception("event %s for job %s was not published", event.type, event.job_id)
+            return
+        count_published(event.type)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

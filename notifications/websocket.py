@@ -12,6 +12,7 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from engineroom.core.metrics import count_delivered
 from engineroom.models.event import Event
 from engineroom.models.principal import Principal
 from engineroom.notifications.topics import Topic, routing_keys
@@ -203,3 +204,4 @@ class Hub:
         for connection in candidates:
             if connection.wants(event):
                 connection.offer(event)
+                count_delivered(event.type)

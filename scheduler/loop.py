@@ -16,12 +16,14 @@ from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
 from engineroom.core.ids import process_identity
+from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
 from engineroom.scheduler.cron import SKIP_GRACE_S
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
+from engineroom.scheduler.presence import SchedulerPresence
 from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
 from engineroom.store.client import Database
@@ -29,6 +31,7 @@ from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.schedules import ScheduleStore
+from engineroom.store.workers import WorkerStore
 from engineroom.store.workflows import WorkflowStore
 
 logger = logging.getLogger(__name__)
@@ -50,11 +53,13 @@ class SchedulerStores:
     queues: QueueStore
     workflows: WorkflowStore
     schedules: ScheduleStore
+    workers: WorkerStore
 
     @classmethod
     def of(cls, db: Database, settings: Settings) -> SchedulerStores:
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
-        return cls(JobStore(db), LeaseStore(db), queues, WorkflowStore(db), ScheduleStore(db))
+        workers = WorkerStore(db, stale_after_s=settings.job_lease_s)
+        return cls(JobStore(db), LeaseStore(db), queues, WorkflowStore(db), ScheduleStore(db), workers)
 
 
 class Scheduler:
@@ -69,6 +74,7 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.identity = process_identity()
+        self.presence = SchedulerPresence(self.identity, stores.workers, interval_s=settings.job_lease_s / 3)
         #: A leader that stops renewing is replaced after this long.
         self.leader_ttl_s = max(5.0, 10 * settings.scheduler_interval_s)
         # Scheduled jobs are submitted like POST /jobs submits; a "skip" tick survives a leader fail-over.
@@ -81,7 +87,9 @@ class Scheduler:
         try:
             while True:
                 try:
-                    if await self.leases.acquire(LEADER_LEASE, self.identity, self.leader_ttl_s):
+                    leading = await self.leases.acquire(LEADER_LEASE, self.identity, self.leader_ttl_s)
+                    await self.presence.beat_if_due(leader=leading)
+                    if leading:
                         await self.tick()
                 except StoreUnavailable:
                     logger.warning("scheduler cannot reach MongoDB; retrying")
@@ -92,6 +100,7 @@ class Scheduler:
     async def _resign(self) -> None:
         try:
             await self.leases.release(LEADER_LEASE, self.identity)
+            await self.presence.forget()
         except StoreUnavailable:
             logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
 
@@ -159,6 +168,7 @@ class Scheduler:
         except InvalidTransition:
             return
         skipped = job.model_copy(update={"state": JobState.CANCELLED})
+        count_finished(job.engine, job.task, JobState.CANCELLED)
         await self.publisher.publish(job_event(skipped, EventType.JOB_CANCELLED, {"reason": reason, "skipped": True}))
 
     async def release_due_retries(self) -> None:
@@ -223,6 +233,7 @@ class Scheduler:
         except InvalidTransition:
             return
         failed = job.model_copy(update={"state": JobState.FAILED})
+        count_finished(job.engine, job.task, JobState.FAILED)
         await self.publisher.publish(job_event(failed, EventType.JOB_FAILED, {"error": error.model_dump()}))
 
 

@@ -115,4 +115,6 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
         [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
     )
     await db["rate_limits"].create_index([("expires_at", 1)], name="window_end", expireAfterSeconds=0)
+    # GET /workers lists heartbeats still in force; lapsed ones expire (killed processes never delete theirs).
+    await db["workers"].create_index([("expires_at", 1)], name="workers_ttl", expireAfterSeconds=0)
     logger.debug("indexes ensured on %s", db.name)

@@ -148,6 +148,8 @@ def stack(
         "ENGINEROOM_NAMESPACE": namespace,
         "ENGINEROOM_JWT_SECRET": jwt_secret,
         "PYTHONUNBUFFERED": "1",
+        # Each worker command would serve its metrics on 9191; tests that scrape one give it a free port.
+        "ENGINEROOM_WORKER_METRICS_PORT": "0",
     }
     running = Stack(env=env, log_dir=tmp_path)
     yield running
