@@ -18,7 +18,7 @@ from engineroom.store.workers import WorkerStore
 async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[Database]:
     client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
     database = client[settings.mongodb_db]
-    await ensure_indexes(database)
+    await ensure_indexes(database, retention_days=30)
     yield database
     client.close()
 
