@@ -114,6 +114,8 @@ class NotificationPage(BaseModel):
 
     items: list[NotificationPublic]
     next_cursor: str | None = None
+    #: All of the caller's unread notifications, whatever the page (the bell's number).
+    unread_count: int = 0
 
 
 class ReadAllResult(BaseModel):

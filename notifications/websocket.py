@@ -67,8 +67,9 @@ class ClientConnection:
     def wants(self, event: Event) -> bool:
         return any(topic.covers(event, self.principal) for topic in self.topics.values())
 
-    def offer(self, event: Event) -> None:
-        """Queue a live event without waiting; a full buffer disconnects this client, never slows the hub."""
+    def offer(self, event: Event, frame: str) -> None:
+        """Queue a live event (``frame``: it as JSON, made once for every socket) without waiting; a full buffer
+        disconnects this client, never slows the hub."""
         if self._held is not None:
             self._held.append(event)
             if len(self._held) > self._buffer.maxsize:
@@ -77,7 +78,7 @@ class ClientConnection:
         if self._recent.seen(event.id):
             return
         try:
-            self._buffer.put_nowait(event.model_dump_json())
+            self._buffer.put_nowait(frame)
         except asyncio.QueueFull:
             self._too_slow()
 
@@ -201,7 +202,9 @@ class Hub:
         candidates: set[ClientConnection] = set()
         for key in routing_keys(event):
             candidates.update(self._by_key.get(key, ()))
+        frame: str | None = None
         for connection in candidates:
             if connection.wants(event):
-                connection.offer(event)
+                frame = frame or event.model_dump_json()
+                connection.offer(event, frame)
                 count_delivered(event.type)

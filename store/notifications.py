@@ -62,7 +62,11 @@ class NotificationStore:
             query["read_at"] = None
         documents, more = await newest_first(self.collection, query, limit=limit, cursor=cursor)
         items = [NotificationPublic.from_document(from_mongo(NotificationDocument, document)) for document in documents]
-        return NotificationPage(items=items, next_cursor=items[-1].id if more else None)
+        try:  # the owner_unread_newest index covers it
+            unread_count = await self.collection.count_documents({**_owned_by(who), "read_at": None})
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return NotificationPage(items=items, next_cursor=items[-1].id if more else None, unread_count=unread_count)
 
     async def mark_read(self, notification_id: str, who: Principal) -> NotificationDocument:
         """Mark one of ``who``'s notifications read; one already read keeps its first ``read_at``.

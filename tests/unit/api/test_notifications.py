@@ -118,9 +118,11 @@ def test_unread_filter_read_and_read_all(client: TestClient, token_for: TokenFor
     assert [item["id"] for item in unread] == [item["id"] for item in found[1:]]
     page = client.get("/notifications", params={"unread": "true", "limit": 1}, headers=auth(token)).json()
     assert [item["id"] for item in page["items"]] == [found[1]["id"]] and page["next_cursor"] == found[1]["id"]
+    assert page["unread_count"] == 2  # all unread ones, not the page's
     rest = notifications(client, token, unread="true", cursor=page["next_cursor"])
     assert [item["id"] for item in rest] == [found[2]["id"]]
     assert client.post("/notifications/read-all", headers=auth(token)).json() == {"marked": 2}
+    assert client.get("/notifications", headers=auth(token)).json()["unread_count"] == 0
     assert notifications(client, token, unread="true") == []
     assert all(item["read"] for item in notifications(client, token))
 

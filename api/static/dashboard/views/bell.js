@@ -2,8 +2,8 @@
 
 import { errorText, fmtTime, h, s, throttle } from "../dom.js";
 
-/** GET /notifications has no count: the bell counts one page of unread ones and shows "200+" beyond. */
-const COUNT_PAGE = 200;
+/** One small page of unread notifications is asked for: the answer's ``unread_count`` is the bell's number. */
+const COUNT_PAGE = 1;
 
 export function createBell(ctx) {
   const count = h("span", { class: "bell-count", "data-unread": "0" }, "0");
@@ -48,8 +48,8 @@ export function createBell(ctx) {
       const latest = panel.hidden ? null : await ctx.api.get("/notifications", { limit: 20 });
       if (mine !== generation) return;
       el.hidden = false;
-      const number = unread.items.length;
-      count.textContent = unread.next_cursor ? `${number}+` : String(number);
+      const number = unread.unread_count;
+      count.textContent = String(number);
       count.dataset.unread = String(number);
       const key = latest ? JSON.stringify(latest.items.map((note) => [note.id, note.read])) : "";
       if (latest && key !== shown) {
