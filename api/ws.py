@@ -99,8 +99,8 @@ async def check_access(topics: list[Topic], who: Principal, jobs: JobStore, work
             await jobs.get_visible(topic.target, who)
         elif topic.kind == "workflow":
             await workflows.get_visible(topic.target, who)
-        elif topic.kind == "queue" and not who.is_admin:
-            raise Forbidden("queue topics are for admins")
+        elif topic.kind in ("queue", "tenant") and not who.is_admin:
+            raise Forbidden(f"{topic.kind} topics are for admins")
 
 
 async def _topics_asked(websocket: WebSocket, who: Principal) -> list[Topic]:

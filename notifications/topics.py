@@ -14,14 +14,14 @@ from engineroom.core.config import ENGINES
 from engineroom.models.event import Event, EventType
 from engineroom.models.principal import Principal
 
-TopicKind = Literal["mine", "notifications", "job", "workflow", "queue"]
+TopicKind = Literal["mine", "notifications", "tenant", "job", "workflow", "queue"]
 
 #: Every engine's queue events.
 ALL_QUEUES = "*"
 #: Topics a socket starts with: a user's own events; admins also hear the engines' queue events.
 DEFAULT_TOPICS = ("mine",)
 ADMIN_DEFAULT_TOPICS = ("mine", f"queue:{ALL_QUEUES}")
-TOPIC_FORMS = "mine, notifications, job:<id>, workflow:<id> or queue:<engine>"
+TOPIC_FORMS = "mine, notifications, tenant, job:<id>, workflow:<id> or queue:<engine>"
 #: Topics one socket may hold at once.
 MAX_TOPICS = 200
 
@@ -38,10 +38,11 @@ class Topic:
 
     @classmethod
     def parse(cls, text: object) -> Topic:
-        """``mine``, ``notifications``, ``job:<id>``, ``workflow:<id>`` or ``queue:<engine>`` (``queue:*``)."""
+        """``mine``, ``notifications``, ``tenant`` (admins: every job event of their tenant), ``job:<id>``,
+        ``workflow:<id>`` or ``queue:<engine>`` (``queue:*``)."""
         if not isinstance(text, str):
             raise InvalidTopic("topics are strings")
-        if text in ("mine", "notifications"):
+        if text in ("mine", "notifications", "tenant"):
             return cls(text)  # type: ignore[arg-type]
         kind, _, target = text.partition(":")
         if kind not in ("job", "workflow", "queue") or not target or len(target) > 64:
@@ -57,6 +58,8 @@ class Topic:
         """The hub's index key for this topic: the sockets to look at when an event with that key arrives."""
         if self.kind in ("mine", "notifications"):
             return user_key(who.tenant_id, who.user_id)
+        if self.kind == "tenant":
+            return tenant_key(who.tenant_id)
         return str(self)
 
     def covers(self, event: Event, who: Principal) -> bool:
@@ -66,6 +69,8 @@ class Topic:
             return event.audience == "admins" and who.is_admin and self.target in (ALL_QUEUES, engine)
         if event.audience != "owner" or event.tenant_id != who.tenant_id:
             return False
+        if self.kind == "tenant":
+            return who.is_admin and event.type != EventType.NOTIFICATION_CREATED  # notifications stay personal
         if self.kind == "job":
             return event.job_id == self.target
         if self.kind == "workflow":
@@ -78,11 +83,17 @@ def user_key(tenant_id: str, user_id: str) -> str:
     return f"user:{tenant_id}:{user_id}"
 
 
+def tenant_key(tenant_id: str) -> str:
+    return f"tenant:{tenant_id}"
+
+
 def routing_keys(event: Event) -> list[str]:
     """The index keys under which sockets that may hear ``event`` are found."""
     if event.audience == "admins":
         return [f"queue:{ALL_QUEUES}", f"queue:{event.data.get('engine')}"]
-    keys = [user_key(event.tenant_id, event.user_id)] if event.user_id is not None else []
+    keys = [tenant_key(event.tenant_id)]
+    if event.user_id is not None:
+        keys.append(user_key(event.tenant_id, event.user_id))
     if event.job_id is not None:
         keys.append(f"job:{event.job_id}")
     if event.workflow_id is not None:

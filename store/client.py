@@ -100,6 +100,7 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     events = db["events"]
     # Replays (store/events.py): one query per routing key, each covered; records expire at ``expires_at``.
     await events.create_index([("tenant_id", 1), ("user_id", 1), ("_id", 1)], name="owner_replay")
+    await events.create_index([("tenant_id", 1), ("_id", 1)], name="tenant_replay")
     await events.create_index([("job_id", 1), ("_id", 1)], name="job_replay")
     await events.create_index([("workflow_id", 1), ("_id", 1)], name="workflow_replay")
     await events.create_index([("audience", 1), ("_id", 1)], name="audience_replay")

@@ -29,6 +29,8 @@ def _query_for(routing_key: str) -> dict[str, Any]:
     if kind == "user":
         tenant_id, _, user_id = rest.partition(":")
         return {"tenant_id": tenant_id, "user_id": user_id}
+    if kind == "tenant":
+        return {"tenant_id": rest}
     if kind == "job":
         return {"job_id": rest}
     if kind == "workflow":

@@ -113,6 +113,8 @@ function start(token) {
 
   const client = new window.EngineroomClient({
     token,
+    // Admins hear every job of their tenant, so queue cards move with everyone's work, not just theirs.
+    topics: principal.isAdmin ? ["tenant"] : [],
     onEvent: (event) => {
       if (bell) bell.onEvent(event);
       if (current && current.onEvent) current.onEvent(event);

@@ -187,3 +187,19 @@ def test_topics_in_the_url_replace_the_defaults_and_are_checked_like_frames(
         with pytest.raises(WebSocketDenialResponse) as refused, client.websocket_connect(path):
             pass
         assert refused.value.status_code == status_code, path
+
+
+def test_an_admin_on_the_tenant_topic_hears_every_users_jobs_but_not_their_notifications(
+    client: TestClient, token_for: TokenFor
+) -> None:
+    alice, admin = token_for("ivy", "acme"), token_for("root", "acme", admin=True)
+    with client.websocket_connect(f"/ws?token={admin}&topics=tenant") as socket:
+        assert socket.receive_json()["topics"] == ["tenant"]
+        job_id = submit(client, alice)
+        events = events_until_completed(socket, job_id)
+        wait_for_state(client, submit(client, token_for("x", "other")), token_for("x", "other"), {"completed"})
+        assert reply(socket, {"op": "ping"}) == {"type": "pong"}  # no notification of ivy's, nothing of "other"
+    assert [event["type"] for event in events][0] == "job.queued" and events[-1]["type"] == "job.completed"
+    with client.websocket_connect(f"/ws?token={alice}") as socket:
+        socket.receive_json()
+        assert reply(socket, {"op": "subscribe", "topics": ["tenant"]})["detail"] == "tenant topics are for admins"

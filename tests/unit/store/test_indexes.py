@@ -40,6 +40,7 @@ HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
 #: Queries on other collections, made on every socket resume or notification listing.
 OTHER_QUERIES: list[tuple[str, str, dict[str, Any], list[tuple[str, int]]]] = [
     ("replay of a user's events", "events", {"tenant_id": "t", "user_id": "u", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    ("replay of a tenant's events", "events", {"tenant_id": "t", "_id": {"$gt": "0"}}, [("_id", 1)]),
     ("replay of a job's events", "events", {"job_id": "J", "_id": {"$gt": "0"}}, [("_id", 1)]),
     ("replay of a workflow's events", "events", {"workflow_id": "W", "_id": {"$gt": "0"}}, [("_id", 1)]),
     ("replay of queue events", "events", {"audience": "admins", "_id": {"$gt": "0"}}, [("_id", 1)]),
