@@ -23,12 +23,16 @@ def demo(
     fail: Literal["transient", "permanent"] | None = None,
     result: JsonValue = None,
     fail_attempts: int = 0,
+    tokens: int = 0,
 ) -> JsonValue:
     """Sleep ``duration_s`` in ``steps`` steps reporting progress, then return ``result`` or fail as asked:
-    always (``fail``), or transiently on the first ``fail_attempts`` attempts (to watch retries work)."""
+    always (``fail``), or transiently on the first ``fail_attempts`` attempts (to watch retries work). ``tokens``
+    records usage as an AI call would: that many tokens in, half as many out, $0.002 per thousand in all."""
     if duration_s < 0 or steps < 1:
         raise PermanentError("duration_s must be >= 0 and steps >= 1")
     step_s = duration_s / steps
+    if tokens:
+        ctx.record_usage(tokens_in=tokens, tokens_out=tokens // 2, cost_usd=(tokens + tokens // 2) * 0.000002)
     logger.info("demo: %d step(s) over %.2f s", steps, duration_s)  # a task's own line, tagged with its job
     for step in range(1, steps + 1):
         time.sleep(step_s)

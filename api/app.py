@@ -22,7 +22,7 @@ from engineroom.api.metrics import HttpMetrics
 from engineroom.api.metrics import router as metrics_router
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, workers, workflows
+from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, usage, workers, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.schedules import ScheduleControl
@@ -45,7 +45,7 @@ from engineroom.store.preferences import PreferenceStore
 from engineroom.store.queues import QueueStore
 from engineroom.store.rate_limits import RateCounters
 from engineroom.store.schedules import ScheduleStore
-from engineroom.store.stats import JobStats
+from engineroom.store.stats import JobStats, UsageTotals
 from engineroom.store.workers import WorkerStore
 from engineroom.store.workflows import WorkflowStore
 
@@ -98,6 +98,7 @@ def create_app(
         app.state.stats = JobStats(db)
         app.state.queue_control = QueueControl(queues, app.state.stats, enqueuer, publisher)
         app.state.workers = WorkerStore(db, stale_after_s=settings.job_lease_s)
+        app.state.usage_totals = UsageTotals(db)
         app.state.pipeline_report = PipelineReport(app.state.stats, app.state.queue_control)
         app.state.workflows = WorkflowService(
             app.state.workflow_store, jobs_store, app.state.submitter, app.state.control, publisher
@@ -141,6 +142,7 @@ def create_app(
         notifications.router,
         tasks.router,
         status.router,
+        usage.router,
         workers.router,
     )
     for router in (*routers, health.router, metrics_router, ws.router, dashboard.router):

@@ -23,6 +23,7 @@ from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore
 from engineroom.store.schedules import ScheduleStore
+from engineroom.store.stats import UsageTotals
 
 T = TypeVar("T")
 
@@ -57,6 +58,7 @@ def get_principal(
 JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
 RateLimiterDep = Annotated[SubmitRateLimiter, Depends(from_state("rate_limiter", SubmitRateLimiter))]
 PipelineReportDep = Annotated[PipelineReport, Depends(from_state("pipeline_report", PipelineReport))]
+UsageTotalsDep = Annotated[UsageTotals, Depends(from_state("usage_totals", UsageTotals))]
 SubmitterDep = Annotated[JobSubmitter, Depends(from_state("submitter", JobSubmitter))]
 JobControlDep = Annotated[JobControl, Depends(from_state("control", JobControl))]
 QueueControlDep = Annotated[QueueControl, Depends(from_state("queue_control", QueueControl))]

@@ -7,6 +7,7 @@ import secrets
 import socket
 import threading
 import time
+from datetime import datetime
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 #: 48 bits of milliseconds + 80 random bits = 128 bits = 26 base32 characters.
@@ -27,7 +28,15 @@ def new_id(now_ms: int | None = None) -> str:
         else:
             random_part = secrets.randbits(80)
         _last[0], _last[1] = millis, random_part
-    value = (millis << 80) | random_part
+    return _encode((millis << 80) | random_part)
+
+
+def id_floor(at: datetime) -> str:
+    """The smallest id of the millisecond ``at``: ``_id >= id_floor(t)`` selects what was made from ``t`` on."""
+    return _encode(int(at.timestamp() * 1000) << 80)
+
+
+def _encode(value: int) -> str:
     chars = []
     for _ in range(ID_LENGTH):
         chars.append(_ALPHABET[value & 31])

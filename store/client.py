@@ -63,6 +63,7 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     # GET /jobs: own jobs newest first (ids are time-sortable), and the admin's tenant-wide view.
     await jobs.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
     await jobs.create_index([("tenant_id", 1), ("state", 1), ("_id", -1)], name="tenant_state_newest")
+    await jobs.create_index([("tenant_id", 1), ("_id", -1)], name="tenant_newest")  # GET /usage, admins
     await jobs.create_index(
         [("tenant_id", 1), ("user_id", 1), ("idempotency_key", 1)],
         name="idempotency",

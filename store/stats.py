@@ -11,6 +11,7 @@ from typing import Any
 from pymongo.errors import PyMongoError
 
 from engineroom.core.errors import StoreUnavailable
+from engineroom.core.ids import id_floor
 from engineroom.models.job import TERMINAL_STATES, JobState
 from engineroom.store.client import Database
 
@@ -197,3 +198,41 @@ class JobStats:
                 )
             )
         return trend
+
+
+class UsageTotals:
+    """Sums of the jobs' ``usage`` over a range of creation times (ids sort by time, so the range is an ``_id``
+    range and the owner or tenant index serves it)."""
+
+    #: Rows one report returns at most.
+    MAX_ROWS = 200
+
+    def __init__(self, db: Database) -> None:
+        self.collection = db["jobs"]
+
+    async def sum(
+        self, visible: dict[str, Any], since: datetime, until: datetime, group_by: str
+    ) -> list[dict[str, Any]]:
+        """Rows of {key, jobs, tokens_in, tokens_out, cost_usd}, highest cost first; ``group_by`` is job, user,
+        engine or task."""
+        field_of = {"job": "$_id", "user": "$user_id", "engine": "$engine", "task": "$task"}
+        match = {**visible, "_id": {"$gte": id_floor(since), "$lt": id_floor(until)}}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {
+                "$group": {
+                    "_id": field_of[group_by],
+                    "jobs": {"$sum": 1},
+                    "tokens_in": {"$sum": "$usage.tokens_in"},
+                    "tokens_out": {"$sum": "$usage.tokens_out"},
+                    "cost_usd": {"$sum": "$usage.cost_usd"},
+                }
+            },
+            {"$sort": {"cost_usd": -1, "_id": 1}},
+            {"$limit": self.MAX_ROWS},
+        ]
+        try:
+            rows = await self.collection.aggregate(pipeline).to_list(None)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return [{**row, "key": str(row.pop("_id"))} for row in rows]

@@ -31,6 +31,8 @@ HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("pending jobs", {"state": "pending", "_id": {"$gt": "0"}}, [("_id", 1)]),
     ("GET /jobs, own", {"tenant_id": "t", "user_id": "u"}, [("_id", -1)]),
     ("GET /status, a state's total", {"state": "queued"}, None),
+    ("GET /usage, own", {"tenant_id": "t", "user_id": "u", "_id": {"$gte": "0", "$lt": "Z"}}, None),
+    ("GET /usage, an admin's tenant", {"tenant_id": "t", "_id": {"$gte": "0", "$lt": "Z"}}, None),
     ("GET /status, oldest queued", {"state": "queued"}, [("queued_at", 1)]),
     ("GET /status, errors of the day", {"finished_at": {"$gte": NOW}, "state": "failed"}, None),
     ("cleanup, one state at a time", {"state": "failed", "finished_at": {"$lt": NOW}}, None),
