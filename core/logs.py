@@ -48,6 +48,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # a worker command forks processes that share one log
         }
         line.update({name: value for name in JOB_FIELDS if (value := getattr(record, name, None)) is not None})
         if record.exc_info:

@@ -421,8 +421,8 @@ KILL_AFTER_COMPLETED = 40
 
 def worker_pid(process: Process) -> str:
     """The pid of the dramatiq worker process that ``engineroom worker`` forked, from its log."""
-    found = re.search(r"\[PID (\d+)\] \[MainThread\] \[dramatiq\.WorkerProcess", process.log_path.read_text())
-    assert found is not None, process.log()
+    found = re.search(r'"logger": "dramatiq\.WorkerProcess[^"]*", .*"pid": (\d+)', process.log_path.read_text())
+    assert found is not None, process.log()  # the worker's JSON log lines (not a terminal) name their process
     return found.group(1)
 
 

@@ -32,7 +32,7 @@ def test_json_lines_carry_the_running_jobs_fields_and_tracebacks() -> None:
             logger.exception("it failed")
     logger.info("after")
     before, inside, failed, after = (json.loads(line) for line in stream.getvalue().splitlines())
-    assert set(before) == {"ts", "level", "logger", "message"} and before["message"] == "before"
+    assert set(before) == {"ts", "level", "logger", "message", "pid"} and before["message"] == "before"
     assert inside["message"] == "inside the task"
     assert (inside["job_id"], inside["engine"], inside["task"], inside["tenant_id"]) == (
         "J1",
