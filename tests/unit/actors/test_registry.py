@@ -59,6 +59,7 @@ def test_payloads_are_checked_against_the_signature_with_every_problem_named() -
         "fail": None,
         "result": None,
         "fail_attempts": 0,
+        "tokens": 0,
     }
     with pytest.raises(InvalidRequest) as caught:
         demo.validate_payload({"steps": "many", "colour": "red"})
@@ -68,5 +69,5 @@ def test_payloads_are_checked_against_the_signature_with_every_problem_named() -
 def test_the_payload_schema_lists_the_task_parameters() -> None:
     load_task_modules()
     schema = get_task("video_pipeline.demo").info().payload_schema
-    assert set(schema["properties"]) == {"duration_s", "steps", "fail", "result", "fail_attempts"}
+    assert set(schema["properties"]) == {"duration_s", "steps", "fail", "result", "fail_attempts", "tokens"}
     assert schema["additionalProperties"] is False
