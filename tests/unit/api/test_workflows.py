@@ -10,6 +10,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from engineroom.models.workflow import StepRecord, WorkflowDocument, WorkflowState
+from engineroom.store.workflows import WorkflowStore
+
 TokenFor = Callable[..., str]
 
 #: The seed's shape: draft text, then render an image and narrate audio in parallel, then assemble a video.
@@ -295,3 +298,31 @@ def test_appending_to_another_users_workflow_is_not_found(client: TestClient, to
         == 404
     )
     client.post(f"/workflows/{workflow['id']}/cancel", headers=auth(token_for("alice")))
+
+
+def test_a_workflow_ending_between_the_check_and_the_write_gains_no_steps_and_their_jobs_are_withdrawn(
+    client: TestClient, token_for: TokenFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a workflow that ends just before the write that would add the steps
+    token = token_for()
+    workflow = slow_workflow(client, token)
+    append_steps = WorkflowStore.append_steps
+
+    async def ending_first(
+        store: WorkflowStore, workflow_id: str, new_steps: list[StepRecord], *, max_steps: int
+    ) -> WorkflowDocument | None:
+        await store.finish(workflow_id, WorkflowState.CANCELLED)
+        return await append_steps(store, workflow_id, new_steps, max_steps=max_steps)
+
+    monkeypatch.setattr(WorkflowStore, "append_steps", ending_first)
+    # When steps are appended
+    response = append(client, token, workflow["id"], [{"id": "echo", "task": "general.echo_inputs"}])
+    # Then the append is refused, the workflow keeps its steps, and the job made for the step is cancelled
+    assert response.status_code == 409 and "ended" in response.json()["detail"], response.text
+    assert [step["id"] for step in client.get(f"/workflows/{workflow['id']}", headers=auth(token)).json()["steps"]] == [
+        "draft",
+        "slow",
+    ]
+    jobs = client.get("/jobs", params={"workflow_id": workflow["id"]}, headers=auth(token)).json()["items"]
+    assert {job["step_id"]: job["state"] for job in jobs}["echo"] == "cancelled"
+    client.post(f"/jobs/{steps(workflow)['slow']['job_id']}/cancel", headers=auth(token))
