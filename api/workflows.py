@@ -5,25 +5,36 @@ from __future__ import annotations
 from engineroom.api.control import JobControl
 from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import InvalidRequest, InvalidTransition
+from engineroom.core.errors import Conflict, InvalidRequest, InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.models.event import EventType
 from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobSpec, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import (
+    MAX_WORKFLOW_STEPS,
     StepPublic,
     StepRecord,
+    StepsAppend,
     StepSpec,
     WorkflowCreate,
     WorkflowDocument,
     WorkflowPage,
     WorkflowPublic,
     WorkflowState,
+    check_graph,
 )
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.workflows import workflow_event
 from engineroom.store.jobs import JobStore
 from engineroom.store.workflows import WorkflowStore
+
+
+def _records(steps: list[StepSpec], jobs: list[JobDocument]) -> list[StepRecord]:
+    """The steps as stored with their workflow, each naming its job."""
+    return [
+        StepRecord(id=step.id, task=job.task, job_id=job.id, depends_on=step.depends_on, condition=step.condition)
+        for step, job in zip(steps, jobs, strict=True)
+    ]
 
 
 def _step_public(step: StepRecord, job: JobDocument | None) -> StepPublic:
@@ -57,16 +68,12 @@ class WorkflowService:
         workflow_id = new_id()
         job_ids = {step.id: new_id() for step in body.steps}
         jobs = [self._step_job(step, workflow_id, job_ids, who) for step in body.steps]
-        records = [
-            StepRecord(id=step.id, task=job.task, job_id=job.id, depends_on=step.depends_on, condition=step.condition)
-            for step, job in zip(body.steps, jobs, strict=True)
-        ]
         workflow = WorkflowDocument(
             id=workflow_id,
             tenant_id=who.tenant_id,
             user_id=who.user_id,
             name=body.name,
-            steps=records,
+            steps=_records(body.steps, jobs),
             tags=body.tags,
             created_at=utcnow(),
         )
@@ -76,6 +83,56 @@ class WorkflowService:
         await self.workflows.insert(workflow)
         await self.submitter.send_and_announce(jobs)
         return await self.describe(workflow)
+
+    async def append(self, workflow_id: str, body: StepsAppend, who: Principal) -> WorkflowPublic:
+        """Add steps to a running workflow; they may depend on its steps or on each other. A step whose dependencies
+        have finished is released by the scheduler's next sweep like any pending step (its inputs included), or
+        skipped there if its condition can no longer hold.
+
+        Raises:
+          NotFound: not the caller's workflow.
+          InvalidRequest: the steps do not fit the workflow (unknown dependency, taken id, cycle, unknown task,
+            too many steps); the message names the step.
+          InvalidTransition: the workflow has ended.
+        """
+        workflow = await self.workflows.get_visible(workflow_id, who)
+        self._check_append(workflow, body)
+        job_ids = {step.id: step.job_id for step in workflow.steps} | {step.id: new_id() for step in body.steps}
+        jobs = [self._step_job(step, workflow_id, job_ids, who) for step in body.steps]
+        # Jobs first, as at creation; the write that adds their steps is conditional on the workflow still running,
+        # so one that ended meanwhile never gains them: its new jobs are withdrawn instead.
+        await self.jobs.insert_many(jobs)
+        appended = await self.workflows.append_steps(
+            workflow_id, _records(body.steps, jobs), max_steps=MAX_WORKFLOW_STEPS
+        )
+        if appended is None:
+            await self._withdraw(jobs, who)
+            # It ended, or a concurrent append took an id or the room: the same checks say which.
+            self._check_append(await self.workflows.get_visible(workflow_id, who), body)
+            raise Conflict(f"workflow {workflow_id} changed meanwhile; try again")
+        await self.submitter.send_and_announce(jobs)
+        return await self.describe(appended)
+
+    @staticmethod
+    def _check_append(workflow: WorkflowDocument, body: StepsAppend) -> None:
+        if workflow.state != WorkflowState.RUNNING:
+            raise InvalidTransition(
+                f"workflow {workflow.id} has already ended ({workflow.state}); no steps can be added"
+            )
+        if len(workflow.steps) + len(body.steps) > MAX_WORKFLOW_STEPS:
+            raise InvalidRequest(f"a workflow holds at most {MAX_WORKFLOW_STEPS} steps; it has {len(workflow.steps)}")
+        try:
+            check_graph(body.steps, existing={step.id: step.depends_on for step in workflow.steps})
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
+
+    async def _withdraw(self, jobs: list[JobDocument], who: Principal) -> None:
+        """Cancel these jobs whatever their state (running ones too), passing over those that finished meanwhile."""
+        for job in jobs:
+            try:
+                await self.control.cancel(job.id, who)
+            except InvalidTransition:
+                pass  # it finished meanwhile
 
     def _step_job(self, step: StepSpec, workflow_id: str, job_ids: dict[str, str], who: Principal) -> JobDocument:
         body = JobSubmit(**step.model_dump(include=set(JobSpec.model_fields)))
@@ -116,13 +173,10 @@ class WorkflowService:
         workflow = await self.workflows.get_visible(workflow_id, who)
         if not await self.workflows.finish(workflow_id, WorkflowState.CANCELLED):
             raise InvalidTransition(f"workflow {workflow_id} has already ended ({workflow.state})")
-        for job in await self.jobs.outcomes([step.job_id for step in workflow.steps]):
-            if job.state not in TERMINAL_STATES:
-                try:
-                    await self.control.cancel(job.id, who)
-                except InvalidTransition:
-                    pass  # it finished meanwhile
+        # Read again after ending it: steps appended just before are cancelled too, and none can be appended after.
         cancelled = await self.workflows.get_visible(workflow_id, who)
+        jobs = await self.jobs.outcomes([step.job_id for step in cancelled.steps])
+        await self._withdraw([job for job in jobs if job.state not in TERMINAL_STATES], who)
         await self.publisher.publish(workflow_event(cancelled, EventType.WORKFLOW_CANCELLED, {}))
         return await self.describe(cancelled)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
@@ -9,6 +10,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from engineroom.models.job import JobSpec, JobState, StartCondition
+
+#: Steps one request may create or append.
+MAX_STEPS_PER_REQUEST = 200
+#: Steps a workflow may hold in all: bounds the document and the sweep that reads every step's job.
+MAX_WORKFLOW_STEPS = 1000
 
 StepId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -57,22 +63,29 @@ def find_cycle(edges: dict[str, list[str]]) -> list[str] | None:
     return None
 
 
-def check_graph(steps: list[StepSpec], known_ids: set[str] | None = None) -> None:
-    """Duplicate ids, dependencies on unknown steps and cycles, each named.
+def check_graph(steps: list[StepSpec], existing: Mapping[str, list[str]] | None = None) -> None:
+    """Duplicate ids, dependencies on unknown steps and cycles, each named. ``existing`` holds the steps already in
+    the workflow (id -> dependencies) when steps are appended: new steps may depend on them, never reuse their ids.
 
     Raises:
       ValueError: the first problem found.
     """
+    existing = existing or {}
     ids = [step.id for step in steps]
     duplicates = sorted({step_id for step_id in ids if ids.count(step_id) > 1})
     if duplicates:
         raise ValueError(f"duplicate step ids: {', '.join(duplicates)}")
-    known = set(ids) | (known_ids or set())
+    taken = sorted(set(ids) & set(existing))
+    if taken:
+        raise ValueError(f"the workflow already has steps: {', '.join(taken)}")
+    edges = {**existing, **{step.id: step.depends_on for step in steps}}
     for step in steps:
-        unknown = [dependency for dependency in step.depends_on if dependency not in known]
+        unknown = [dependency for dependency in step.depends_on if dependency not in edges]
         if unknown:
             raise ValueError(f"step {step.id!r} depends on unknown steps: {', '.join(unknown)}")
-    cycle = find_cycle({step.id: step.depends_on for step in steps})
+    # Stored steps cannot gain dependencies, so a cycle needs a new step; the whole graph is searched all the same,
+    # so that the check does not rely on that.
+    cycle = find_cycle(edges)
     if cycle is not None:
         raise ValueError(f"steps form a cycle: {' -> '.join(cycle)}")
 
@@ -83,13 +96,22 @@ class WorkflowCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=200)
-    steps: list[StepSpec] = Field(min_length=1, max_length=200)
+    steps: list[StepSpec] = Field(min_length=1, max_length=MAX_STEPS_PER_REQUEST)
     tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
 
     @model_validator(mode="after")
     def _valid_graph(self) -> WorkflowCreate:
         check_graph(self.steps)
         return self
+
+
+class StepsAppend(BaseModel):
+    """Body of ``POST /workflows/{id}/steps``: steps shaped as at creation, checked against the stored ones by the
+    service (``check_graph`` with ``existing``), since only it knows them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: list[StepSpec] = Field(min_length=1, max_length=MAX_STEPS_PER_REQUEST)
 
 
 class StepRecord(BaseModel):

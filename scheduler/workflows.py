@@ -36,7 +36,7 @@ async def finish_workflows(workflows: WorkflowStore, jobs: JobStore, publisher: 
     for workflow in await workflows.running(WORKFLOW_BATCH):
         steps = await jobs.outcomes([step.job_id for step in workflow.steps])
         state = end_state(workflow, steps)
-        if state is None or not await workflows.finish(workflow.id, state):
+        if state is None or not await workflows.finish(workflow.id, state, step_count=len(workflow.steps)):
             continue
         event_type = EventType.WORKFLOW_COMPLETED if state == WorkflowState.COMPLETED else EventType.WORKFLOW_FAILED
         step_states = {step.step_id: str(step.state) for step in steps}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from pymongo import ReturnDocument
 from pymongo.errors import PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import NotFound, StoreUnavailable
 from engineroom.models.principal import Principal
-from engineroom.models.workflow import WorkflowDocument, WorkflowState
+from engineroom.models.workflow import StepRecord, WorkflowDocument, WorkflowState
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.paging import newest_first
@@ -52,13 +55,40 @@ class WorkflowStore:
             raise StoreUnavailable() from exc
         return [from_mongo(WorkflowDocument, document) for document in found]
 
-    async def finish(self, workflow_id: str, to: WorkflowState) -> bool:
-        """Move a running workflow to its end state; False if it had already ended (say, cancelled)."""
+    async def append_steps(
+        self, workflow_id: str, steps: list[StepRecord], *, max_steps: int
+    ) -> WorkflowDocument | None:
+        """Add steps to a workflow only while it runs, none of their ids is taken and it keeps at most ``max_steps``
+        steps, in one conditional write; the workflow as it is now, or ``None`` if one of those no longer held.
+
+        The conditions are checked by MongoDB, not by a read before the write: a workflow ending (or gaining the
+        same step ids) concurrently cannot end up with steps it will never run.
+        """
+        query: dict[str, Any] = {
+            "_id": workflow_id,
+            "state": str(WorkflowState.RUNNING),
+            "steps.id": {"$nin": [step.id for step in steps]},
+            # the array has no element at this index: at most max_steps - len(steps) steps so far
+            f"steps.{max_steps - len(steps)}": {"$exists": False},
+        }
+        update = {"$push": {"steps": {"$each": [step.model_dump() for step in steps]}}}
         try:
-            outcome = await self.collection.update_one(
-                {"_id": workflow_id, "state": str(WorkflowState.RUNNING)},
-                {"$set": {"state": str(to), "finished_at": utcnow()}},
-            )
+            document = await self.collection.find_one_and_update(query, update, return_document=ReturnDocument.AFTER)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return None if document is None else from_mongo(WorkflowDocument, document)
+
+    async def finish(self, workflow_id: str, to: WorkflowState, *, step_count: int | None = None) -> bool:
+        """Move a running workflow to its end state; False if it had already ended (say, cancelled).
+
+        With ``step_count``, only if it still has that many steps: the sweep judged those, and steps appended since
+        must run before the workflow can end.
+        """
+        query: dict[str, Any] = {"_id": workflow_id, "state": str(WorkflowState.RUNNING)}
+        if step_count is not None:
+            query["steps"] = {"$size": step_count}
+        try:
+            outcome = await self.collection.update_one(query, {"$set": {"state": str(to), "finished_at": utcnow()}})
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return outcome.matched_count == 1

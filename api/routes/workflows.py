@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 
 from engineroom.api.deps import PrincipalDep, RateLimiterDep, WorkflowServiceDep
 from engineroom.core.ids import ID_LENGTH
-from engineroom.models.workflow import WorkflowCreate, WorkflowPage, WorkflowPublic
+from engineroom.models.workflow import StepsAppend, WorkflowCreate, WorkflowPage, WorkflowPublic
 
 router = APIRouter(prefix="/workflows", tags=["workflows"])
 
@@ -45,3 +45,16 @@ async def get_workflow(workflow_id: WorkflowId, service: WorkflowServiceDep, who
 async def cancel_workflow(workflow_id: WorkflowId, service: WorkflowServiceDep, who: PrincipalDep) -> WorkflowPublic:
     """Cancel a workflow and every unfinished step, running ones included."""
     return await service.cancel(workflow_id, who)
+
+
+@router.post("/{workflow_id}/steps", response_model=WorkflowPublic)
+async def append_steps(
+    workflow_id: WorkflowId,
+    body: StepsAppend,
+    service: WorkflowServiceDep,
+    who: PrincipalDep,
+    rate_limiter: RateLimiterDep,
+) -> WorkflowPublic:
+    """Add steps to a running workflow; they may depend on its steps, and start as soon as those allow."""
+    await rate_limiter.charge(who, len(body.steps))
+    return await service.append(workflow_id, body, who)

@@ -153,3 +153,40 @@ async def test_a_failure_branch_runs_and_skips_cascade_and_invalid_definitions_g
     assert steps == {"call": "failed", "on_error": "completed", "next": "cancelled", "after_next": "cancelled"}
     for problem, response in refusals.items():
         assert response.status_code == 422 and problem in str(response.json()["detail"]), (problem, response.text)
+
+
+async def test_steps_appended_to_a_running_workflow_run_with_their_inputs_and_an_ended_one_refuses_more(
+    stack: Any, token_for: TokenFor
+) -> None:
+    base_url, token = start(stack), token_for()
+    body = {
+        "steps": [
+            {"id": "draft", "task": "general.demo", "payload": {"duration_s": 0, "result": "text"}},
+            {"id": "slow", "task": "general.demo", "payload": {"duration_s": 2, "steps": 20}},
+        ]
+    }
+    appended_steps = [
+        {"id": "echo", "task": "general.echo_inputs", "depends_on": ["draft"]},
+        {"id": "last", "task": "general.echo_inputs", "depends_on": ["echo", "slow"]},
+    ]
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        created = (await http.post("/workflows", json=body, headers=auth(token))).json()
+        await poll(http, f"/jobs/{created['steps'][0]['job_id']}", token, lambda found: found["state"] == "completed")
+        appended = await http.post(
+            f"/workflows/{created['id']}/steps", json={"steps": appended_steps}, headers=auth(token)
+        )
+        done = await poll(http, f"/workflows/{created['id']}", token, lambda found: found["state"] != "running")
+        late = await http.post(
+            f"/workflows/{created['id']}/steps",
+            json={"steps": [{"id": "late", "task": "general.demo"}]},
+            headers=auth(token),
+        )
+    assert appended.status_code == 200, appended.text
+    steps = {step["id"]: step for step in done["steps"]}
+    draft = {"engine": "general", "steps": 5, "result": "text"}
+    assert done["state"] == "completed" and steps["echo"]["result"] == {"draft": draft}
+    assert steps["last"]["result"] == {
+        "echo": {"draft": draft},
+        "slow": {"engine": "general", "steps": 20, "result": None},
+    }
+    assert late.status_code == 409 and "ended" in late.json()["detail"]

@@ -6,8 +6,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+
+from engineroom.models.workflow import StepRecord, WorkflowDocument, WorkflowState
+from engineroom.store.workflows import WorkflowStore
 
 TokenFor = Callable[..., str]
 
@@ -53,7 +57,10 @@ def test_a_diamond_runs_its_branches_and_passes_results_down(client: TestClient,
     with client.websocket_connect(f"/ws?token={token}") as socket:
         socket.receive_json()
         workflow = create(client, token, DIAMOND)
-        assert steps(workflow)["draft"]["state"] == "queued" and steps(workflow)["video"]["state"] == "pending"
+        assert (
+            steps(workflow)["draft"]["state"] in ("queued", "running")
+            and steps(workflow)["video"]["state"] == "pending"
+        )
         done = wait_ended(client, token, workflow["id"])
         while (event := socket.receive_json())["type"] != "workflow.completed":
             about = event["data"] if event["type"] == "notification.created" else event  # notifications: in data
@@ -160,3 +167,162 @@ def test_another_users_workflow_is_not_found(client: TestClient, token_for: Toke
         method = "GET" if path.endswith(workflow["id"]) else "POST"
         assert client.request(method, path, headers=auth(token_for("bob"))).status_code == 404
     assert client.get("/workflows", headers=auth(token_for("bob"))).json()["items"] == []
+
+
+def append(client: TestClient, token: str, workflow_id: str, new_steps: list[dict[str, Any]]) -> httpx.Response:
+    return client.post(f"/workflows/{workflow_id}/steps", json={"steps": new_steps}, headers=auth(token))
+
+
+def slow_workflow(client: TestClient, token: str) -> dict[str, Any]:
+    """A running workflow: one finished step (``draft``) and one that runs long enough to append to it."""
+    body = {
+        "steps": [
+            {"id": "draft", "task": "general.demo", "payload": {"duration_s": 0, "result": "text"}},
+            {"id": "slow", "task": "general.demo", "payload": {"duration_s": 30, "steps": 300}},
+        ]
+    }
+    workflow = create(client, token, body)
+    draft_job = steps(workflow)["draft"]["job_id"]
+    deadline = time.monotonic() + 10
+    while client.get(f"/jobs/{draft_job}", headers=auth(token)).json()["state"] != "completed":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return workflow
+
+
+def test_a_step_appended_to_a_running_workflow_receives_its_finished_dependencys_result(
+    client: TestClient, token_for: TokenFor
+) -> None:
+    # Given a running workflow whose first step has finished
+    token = token_for()
+    workflow = slow_workflow(client, token)
+    # When two steps are appended: one on the finished step, one on the new step and on a step still running
+    response = append(
+        client,
+        token,
+        workflow["id"],
+        [
+            {"id": "echo", "task": "general.echo_inputs", "depends_on": ["draft"]},
+            {"id": "after", "task": "general.echo_inputs", "depends_on": ["echo", "slow"], "condition": "completion"},
+        ],
+    )
+    # Then both are in the workflow at once, the first runs with the draft's result, the second waits
+    assert response.status_code == 200, response.text
+    assert [step["id"] for step in response.json()["steps"]] == ["draft", "slow", "echo", "after"]
+    assert steps(response.json())["echo"]["state"] == "pending"
+    echo_job = steps(response.json())["echo"]["job_id"]
+    deadline = time.monotonic() + 10
+    while (echo := client.get(f"/jobs/{echo_job}", headers=auth(token)).json())["state"] != "completed":
+        assert time.monotonic() < deadline, echo
+        time.sleep(0.05)
+    assert echo["result"] == {"draft": {"engine": "general", "steps": 5, "result": "text"}}
+    assert echo["workflow_id"] == workflow["id"] and echo["step_id"] == "echo"
+    assert steps(client.get(f"/workflows/{workflow['id']}", headers=auth(token)).json())["after"]["state"] == "pending"
+    # And cancelling the workflow cancels the appended step that was still waiting
+    cancelled = client.post(f"/workflows/{workflow['id']}/cancel", headers=auth(token)).json()
+    assert steps(cancelled)["after"]["state"] == "cancelled" and steps(cancelled)["echo"]["state"] == "completed"
+
+
+def test_an_appended_step_whose_condition_cannot_hold_is_skipped_and_the_workflow_still_ends(
+    client: TestClient, token_for: TokenFor
+) -> None:
+    token = token_for()
+    workflow = slow_workflow(client, token)
+    response = append(
+        client,
+        token,
+        workflow["id"],
+        [{"id": "on_error", "task": "general.demo", "depends_on": ["draft"], "condition": "failure"}],
+    )
+    assert response.status_code == 200, response.text
+    client.post(f"/jobs/{steps(workflow)['slow']['job_id']}/cancel", headers=auth(token))
+    done = wait_ended(client, token, workflow["id"])
+    assert steps(done)["on_error"]["state"] == "cancelled" and done["state"] == "completed"
+
+
+def test_appending_to_an_ended_workflow_is_a_conflict(client: TestClient, token_for: TokenFor) -> None:
+    token = token_for()
+    workflow = create(client, token, {"steps": [{"id": "a", "task": "general.demo", "payload": {"duration_s": 0}}]})
+    assert wait_ended(client, token, workflow["id"])["state"] == "completed"
+    response = append(client, token, workflow["id"], [{"id": "b", "task": "general.demo", "depends_on": ["a"]}])
+    assert response.status_code == 409 and "ended" in response.json()["detail"]
+    assert len(client.get(f"/workflows/{workflow['id']}", headers=auth(token)).json()["steps"]) == 1
+    assert len(client.get("/jobs", params={"workflow_id": workflow["id"]}, headers=auth(token)).json()["items"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("new_steps", "detail_part"),
+    [
+        (
+            [
+                {"id": "x", "task": "general.demo", "depends_on": ["slow", "y"]},
+                {"id": "y", "task": "general.demo", "depends_on": ["x"]},
+            ],
+            "cycle: x -> y -> x",
+        ),
+        ([{"id": "x", "task": "general.demo", "depends_on": ["ghost"]}], "step 'x' depends on unknown steps: ghost"),
+        ([{"id": "draft", "task": "general.demo"}], "already has steps: draft"),
+        ([{"id": "x", "task": "general.demo"}, {"id": "x", "task": "general.demo"}], "duplicate step ids: x"),
+        ([{"id": "x", "task": "general.nope", "depends_on": ["draft"]}], "step 'x': unknown task"),
+        ([{"id": "x", "task": "general.demo", "payload": {"steps": "many"}}], "step 'x': invalid payload"),
+        ([], "at least 1"),
+    ],
+)
+def test_each_invalid_append_gets_a_422_naming_the_problem_and_adds_nothing(
+    client: TestClient, token_for: TokenFor, new_steps: list[dict[str, Any]], detail_part: str
+) -> None:
+    token = token_for()
+    workflow = create(
+        client,
+        token,
+        {
+            "steps": [
+                {"id": "draft", "task": "general.demo", "payload": {"duration_s": 0}},
+                {"id": "slow", "task": "general.demo", "payload": {"duration_s": 30, "steps": 300}},
+            ]
+        },
+    )
+    response = append(client, token, workflow["id"], new_steps)
+    assert response.status_code == 422, response.text
+    assert detail_part in str(response.json()["detail"])
+    assert len(client.get("/jobs", params={"workflow_id": workflow["id"]}, headers=auth(token)).json()["items"]) == 2
+    client.post(f"/workflows/{workflow['id']}/cancel", headers=auth(token))
+
+
+def test_appending_to_another_users_workflow_is_not_found(client: TestClient, token_for: TokenFor) -> None:
+    workflow = slow_workflow(client, token_for("alice"))
+    response = append(client, token_for("bob"), workflow["id"], [{"id": "x", "task": "general.demo"}])
+    assert response.status_code == 404
+    assert (
+        append(client, token_for("bob"), "0" * len(workflow["id"]), [{"id": "x", "task": "general.demo"}]).status_code
+        == 404
+    )
+    client.post(f"/workflows/{workflow['id']}/cancel", headers=auth(token_for("alice")))
+
+
+def test_a_workflow_ending_between_the_check_and_the_write_gains_no_steps_and_their_jobs_are_withdrawn(
+    client: TestClient, token_for: TokenFor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a workflow that ends just before the write that would add the steps
+    token = token_for()
+    workflow = slow_workflow(client, token)
+    append_steps = WorkflowStore.append_steps
+
+    async def ending_first(
+        store: WorkflowStore, workflow_id: str, new_steps: list[StepRecord], *, max_steps: int
+    ) -> WorkflowDocument | None:
+        await store.finish(workflow_id, WorkflowState.CANCELLED)
+        return await append_steps(store, workflow_id, new_steps, max_steps=max_steps)
+
+    monkeypatch.setattr(WorkflowStore, "append_steps", ending_first)
+    # When steps are appended
+    response = append(client, token, workflow["id"], [{"id": "echo", "task": "general.echo_inputs"}])
+    # Then the append is refused, the workflow keeps its steps, and the job made for the step is cancelled
+    assert response.status_code == 409 and "ended" in response.json()["detail"], response.text
+    assert [step["id"] for step in client.get(f"/workflows/{workflow['id']}", headers=auth(token)).json()["steps"]] == [
+        "draft",
+        "slow",
+    ]
+    jobs = client.get("/jobs", params={"workflow_id": workflow["id"]}, headers=auth(token)).json()["items"]
+    assert {job["step_id"]: job["state"] for job in jobs}["echo"] == "cancelled"
+    client.post(f"/jobs/{steps(workflow)['slow']['job_id']}/cancel", headers=auth(token))
