@@ -82,6 +82,7 @@ async def test_the_event_stream_resumes_across_a_dropped_connection_with_every_e
         dropped = stream.connection
         assert dropped is not None
         dropped.transport.abort()  # the network goes away mid-burst, without a close handshake
+        await asyncio.sleep(0.5)  # and stays away while a third of the burst goes by
         while received[-1].type != "job.completed":
             received.append(await next_event(stream))
         assert stream.connection is not dropped  # it did reconnect
