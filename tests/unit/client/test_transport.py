@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -91,3 +93,13 @@ def test_the_websocket_url_carries_token_topics_and_resume_point() -> None:
 def test_seen_ids_drop_repeats_within_a_bounded_window() -> None:
     seen = _SeenIds(limit=2)
     assert [seen.add(event_id) for event_id in ("a", "b", "a", "c", "a")] == [True, True, False, True, True]
+
+
+def test_append_steps_posts_the_steps_shaped_as_at_creation() -> None:
+    # POST /workflows/{id}/steps is being added on another branch: this pins the request the client sends.
+    workflow = {"id": "W" * 26, "name": None, "state": "running", "steps": [], "tags": []}
+    workflow |= {"created_at": "2026-01-01T00:00:00Z", "finished_at": None}
+    client, sent = client_answering(httpx.Response(200, json=workflow))
+    client.append_steps("W" * 26, [{"id": "late", "task": "general.demo", "depends_on": ["first"]}])
+    assert (sent[0].method, sent[0].url.path) == ("POST", f"/workflows/{'W' * 26}/steps")
+    assert json.loads(sent[0].content) == {"steps": [{"id": "late", "task": "general.demo", "depends_on": ["first"]}]}
