@@ -41,7 +41,7 @@ class SubmitOptions(TypedDict, total=False):
 class FilterOptions(TypedDict, total=False):
     """``list``'s filters: the fields of ``JobFilter``."""
 
-    state: JobState
+    state: JobState | str
     engine: str
     task: str
     tag: str
