@@ -6,13 +6,20 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engineroom.core.config import ENGINES, get_settings
 from engineroom.core.logs import configure_logging
 
+if TYPE_CHECKING:
+    from engineroom.client.config import ClientConfig
+
 logger = logging.getLogger("engineroom.cli")
+
+#: Subcommands that talk to the API as a client and need none of the server's settings.
+CLIENT_COMMANDS = frozenset({"submit", "watch"})
 
 
 def _api(args: argparse.Namespace) -> int:
@@ -81,6 +88,45 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _submit(args: argparse.Namespace) -> int:
+    from engineroom.client.commands import submit_job
+
+    wait_s = args.wait_timeout_s if args.wait else None
+    return _client_command(
+        "submit",
+        lambda: submit_job(
+            _client_config(args), args.task, args.payload, priority=args.priority, wait_s=wait_s, emit=print
+        ),
+    )
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engineroom.client.commands import watch_events
+
+    return _client_command("watch", lambda: asyncio.run(watch_events(_client_config(args), args.job_id, print)))
+
+
+def _client_config(args: argparse.Namespace) -> ClientConfig:
+    from engineroom.client.config import ClientConfig
+
+    return ClientConfig.from_env(args.url, args.token)
+
+
+def _client_command(name: str, run: Callable[[], int]) -> int:
+    """The API's refusals as one line on stderr and exit code 1, not a traceback; Ctrl-C exits 130."""
+    from engineroom.core.errors import EngineroomError
+
+    try:
+        return run()
+    except EngineroomError as exc:
+        print(f"engineroom {name}: {type(exc).__name__}: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
 def _dev(args: argparse.Namespace) -> int:
     from engineroom.core.dev import run_dev
 
@@ -140,6 +186,20 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     cleanup.set_defaults(run=_cleanup)
 
+    submit = commands.add_parser("submit", help="submit a job over the API; --wait prints its result")
+    _add_client_options(submit)
+    submit.add_argument("task", help="<engine>.<name>, as GET /tasks lists them")
+    submit.add_argument("--payload", default="{}", help="the payload as a JSON object")
+    submit.add_argument("--priority", help="0-10, or low, normal, high, critical")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print its result as JSON")
+    submit.add_argument("--wait-timeout-s", type=float, default=300.0)
+    submit.set_defaults(run=_submit)
+
+    watch = commands.add_parser("watch", help="print events as JSON lines, resuming across dropped connections")
+    _add_client_options(watch)
+    watch.add_argument("job_id", nargs="?", help="that job's events until it finishes; default all of yours")
+    watch.set_defaults(run=_watch)
+
     dev = commands.add_parser("dev", help="everything in one command, for a laptop")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
@@ -149,9 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", help="the API's base URL (default: $ENGINEROOM_URL, else http://127.0.0.1:8000)")
+    parser.add_argument("--token", help="a JWT (default: $ENGINEROOM_TOKEN)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command != "worker":  # dramatiq's CLI configures its own; actors/worker.py formats it
+    if args.command in CLIENT_COMMANDS:  # a client machine has no server settings to read
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    elif args.command != "worker":  # dramatiq's CLI configures its own; actors/worker.py formats it
         configure_logging(get_settings().log_format)
     result: int = args.run(args)
     return result

@@ -66,13 +66,18 @@ class RateLimited(EngineroomError):
         super().__init__(detail)
 
 
-class StoreUnavailable(EngineroomError):
+class ServiceUnavailable(EngineroomError):
+    """Something the gateway needs is down; worth trying again shortly (the Python client does, bounded)."""
+
     status_code = 503
+    detail = "service unavailable"
+
+
+class StoreUnavailable(ServiceUnavailable):
     detail = "the job store (MongoDB) is unreachable"
 
 
-class BrokerUnavailable(EngineroomError):
-    status_code = 503
+class BrokerUnavailable(ServiceUnavailable):
     detail = "the message broker (RabbitMQ) is unreachable"
 
 
