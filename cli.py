@@ -30,10 +30,40 @@ def _api(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    if args.autoscale is not None:
+        return _supervise(args)
     from engineroom.actors.worker_metrics import worker_metrics_environment
 
     with worker_metrics_environment(get_settings()):  # before dramatiq is imported: see its docstring
         return _run_dramatiq(args)
+
+
+def _supervise(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engineroom.autoscale.children import WorkerCommand
+    from engineroom.autoscale.supervisor import policy_from, supervise
+
+    if args.processes is not None:
+        raise SystemExit("--autoscale MIN:MAX decides the number of processes: drop --processes")
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    min_processes, max_processes = args.autoscale
+    command = WorkerCommand(
+        _engines(args.engines), args.threads, args.grace_s, args.notifications, settings.worker_metrics_port
+    )
+    return asyncio.run(supervise(settings, command, policy_from(settings, min_processes, max_processes)))
+
+
+def _process_range(value: str) -> tuple[int, int]:
+    """``MIN:MAX`` with 1 <= MIN <= MAX."""
+    try:
+        low, high = (int(part) for part in value.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN:MAX, e.g. 1:4, not {value!r}") from None
+    if not 1 <= low <= high:
+        raise argparse.ArgumentTypeError(f"need 1 <= MIN <= MAX, not {value!r}")
+    return low, high
 
 
 def _run_dramatiq(args: argparse.Namespace) -> int:
@@ -42,7 +72,8 @@ def _run_dramatiq(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     engines = _engines(args.engines)
-    dramatiq_args = ["engineroom.actors.worker", "--processes", str(args.processes), "--threads", str(args.threads)]
+    processes = 1 if args.processes is None else args.processes
+    dramatiq_args = ["engineroom.actors.worker", "--processes", str(processes), "--threads", str(args.threads)]
     dramatiq_args += ["--worker-shutdown-timeout", str(int(args.grace_s * 1000))]
     queues = [settings.queue_name(engine) for engine in engines]
     if args.notifications:
@@ -154,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run Dramatiq workers for engine queues")
     worker.add_argument("--engines", help=f"comma-separated; default all of {','.join(ENGINES)}")
-    worker.add_argument("--processes", type=int, default=1)
+    worker.add_argument("--processes", type=int, help="worker processes (default 1)")
+    worker.add_argument(
+        "--autoscale",
+        type=_process_range,
+        metavar="MIN:MAX",
+        help="instead of --processes: run MIN to MAX worker processes by backlog (ENGINEROOM_AUTOSCALE_*)",
+    )
     worker.add_argument("--threads", type=int, default=8)
     worker.add_argument(
         "--notifications",

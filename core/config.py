@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     #: Where ``engineroom worker`` serves its processes' metrics (Dramatiq's exposition server); 0 turns it off.
     worker_metrics_host: str = "0.0.0.0"
     worker_metrics_port: int = 9191
+    #: ``engineroom worker --autoscale MIN:MAX`` adds a process when its engines' ready jobs per process stay above
+    #: this for ``autoscale_sustain_s``, and removes one once none has been ready for ``autoscale_cooldown_s``.
+    autoscale_backlog_per_process: float = 4.0
+    autoscale_sustain_s: float = 30.0
+    autoscale_cooldown_s: float = 300.0
+    #: How often the autoscaler counts the backlog, reads the host and decides.
+    autoscale_interval_s: float = 5.0
 
     @model_validator(mode="after")
     def _refuse_unsafe_production_values(self) -> Settings:
@@ -101,6 +108,10 @@ class Settings(BaseSettings):
             "delivery_min_backoff_s",
             "delivery_max_backoff_s",
             "delivery_timeout_s",
+            "autoscale_backlog_per_process",
+            "autoscale_sustain_s",
+            "autoscale_cooldown_s",
+            "autoscale_interval_s",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive")

@@ -13,6 +13,8 @@ class ProcessKind(StrEnum):
     WORKER = "worker"
     #: An ``engineroom scheduler`` (or a gateway running the scheduler on its loop).
     SCHEDULER = "scheduler"
+    #: An ``engineroom worker --autoscale`` command, which starts and drains worker processes (``autoscale``).
+    SUPERVISOR = "supervisor"
 
 
 class Backpressure(BaseModel):
@@ -26,6 +28,22 @@ class Backpressure(BaseModel):
     cpu_percent: float | None = None
     memory_percent: float | None = None
     rss_mb: float | None = None
+
+
+class Autoscale(BaseModel):
+    """What an autoscaling supervisor runs now and why it last changed that."""
+
+    #: Worker processes taking jobs (each an ``engineroom worker --processes 1``).
+    processes: int
+    #: Processes told to stop that are still finishing their running jobs.
+    draining: int = 0
+    min_processes: int
+    max_processes: int
+    #: Ready jobs of its engines at the last check (queued, not parked behind a concurrency limit).
+    backlog: int
+    #: The last scale-up or scale-down, with its reason; ``None`` until one happens.
+    last_decision: str | None = None
+    decided_at: datetime | None = None
 
 
 class WorkerPublic(BaseModel):
@@ -42,6 +60,8 @@ class WorkerPublic(BaseModel):
     current_job_ids: list[str] = Field(default_factory=list)
     #: Schedulers: whether this one holds the leader lease.
     leader: bool | None = None
+    #: Supervisors: the process count and the last scaling decision.
+    autoscale: Autoscale | None = None
     backpressure: Backpressure = Field(default_factory=Backpressure)
     started_at: datetime
     last_heartbeat: datetime

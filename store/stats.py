@@ -4,6 +4,7 @@ durations, the commonest errors."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,6 +108,26 @@ class JobStats:
         ):
             counts[row["_id"]["engine"]][row["_id"]["state"]] = row["n"]
         return counts
+
+    async def ready(self, engines: Iterable[str]) -> int:
+        """Queued jobs of ``engines`` that a worker process could start: the autoscaler's backlog.
+
+        Parked jobs are left out: they wait for a cluster-wide concurrency slot, which another process would not
+        free. One count per engine (SecantusDB plans no index for ``$in``), each a range of the ``parked`` index.
+        Jobs a worker holds prefetched but has not started are still ``queued``, so they count: RabbitMQ's queue
+        depth would miss those (and count parked ones' messages until they are consumed).
+
+        Raises:
+          StoreUnavailable: MongoDB did not answer.
+        """
+        total = 0
+        for engine in engines:
+            query = {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
+            try:
+                total += await self.collection.count_documents(query)
+            except PyMongoError as exc:
+                raise StoreUnavailable() from exc
+        return total
 
     async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
         try:

@@ -1,4 +1,5 @@
-"""The ``workers`` collection: one heartbeat document per live worker or scheduler process.
+"""The ``workers`` collection: one heartbeat document per live worker, autoscaling supervisor or scheduler
+process.
 
 A process upserts its document every heartbeat, pushing ``expires_at`` forward; one that stops beating (killed,
 host lost) drops out of ``live()`` at once and is removed by the TTL index soon after (MongoDB's TTL monitor runs
@@ -46,7 +47,7 @@ class WorkerStore:
             raise StoreUnavailable() from exc
 
     async def live(self, now: datetime | None = None) -> list[WorkerPublic]:
-        """Processes that beat within ``stale_after_s``, workers then schedulers, oldest first."""
+        """Processes that beat within ``stale_after_s``, workers first (supervisors, schedulers after), oldest first."""
         try:
             documents = await self.collection.find({"expires_at": {"$gt": now or utcnow()}}).to_list(MAX_LISTED)
         except PyMongoError as exc:

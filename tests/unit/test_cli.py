@@ -34,3 +34,17 @@ def test_every_subcommand_of_the_design_exists() -> None:
     parser = build_parser()
     for argv in (["api"], ["worker"], ["token", "--user", "u", "--tenant", "t"], ["dev"]):
         assert parser.parse_args(argv).command == argv[0]
+
+
+@pytest.mark.parametrize("value", ["3", "0:2", "3:2", "a:b"])
+def test_worker_refuses_an_autoscale_range_that_is_not_min_to_max(value: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--autoscale", value])
+
+
+def test_autoscale_takes_the_place_of_processes() -> None:
+    args = build_parser().parse_args(["worker", "--autoscale", "1:3"])
+    assert args.autoscale == (1, 3) and args.processes is None
+    both = build_parser().parse_args(["worker", "--autoscale", "1:3", "--processes", "2"])
+    with pytest.raises(SystemExit, match="drop --processes"):
+        both.run(both)

@@ -9,7 +9,7 @@ import pytest
 
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
-from engineroom.models.worker import ProcessKind, WorkerPublic
+from engineroom.models.worker import Autoscale, ProcessKind, WorkerPublic
 from engineroom.store.client import Database, connect, ensure_indexes
 from engineroom.store.workers import WorkerStore
 
@@ -58,3 +58,13 @@ async def test_lapsed_documents_expire_by_a_ttl_index(db: Database) -> None:
     indexes = await db["workers"].index_information()
     assert indexes["workers_ttl"]["key"] == [("expires_at", 1)]
     assert indexes["workers_ttl"]["expireAfterSeconds"] == 0
+
+
+async def test_a_supervisor_is_listed_after_workers_with_its_autoscale_status(db: Database) -> None:
+    workers = WorkerStore(db, stale_after_s=30)
+    status = Autoscale(processes=2, draining=1, min_processes=1, max_processes=3, backlog=14, last_decision="up")
+    await workers.beat(process("sup", kind=ProcessKind.SUPERVISOR).model_copy(update={"autoscale": status}))
+    await workers.beat(process("w"))
+    listed = await workers.live()
+    assert [(entry.id, entry.kind) for entry in listed] == [("w", ProcessKind.WORKER), ("sup", ProcessKind.SUPERVISOR)]
+    assert listed[1].autoscale == status and listed[0].autoscale is None

@@ -1,0 +1,1 @@
+"""``engineroom worker --autoscale``: a supervisor that starts and drains worker processes by backlog."""
