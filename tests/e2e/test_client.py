@@ -146,6 +146,7 @@ async def test_a_rate_limited_submit_raises_with_retry_after(stack: Any, token_f
 async def test_workflows_and_queue_controls_answer_with_the_apis_models(stack: Any, token_for: TokenFor) -> None:
     base_url = stack.start_api()
     stack.start_worker()
+    stack.start_scheduler()  # releases the appended step once its dependency is done
     async with AsyncClient(base_url, token_for("ops", "acme", admin=True)) as admin:
         paused = await admin.pause("video_pipeline", "provider outage")
         limited = await admin.set_limits("video_pipeline", max_concurrency=0)
@@ -158,14 +159,20 @@ async def test_workflows_and_queue_controls_answer_with_the_apis_models(stack: A
         ]
         workflow = await admin.create_workflow(steps, name="pipeline")
         await admin.wait(workflow.steps[0].job_id, timeout_s=EVENT_TIMEOUT_S)
+        appended = await admin.append_steps(
+            workflow.id, [{"id": "echo", "task": "general.echo_inputs", "payload": {}, "depends_on": ["first"]}]
+        )
+        echo = await admin.wait(appended.steps[-1].job_id, timeout_s=EVENT_TIMEOUT_S)
         cancelled = await admin.cancel_workflow(workflow.id)
         read = await admin.get_workflow(workflow.id)
     assert paused.paused and paused.reason == "provider outage"
     assert limited.max_concurrency == 0 and not resumed.paused and stats.max_concurrency == 0
     assert "video_pipeline" in engines
     assert [step.id for step in workflow.steps] == ["first", "slow"]
+    assert [step.id for step in appended.steps] == ["first", "slow", "echo"]
+    assert echo.state == "completed" and echo.result == {"first": {"engine": "general", "steps": 5, "result": 1}}
     assert cancelled.state == read.state == "cancelled"
-    assert [step.state for step in read.steps] == ["completed", "cancelled"]
+    assert [step.state for step in read.steps] == ["completed", "cancelled", "completed"]
 
 
 def test_the_sync_client_works_from_a_plain_script(stack: Any, token_for: TokenFor) -> None:
