@@ -4,6 +4,7 @@ and security runs build it the same way."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -33,6 +34,14 @@ def gateway_settings(settings: Settings, mongodb_url: str, **overrides: object) 
     """``settings`` pointed at ``mongodb_url``, with a 64 KiB body limit and the fast timings."""
     update = {"mongodb_url": mongodb_url, "max_payload_bytes": 64 * 1024, **FAST_SETTINGS, **overrides}
     return settings.model_copy(update=update)
+
+
+def own_database_settings(prefix: str, mongodb_url: str, **overrides: object) -> Settings:
+    """Test settings with a database of their own (named ``<prefix>_<random>``), for module-scoped gateways."""
+    from tests.conftest import TEST_JWT_SECRET  # conftest imports nothing from here; this keeps it that way
+
+    base = Settings(mongodb_db=f"{prefix}_{uuid.uuid4().hex[:12]}", jwt_secret=TEST_JWT_SECRET, namespace=f"{prefix}.")  # type: ignore[arg-type]
+    return gateway_settings(base, mongodb_url, **overrides)
 
 
 @contextmanager
