@@ -20,7 +20,17 @@ import pytest
 
 from engineroom.core.embedded import EmbeddedDatabase
 from tests.e2e.test_operations import wait_for_readiness
-from tests.e2e.test_reliability import FAST_SETTINGS, Job, TokenFor, auth, get_job, is_terminal, poll_job
+from tests.e2e.test_reliability import (
+    FAST_SETTINGS,
+    Events,
+    Job,
+    TokenFor,
+    auth,
+    get_job,
+    is_terminal,
+    poll_job,
+    submit,
+)
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
@@ -86,8 +96,10 @@ async def test_rabbitmq_restarted_under_load_loses_no_accepted_job_and_everythin
     fast.start_worker("--engines", "general")
     fast.start_scheduler()
     base_url = fast.start_api()
+    token = token_for()
+    events = await Events.open(base_url, token)
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        jobs = Submitter(http, token_for())
+        jobs = Submitter(http, token)
         await jobs.submit_for(1.5)
         # When RabbitMQ stops while jobs are queued and running, and submits go on
         loop = asyncio.get_running_loop()
@@ -104,6 +116,13 @@ async def test_rabbitmq_restarted_under_load_loses_no_accepted_job_and_everythin
         assert (await wait_for_readiness(http, 200, timeout_s=60))["checks"]["rabbitmq"] == "ok"
         await jobs.submit_for(1.0)
         stored = await jobs.finished()
+        # and a socket opened before the outage hears a job that runs after it (the gateway's event subscription
+        # reconnected too)
+        probe = await submit(http, token, "general.demo", QUICK_JOB)
+        try:
+            await events.wait_for("job.completed", probe["id"], timeout_s=30)
+        finally:
+            await events.close()
     print(f"\nRabbitMQ restart: {len(stored)} accepted, statuses {dict(jobs.statuses)}")  # noqa: T201
     assert during[202] > 0
     # Every accepted job completed, exactly once
