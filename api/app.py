@@ -16,7 +16,7 @@ from engineroom import __version__
 from engineroom.actors.registry import load_task_modules
 from engineroom.api import ws
 from engineroom.api.control import JobControl
-from engineroom.api.errors import install_error_handlers
+from engineroom.api.errors import ERROR_RESPONSES, install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.metrics import HttpMetrics
 from engineroom.api.metrics import router as metrics_router
@@ -129,7 +129,7 @@ def create_app(
                 events.close()
             client.close()
 
-    app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan)
+    app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
     app.state.settings = settings
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_payload_bytes)
     app.add_middleware(HttpMetrics)  # added last, so outermost: it sees every answer, the 413s too

@@ -3,11 +3,39 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from engineroom.core.errors import EngineroomError, RateLimited, Unauthenticated
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a sentence for the errors we raise, FastAPI's list of field errors for a body or
+    parameter it could not validate (both are 422s)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: The error answers any operation may give, documented once for the whole API. Listing 422 here also stops
+#: FastAPI from documenting its own list-only 422 schema, which our sentence-shaped 422s (unknown task, a cycle)
+#: would violate.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "A body that is not JSON, or a bad WebSocket handshake",
+        401: "Missing, invalid or expired token",
+        403: "Not allowed (admin only)",
+        404: "Absent, or not yours",
+        409: "Not in a state that allows this",
+        413: "Body too large",
+        422: "Invalid request: a sentence naming the problem, or the list of invalid fields",
+        429: "Rate limited; see Retry-After",
+        503: "MongoDB or RabbitMQ unreachable",
+    }.items()
+}
 
 
 def error_response(exc: EngineroomError) -> JSONResponse:

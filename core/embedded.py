@@ -94,6 +94,13 @@ class EmbeddedDatabase:
             raise RuntimeError(f"SecantusDB did not start; see {log_path}") from exc
         return self
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash or the OOM killer would: no clean shutdown (fault tests)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._process = None
+
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 
 
 class JobState(StrEnum):
@@ -80,18 +80,42 @@ class Usage(BaseModel):
     cost_usd: float = 0.0
 
 
+#: Deepest nesting a payload or metadata may have. MongoDB refuses documents nested past 100 levels, and the job
+#: document, a workflow step's inputs and stored results wrap these in a few more: refused at submit with a 422
+#: naming the limit, not when the store or a worker meets it.
+MAX_JSON_DEPTH = 64
+
+
+def _within_depth(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    """Level by level, not recursively: the check must not be the thing a deep body overflows."""
+    level: list[Any] = [value]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [
+            child
+            for node in level
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, dict | list)
+        ]
+        if not level:
+            return value
+    raise ValueError(f"nests deeper than {MAX_JSON_DEPTH} levels")
+
+
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_within_depth)]
+
+
 class JobSpec(BaseModel):
     """What a job runs and how: shared by ``POST /jobs`` and the job a cron schedule submits at each tick."""
 
     model_config = ConfigDict(extra="forbid")
 
     task: str = Field(min_length=3, max_length=200, description="`<engine>.<name>`, as listed by GET /tasks")
-    payload: dict[str, JsonValue] = Field(default_factory=dict)
+    payload: JsonObject = Field(default_factory=dict)
     priority: Priority = PRIORITY_NAMES["normal"]
     max_retries: int | None = Field(None, ge=0, le=100)
     timeout_s: float | None = Field(None, gt=0, le=7 * 24 * 3600)
     tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
-    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    metadata: JsonObject = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
