@@ -17,6 +17,9 @@ from tests.security.routes import APP, ENDPOINTS, PROTECTED, PUBLIC_ROUTES, Endp
 #: Bodies for endpoints that read one: valid enough that an ownership check, not validation, decides the answer.
 BODIES = {
     ("POST", "/queues/{engine}/pause"): {"reason": "security test"},
+    ("POST", "/workflows/{workflow_id}/steps"): {
+        "steps": [{"id": "intruder", "task": "general.demo", "payload": {"duration_s": 0}}]
+    },
 }
 
 
