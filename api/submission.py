@@ -12,7 +12,7 @@ from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidRequest
 from engineroom.core.ids import new_id
 from engineroom.core.metrics import count_submitted
-from engineroom.models.event import EventType, job_event
+from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.notifications.publisher import AsyncEventPublisher
@@ -125,9 +125,14 @@ class JobSubmitter:
         """Send the queued jobs to their engines and announce every one (each counts as submitted)."""
         for job in jobs:
             count_submitted(job.engine, job.task)
-            if job.state == JobState.QUEUED:
-                await self.dispatcher.dispatch(job)
-            data: dict[str, Any] = {"priority": job.priority}
-            if job.scheduled_at is not None:
-                data["scheduled_at"] = job.scheduled_at.isoformat()
-            await self.publisher.publish(job_event(job, ANNOUNCEMENTS[job.state], data))
+        queued = [job for job in jobs if job.state == JobState.QUEUED]
+        if queued:
+            await self.dispatcher.dispatch_many(queued)
+        await self.publisher.publish_many([self._announcement(job) for job in jobs])
+
+    @staticmethod
+    def _announcement(job: JobDocument) -> Event:
+        data: dict[str, Any] = {"priority": job.priority}
+        if job.scheduled_at is not None:
+            data["scheduled_at"] = job.scheduled_at.isoformat()
+        return job_event(job, ANNOUNCEMENTS[job.state], data)

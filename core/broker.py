@@ -77,6 +77,23 @@ class Enqueuer:
         """
         await self.send(job_message(self.settings, job))
 
+    async def enqueue_many(self, jobs: list[JobDocument]) -> list[str]:
+        """Put jobs on their queues in one thread hop; the ids of those sent, in order, up to the first failure
+        (logged), so the caller knows which still owe a message."""
+        messages = {job.id: job_message(self.settings, job) for job in jobs}
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._enqueue_all, messages)
+
+    def _enqueue_all(self, messages: dict[str, Message[Any]]) -> list[str]:
+        sent = []
+        for job_id, message in messages.items():
+            try:
+                self.broker.enqueue(message)
+            except dramatiq.errors.ConnectionError as exc:
+                logger.error("enqueue of job %s failed: %s", job_id, exc)
+                break
+            sent.append(job_id)
+        return sent
+
     async def send(self, message: Message[Any]) -> None:
         """Put any message (a job's, a notification delivery's) on its queue.
 

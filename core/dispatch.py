@@ -2,7 +2,9 @@
 
 If RabbitMQ is down the flag stays and the scheduler sends the message later; if this process dies between
 send and clear, the scheduler sends it again and the duplicate is harmless (workers only run ``queued`` jobs,
-claiming them with a conditional write). Clears are batched: one ``update_many`` for many jobs.
+claiming them with a conditional write). Clears are batched (one ``update_many`` for many jobs) and late: a worker's
+claim clears the flag too, so a job claimed within ``CONFIRM_INTERVAL_S`` needs no clear of its own — with
+MongoDB maintaining every index of a job on each write, that is one write fewer per job when workers keep up.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from engineroom.store.jobs import JobStore
 
 logger = logging.getLogger(__name__)
 
-#: Seconds between batched outbox clears.
-CONFIRM_INTERVAL_S = 0.05
+#: Seconds between batched outbox clears; well under the scheduler's ``dispatch_grace_s`` (5 s by default), after
+#: which it would send a flagged job again.
+CONFIRM_INTERVAL_S = 1.0
 
 
 class Dispatcher:
@@ -36,10 +39,20 @@ class Dispatcher:
         except BrokerUnavailable:
             logger.warning("job %s stored but not sent; the scheduler will send it when RabbitMQ is back", job.id)
             return False
-        self._sent.add(job.id)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush_soon())
+        self._confirm_soon([job.id])
         return True
+
+    async def dispatch_many(self, jobs: list[JobDocument]) -> None:
+        """Send many jobs' messages in one thread hop; those not sent keep their flag for the scheduler."""
+        sent = await self.enqueuer.enqueue_many(jobs)
+        if len(sent) < len(jobs):
+            logger.warning("%d jobs stored but not sent; the scheduler will send them", len(jobs) - len(sent))
+        self._confirm_soon(sent)
+
+    def _confirm_soon(self, job_ids: list[str]) -> None:
+        self._sent.update(job_ids)
+        if self._sent and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.create_task(self._flush_soon())
 
     async def _flush_soon(self) -> None:
         # Jobs sent while a flush awaits MongoDB land in the next batch: loop until none is left, so that no

@@ -123,15 +123,17 @@ class ReadAllResult(BaseModel):
     marked: int
 
 
-def _all_events() -> list[NotifiableEvent]:
-    return list(NotifiableEvent)
+def _default_events() -> list[NotifiableEvent]:
+    """Every notifiable event but ``job.started``: a start is seldom news (the job's own events tell watchers),
+    and notifying it doubled the notifications, and their writes, of every job. Users may ask for it."""
+    return [kind for kind in NotifiableEvent if kind != NotifiableEvent.JOB_STARTED]
 
 
 class ChannelPreference(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = False
-    events: list[NotifiableEvent] = Field(default_factory=_all_events)
+    events: list[NotifiableEvent] = Field(default_factory=_default_events)
 
     def wants(self, event_type: str) -> bool:
         return self.enabled and event_type in self.events

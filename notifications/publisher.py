@@ -29,16 +29,26 @@ class AsyncEventPublisher:
 
         Recorded first: a socket resuming from the store then never misses an event it could not hear live.
         """
-        try:
-            await self.events.record(event)
-        except EngineroomError:
-            logger.exception("event %s for job %s was not recorded for replay", event.type, event.job_id)
-        try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self.bus.publish, event)
-        except EngineroomError:
-            logger.exception("event %s for job %s was not published", event.type, event.job_id)
-            return
-        count_published(event.type)
+        await self.publish_many([event])
+
+    async def publish_many(self, events: list[Event]) -> None:
+        """Announce events in order: recorded together (one group write), then published by one thread hop."""
+        outcomes = await asyncio.gather(*(self.events.record(event) for event in events), return_exceptions=True)
+        for event, outcome in zip(events, outcomes, strict=True):
+            if isinstance(outcome, EngineroomError):
+                logger.error("event %s for job %s was not recorded for replay: %r", event.type, event.job_id, outcome)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._publish_all, events)
+
+    def _publish_all(self, events: list[Event]) -> None:
+        for event in events:
+            try:
+                self.bus.publish(event)
+            except EngineroomError:
+                logger.exception("event %s for job %s was not published", event.type, event.job_id)
+                continue
+            count_published(event.type)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -7,12 +7,13 @@ socket drops the repeat): no gap. Ids sort by time (``core.ids``), so replay ord
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from engineroom.core.errors import StoreUnavailable
 from engineroom.models.event import Event
@@ -21,6 +22,10 @@ from engineroom.store.documents import from_mongo, to_mongo
 
 #: Events read per query while replaying.
 REPLAY_PAGE = 500
+#: Most events one ``insert_many`` records.
+RECORD_BATCH = 500
+#: MongoDB's duplicate-key error code.
+DUPLICATE_KEY = 11000
 
 
 def _query_for(routing_key: str) -> dict[str, Any]:
@@ -44,18 +49,50 @@ class EventStore:
     def __init__(self, db: Database, *, ttl_s: float) -> None:
         self.collection = db["events"]
         self.ttl = timedelta(seconds=ttl_s)
+        #: Events waiting for the next group write, each with its caller's future (all on one event loop).
+        self._waiting: list[tuple[Event, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
 
     async def record(self, event: Event) -> None:
         """Store an event for replay; recording the same event twice (a re-announced outcome) is a no-op.
 
+        Group commit: callers that arrive while a write is in flight wait for the next one, which records them all
+        with one ``insert_many`` (several times cheaper per event than one insert each). A caller alone waits for
+        no timer, so an idle system adds no latency; a busy one writes once per round trip.
+
         Raises:
           StoreUnavailable: MongoDB failed.
         """
-        document = {**to_mongo(event), "expires_at": event.ts + self.ttl}
+        loop = asyncio.get_running_loop()
+        recorded: asyncio.Future[None] = loop.create_future()
+        self._waiting.append((event, recorded))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write_waiting())
+        await recorded
+
+    async def _write_waiting(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[:RECORD_BATCH], self._waiting[RECORD_BATCH:]
+            try:
+                await self._insert([event for event, _ in batch])
+            except Exception as exc:  # every caller must hear of it: a writer that dies silently would hang them
+                for _, recorded in batch:
+                    if not recorded.done():
+                        recorded.set_exception(exc)
+                continue
+            for _, recorded in batch:
+                if not recorded.done():
+                    recorded.set_result(None)
+
+    async def _insert(self, events: list[Event]) -> None:
+        documents = [{**to_mongo(event), "expires_at": event.ts + self.ttl} for event in events]
         try:
-            await self.collection.insert_one(document)
-        except DuplicateKeyError:
-            return
+            await self.collection.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
+                raise StoreUnavailable() from exc
+            if exc.details.get("writeConcernErrors"):
+                raise StoreUnavailable() from exc
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
 

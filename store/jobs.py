@@ -208,9 +208,11 @@ class JobStore:
         )
 
     async def confirm_dispatched(self, job_ids: Collection[str]) -> None:
-        """Clear the outbox flag of jobs whose broker messages were sent; one write for many jobs."""
+        """Clear the outbox flag of jobs whose broker messages were sent and that are still waiting for a worker;
+        one write for many jobs. A job a worker claimed has its flag cleared by the claim: no second write."""
         if job_ids:
-            await self._update_many({"_id": {"$in": list(job_ids)}}, {"$set": {"needs_dispatch": False}})
+            query = {"_id": {"$in": list(job_ids)}, "needs_dispatch": True, "state": str(JobState.QUEUED)}
+            await self._update_many(query, {"$set": {"needs_dispatch": False}})
 
     async def park(self, job_id: str) -> bool:
         """Hold a ``queued`` job in MongoDB until its engine has room (its message is consumed); False if it is

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from tests.conftest import WebhookReceiver
 
 TokenFor = Callable[..., str]
-ALL_EVENTS = ["job.started", "job.completed", "job.failed", "job.cancelled", "workflow.completed", "workflow.failed"]
+DEFAULT_EVENTS = ["job.completed", "job.failed", "job.cancelled", "workflow.completed", "workflow.failed"]
 OUTCOMES = ["job.completed", "job.failed", "job.cancelled"]
 
 
@@ -83,12 +83,19 @@ def test_completion_failure_and_cancellation_notify_as_the_preferences_ask(
     assert failed["title"] == "Job general.demo failed" and "PermanentError" in failed["message"]
 
 
-def test_the_default_preferences_notify_of_starts_too(client: TestClient, token_for: TokenFor) -> None:
-    token = token_for("alice", "acme")
-    job_id = submit(client, token)
-    found = wait_for(lambda: len(items := notifications(client, token)) >= 2 and items, "two notifications")
+def test_the_default_preferences_notify_of_outcomes_and_starts_only_when_asked(
+    client: TestClient, token_for: TokenFor
+) -> None:
+    alice, bob = token_for("alice", "acme"), token_for("bob", "acme")
+    put_preferences(client, bob, websocket={"enabled": True, "events": ["job.started", "job.completed"]})
+    bobs = submit(client, bob)
+    found = wait_for(lambda: len(items := notifications(client, bob)) >= 2 and items, "bob's two notifications")
     assert sorted(item["event_type"] for item in found) == ["job.completed", "job.started"]
-    assert {item["job_id"] for item in found} == {job_id}
+    assert {item["job_id"] for item in found} == {bobs}
+    # The in-process notifier takes events in order: once alice's completion is handled, her start was too.
+    alices = submit(client, alice)
+    found = wait_for(lambda: notifications(client, alice), "alice's notification")
+    assert [(item["event_type"], item["job_id"]) for item in found] == [("job.completed", alices)]
 
 
 def test_no_channel_wanting_an_event_stores_no_notification(client: TestClient, token_for: TokenFor) -> None:
@@ -127,12 +134,12 @@ def test_unread_filter_read_and_read_all(client: TestClient, token_for: TokenFor
     assert all(item["read"] for item in notifications(client, token))
 
 
-def test_preferences_default_to_websocket_only_and_keep_the_server_made_secret(
+def test_preferences_default_to_websocket_outcomes_and_keep_the_server_made_secret(
     client: TestClient, token_for: TokenFor
 ) -> None:
     token = token_for("alice", "acme")
     got = client.get("/notifications/preferences", headers=auth(token)).json()
-    assert got["websocket"] == {"enabled": True, "events": ALL_EVENTS}
+    assert got["websocket"] == {"enabled": True, "events": DEFAULT_EVENTS}
     assert got["email"]["enabled"] is False and got["webhook"]["enabled"] is False
     secret = got["webhook_secret"]
     assert len(secret) == 64 and int(secret, 16) >= 0

@@ -6,8 +6,10 @@ import asyncio
 from collections.abc import Collection
 from datetime import UTC, datetime
 
+import pytest
 from mongomock_motor import AsyncMongoMockClient
 
+from engineroom.core import dispatch
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
@@ -30,7 +32,8 @@ class _SlowClearStore(JobStore):
         await super().confirm_dispatched(job_ids)
 
 
-async def test_jobs_sent_during_a_clear_are_cleared_in_a_later_batch() -> None:
+async def test_jobs_sent_during_a_clear_are_cleared_in_a_later_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "CONFIRM_INTERVAL_S", 0.05)
     jobs = _SlowClearStore(AsyncMongoMockClient(tz_aware=True)["t"])
     enqueuer = _SentList()
     dispatcher = Dispatcher(jobs, enqueuer)  # type: ignore[arg-type]
@@ -43,6 +46,17 @@ async def test_jobs_sent_during_a_clear_are_cleared_in_a_later_batch() -> None:
     for job in (first, last):
         found = await jobs.get(job.id)
         assert found is not None and found.needs_dispatch is False
+
+
+async def test_a_clear_leaves_jobs_a_worker_claimed_meanwhile_alone() -> None:
+    jobs = JobStore(AsyncMongoMockClient(tz_aware=True)["t"])
+    waiting, claimed = await jobs.insert(_job()), await jobs.insert(_job())
+    await jobs.transition(claimed.id, expected=[JobState.QUEUED], to=JobState.RUNNING)
+    await jobs.confirm_dispatched([waiting.id, claimed.id])
+    found = {job.id: await jobs.get(job.id) for job in (waiting, claimed)}
+    assert found[waiting.id] is not None and found[waiting.id].needs_dispatch is False
+    # No write at all for the claimed job: in production its claim cleared the flag in the same write.
+    assert found[claimed.id] is not None and found[claimed.id].needs_dispatch is True
 
 
 def _job() -> JobDocument:
