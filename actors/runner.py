@@ -26,6 +26,7 @@ from engineroom.actors.loop_stores import LoopStores
 from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
+from engineroom.actors.start_write import DeferredStart, StartWrite
 from engineroom.core.backoff import compute_backoff_s
 from engineroom.core.broker import job_message
 from engineroom.core.clock import utcnow
@@ -35,7 +36,7 @@ from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished, count_published
 from engineroom.models.event import Event, EventType, job_event
-from engineroom.models.job import JobDocument, JobError, JobState, Progress
+from engineroom.models.job import HistoryEntry, JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
@@ -71,6 +72,16 @@ def _is_redelivery() -> bool:
 
 def _storable(value: Any) -> Any:
     return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One run of a job on this worker: the job as it runs, what its start write sets, and that write's timer."""
+
+    job: JobDocument
+    start_fields: dict[str, Any]
+    start_entry: HistoryEntry
+    start: DeferredStart
 
 
 @dataclass(frozen=True)
@@ -194,15 +205,13 @@ class JobRunner:
         try:
             task = get_task(job.task)
         except InvalidRequest as exc:
-            self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)}, expected=JobState.QUEUED)
+            self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)})
             return
         if not self._admit(job):
             self._park(job)
             return
         try:
-            claimed = self._claim(job)
-            if claimed is not None:
-                self._execute(claimed, task)
+            self._start(job, task)
         finally:
             self._call(lambda stores: stores.queues.release(job.engine, job.id))
             self._hand_off(job.engine)
@@ -261,7 +270,8 @@ class JobRunner:
             return
         self._call(lambda stores: stores.jobs.confirm_dispatched([next_job.id]))
 
-    def _claim(self, job: JobDocument) -> JobDocument | None:
+    def _start(self, job: JobDocument, task: Task) -> None:
+        """Announce the start at once and run the task; the start is written later, or with the outcome."""
         started_at = utcnow()
         fields = {
             "started_at": started_at,
@@ -272,29 +282,39 @@ class JobRunner:
             "parked": False,
             "in_line": False,
         }
+        claimed = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **fields})
+        detail = f"attempt {claimed.attempts} on {self.worker_id}"
+        entry = HistoryEntry(state=JobState.RUNNING, at=started_at, detail=detail)
+        attempt = Attempt(claimed, fields, entry, DeferredStart(lambda: self._write_start(job.id, fields, detail)))
+        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts})
+        attempt.start.begin()
+        try:
+            self._execute(attempt, task)
+        finally:
+            attempt.start.settle()  # a cancelled job's timer must not write its start afterwards
+
+    def _write_start(self, job_id: str, fields: dict[str, Any], detail: str) -> bool:
         try:
             self._call(
                 lambda stores: stores.jobs.transition(
-                    job.id,
+                    job_id,
                     expected=[JobState.QUEUED],
                     to=JobState.RUNNING,
                     fields=fields,
-                    detail=f"attempt {job.attempts + 1} on {self.worker_id}",
+                    detail=detail,
                     increment_attempts=True,
                 )
             )
         except InvalidTransition:
-            logger.info("job %s was claimed or cancelled meanwhile", job.id)
-            return None
-        claimed = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **fields})
-        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts})
-        return claimed
+            logger.info("job %s was cancelled before its start was written", job_id)
+            return False
+        return True
 
-    def _execute(self, job: JobDocument, task: Task) -> None:
+    def _execute(self, attempt: Attempt, task: Task) -> None:
+        job = attempt.job
         ctx = JobContext(job, self, inputs=job.inputs)
         self.running.enter(job.id)
-        # The claim just read the job as running: no need to poll for cancellation or write progress at once.
-        # A job shorter than these intervals then costs three database operations: read, claim, finish.
+        # The job was just read as queued: no need to poll for cancellation or write progress at once.
         self._last_cancel_poll[job.id] = time.monotonic()
         self.progress.start(job.id)
         try:
@@ -304,52 +324,55 @@ class JobRunner:
             self.progress.pop_latest(job.id)
             return
         except (Exception, Interrupt) as exc:
-            self._record_failure(job, task, exc, ctx)
+            self._record_failure(attempt, task, exc, ctx)
             return
         finally:
             self.running.leave(job.id)
             self._last_cancel_poll.pop(job.id, None)
         self.progress.pop_latest(job.id)
         fields = {"result": result, "usage": ctx.usage, "progress": Progress(percent=100.0, message="done")}
-        self._finish(job, JobState.COMPLETED, fields)
+        self._finish(job, JobState.COMPLETED, fields, attempt=attempt)
 
-    def _record_failure(self, job: JobDocument, task: Task, exc: BaseException, ctx: JobContext) -> None:
+    def _record_failure(self, attempt: Attempt, task: Task, exc: BaseException, ctx: JobContext) -> None:
+        job = attempt.job
         error = describe_error(exc, task)
         fields: dict[str, Any] = {"error": error, "usage": ctx.usage}
         latest = self.progress.pop_latest(job.id)
         if latest is not None:
             fields["progress"] = latest
         if error.transient and job.may_retry:
-            self._schedule_retry(job, error, fields)
+            self._schedule_retry(attempt, error, fields)
         else:
             logger.info("job %s failed for good after %d attempt(s): %s", job.id, job.attempts, error.type)
-            self._finish(job, JobState.FAILED, fields)
+            self._finish(job, JobState.FAILED, fields, attempt=attempt)
 
-    def _schedule_retry(self, job: JobDocument, error: JobError, fields: dict[str, Any]) -> None:
+    def _schedule_retry(self, attempt: Attempt, error: JobError, fields: dict[str, Any]) -> None:
+        job = attempt.job
         delay_s = compute_backoff_s(
             job.attempts - 1, base_s=self.settings.retry_backoff_base_s, cap_s=self.settings.retry_backoff_cap_s
         )
         next_attempt_at = utcnow() + timedelta(seconds=delay_s)
         detail = f"attempt {job.attempts} failed ({error.type}); next attempt in {delay_s:.1f} s"
         fields = {**fields, "next_attempt_at": next_attempt_at, "worker_id": None, "lease_expires_at": None}
-        if self._transition(job, JobState.RETRYING, fields, detail=detail, error=error):
+        if self._transition(job, JobState.RETRYING, fields, attempt=attempt, detail=detail, error=error):
             retrying = job.model_copy(update={"state": JobState.RETRYING})
             data = {"attempt": job.attempts, "next_attempt_at": next_attempt_at.isoformat(), "error": error}
             self.publish(retrying, EventType.JOB_RETRYING, to_jsonable_python(data))
 
-    def _finish(
-        self, job: JobDocument, to: JobState, fields: dict[str, Any], expected: JobState = JobState.RUNNING
-    ) -> None:
+    def _finish(self, job: JobDocument, to: JobState, fields: dict[str, Any], attempt: Attempt | None = None) -> None:
+        """Record the outcome (of a started ``attempt``, or of a job that could not start) and announce it."""
         error: JobError | None = fields.get("error")
         outcome = _outcome_event(job.model_copy(update={"state": to, "result": fields.get("result"), "error": error}))
         # The outcome event's id is stored with the outcome, so a redelivered message can re-publish the very
         # same event (and gateways drop the repeat).
         outcome_ref = {"id": outcome.id, "ts": outcome.ts}
         fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None, "outcome_event": outcome_ref}
-        if not self._transition(job, to, fields, expected=expected, error=error):
+        if not self._transition(job, to, fields, attempt=attempt, error=error):
             return
-        ran_s = None if job.started_at is None else (fields["finished_at"] - job.started_at).total_seconds()
-        count_finished(job.engine, job.task, to, duration_s=ran_s if expected == JobState.RUNNING else None)
+        ran_s = None
+        if attempt is not None and job.started_at is not None:
+            ran_s = (fields["finished_at"] - job.started_at).total_seconds()
+        count_finished(job.engine, job.task, to, duration_s=ran_s)
         self._publish_event(outcome)
 
     def _announce_outcome(self, job: JobDocument) -> None:
@@ -363,16 +386,36 @@ class JobRunner:
         to: JobState,
         fields: dict[str, Any],
         *,
-        expected: JobState = JobState.RUNNING,
+        attempt: Attempt | None,
         detail: str | None = None,
         error: JobError | None = None,
     ) -> bool:
-        """Write the outcome if the job is still ``expected``; False if it moved on (say, it was cancelled)."""
+        """Write the outcome if the job is still where this worker left it; False if it moved on (cancelled).
+
+        Where ``attempt``'s start is not written yet, this one write records it too: queued → running → ``to``.
+        """
+        expected, passed_through = JobState.QUEUED, None
+        if attempt is not None:
+            written = attempt.start.settle()
+            if written is StartWrite.REFUSED:
+                return False
+            if written is StartWrite.PENDING:
+                fields = {**attempt.start_fields, **fields}
+                passed_through = attempt.start_entry
+            else:
+                expected = JobState.RUNNING
         stored_fields = {key: _storable(value) for key, value in fields.items()}
         try:
             self._call(
                 lambda stores: stores.jobs.transition(
-                    job.id, expected=[expected], to=to, fields=stored_fields, detail=detail, error=error
+                    job.id,
+                    expected=[expected],
+                    to=to,
+                    fields=stored_fields,
+                    detail=detail,
+                    error=error,
+                    passed_through=passed_through,
+                    increment_attempts=passed_through is not None,
                 )
             )
         except InvalidTransition:

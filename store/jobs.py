@@ -298,9 +298,12 @@ class JobStore:
         error: JobError | None = None,
         increment_attempts: bool = False,
         extra_conditions: Mapping[str, Any] | None = None,
+        passed_through: HistoryEntry | None = None,
     ) -> None:
         """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``extra_conditions``),
-        setting ``fields`` and appending a history entry in the same write.
+        setting ``fields`` and appending a history entry in the same write — after ``passed_through``, the entry
+        of a state the job went through on the way when one write records both (a short job: queued → running →
+        completed).
 
         Raises:
           InvalidTransition: the job is absent or in another state; nothing was written.
@@ -311,10 +314,12 @@ class JobStore:
         increments: dict[str, int] = {"version": 1}
         if increment_attempts:
             increments["attempts"] = 1
+        entries = [] if passed_through is None else [passed_through]
+        entries.append(HistoryEntry(state=to, at=now, detail=detail, error=error))
         update = {
             "$set": changes,
             "$inc": increments,
-            "$push": {"history": HistoryEntry(state=to, at=now, detail=detail, error=error).model_dump(mode="python")},
+            "$push": {"history": {"$each": [entry.model_dump(mode="python") for entry in entries]}},
         }
         query = {"_id": job_id, "state": {"$in": _values(expected)}, **(extra_conditions or {})}
         try:

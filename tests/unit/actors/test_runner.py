@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +12,7 @@ import pytest
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
+from engineroom.actors.start_write import START_WRITE_DELAY_S
 from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
@@ -110,3 +113,60 @@ def test_a_stored_payload_that_no_longer_fits_fails_the_job(runner: tuple[JobRun
     job_runner.run_job(job.id)
     final = stored(job_runner, job.id)
     assert final.state == JobState.FAILED and final.error is not None and "steps" in final.error.message
+
+
+def test_a_short_job_gets_one_write_for_its_start_and_its_outcome(runner: tuple[JobRunner, Recorder]) -> None:
+    job_runner, recorder = runner
+    job = store_job(job_runner)
+    job_runner.run_job(job.id)
+    done = stored(job_runner, job.id)
+    assert done.state == JobState.COMPLETED and done.attempts == 1 and done.started_at is not None
+    assert [entry.state for entry in done.history] == [JobState.RUNNING, JobState.COMPLETED]
+    assert done.version == 1  # every transition adds one: a single write took it queued → running → completed
+    assert [event.type for event in recorder.events] == ["job.started", "job.progress", "job.completed"]
+
+
+def test_a_job_still_running_after_the_start_delay_is_written_running_first(
+    runner: tuple[JobRunner, Recorder],
+) -> None:
+    job_runner, _ = runner
+    job = store_job(job_runner, payload={"duration_s": START_WRITE_DELAY_S * 4, "steps": 1})
+    seen: list[JobState] = []
+    watcher = threading.Thread(target=lambda: seen.extend(_states_while_running(job_runner, job.id)))
+    watcher.start()
+    job_runner.run_job(job.id)
+    watcher.join()
+    done = stored(job_runner, job.id)
+    assert JobState.RUNNING in seen
+    assert done.state == JobState.COMPLETED and done.attempts == 1 and done.version == 2
+    assert [entry.state for entry in done.history] == [JobState.RUNNING, JobState.COMPLETED]
+
+
+def test_a_job_cancelled_before_its_start_was_written_keeps_its_cancellation(
+    runner: tuple[JobRunner, Recorder],
+) -> None:
+    job_runner, recorder = runner
+    job = store_job(job_runner, payload={"duration_s": START_WRITE_DELAY_S / 2, "steps": 1})
+
+    def cancel_soon() -> None:
+        time.sleep(START_WRITE_DELAY_S / 5)
+        job_runner._call(
+            lambda stores: stores.jobs.transition(job.id, expected=[JobState.QUEUED], to=JobState.CANCELLED)
+        )
+
+    canceller = threading.Thread(target=cancel_soon)
+    canceller.start()
+    job_runner.run_job(job.id)
+    canceller.join()
+    time.sleep(START_WRITE_DELAY_S * 2)  # not an assertion: a start write left armed would have fired by now
+    assert stored(job_runner, job.id).state == JobState.CANCELLED
+    assert "job.completed" not in [event.type for event in recorder.events]
+
+
+def _states_while_running(job_runner: JobRunner, job_id: str) -> list[JobState]:
+    states: list[JobState] = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (not states or states[-1] not in (JobState.COMPLETED, JobState.FAILED)):
+        states.append(stored(job_runner, job_id).state)
+        time.sleep(0.02)
+    return states
