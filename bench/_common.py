@@ -7,6 +7,7 @@ processes) join: CPU time and memory are read per group, so a figure covers the 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -19,7 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -27,8 +28,11 @@ import httpx
 import pika
 import pika.exceptions
 import pymongo
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pika.adapters.blocking_connection import BlockingChannel
 
+from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import free_port
 
@@ -322,6 +326,74 @@ def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> Non
         channel.exchange_delete(settings.events_exchange)
 
 
+@contextlib.contextmanager
+def raw_broker(amqp_url: str) -> Iterator[RabbitmqBroker]:
+    """A Dramatiq broker with engineroom's queue arguments (``x-max-priority``), so only the work per message differs;
+    closed on leaving, which also flushes what pika still buffers."""
+    broker = RabbitmqBroker(url=amqp_url, max_priority=MAX_PRIORITY)
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def noop_message(queue: str, *args: Any) -> Message[Any]:
+    """A message for ``bench.raw_worker``'s actor on ``queue`` (its actor is named after its queue)."""
+    return Message(queue_name=queue, actor_name=queue, args=args, kwargs={}, options={})
+
+
+class _WorkerConfig(Protocol):
+    @property
+    def amqp_url(self) -> str: ...
+    @property
+    def processes(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+
+
+@contextlib.contextmanager
+def raw_worker(ctx: RunContext[Any], repeat: int, counter: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A plain ``dramatiq`` worker on ``bench.raw_worker`` (``ctx.config``'s processes and threads) appending to
+    ``counter``; yields it once every process consumes ``ctx.raw_queue``, stops it on leaving."""
+    config: _WorkerConfig = ctx.config
+    log = ctx.log(f"raw-worker-{repeat}")
+    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
+    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
+    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
+    with running(argv, log, env) as worker:
+        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+        yield worker
+
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+def parser_for(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m bench <name>``, described by the first paragraph of the module's docstring."""
+    return argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc.split("\n\n")[0] if doc else "")
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, repeat: int, output: Path, workers: bool = True) -> None:
+    """The options every interleaved benchmark has: repeats, worker shape (engineroom and raw alike), RabbitMQ,
+    and where the JSON goes."""
+    parser.add_argument("--repeat", type=int, default=repeat, help="interleaved engineroom/baseline pairs")
+    if workers:
+        parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
+        parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
+    parser.add_argument("--output", type=Path, default=output)
+
+
+T = TypeVar("T")
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """``cls`` (a dataclass) from the parsed options named like its fields, ``values`` overriding: each option is
+    declared once, on the parser, and the mapping to the config stays in one place."""
+    found = {item.name: getattr(args, item.name) for item in fields(cls) if hasattr(args, item.name)}  # type: ignore[arg-type]
+    return cls(**{**found, **values})
+
+
 # --- the report ----------------------------------------------------------------------------------------------
 
 Figure = tuple[str, list[float]]
@@ -340,6 +412,66 @@ def table(rows: list[Figure]) -> str:
     lines = [f"{'figure':<{width}}" + "".join(f"{key:>{column}}" for key in keys)]
     lines += [f"{name:<{width}}" + "".join(f"{cell:>{column}}" for cell in row) for name, row in cells]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One line of the suite's table: an engineroom figure, its baseline measured in the same run, its target."""
+
+    figure: str
+    #: ``spread`` over the repeats (median, min, max).
+    engineroom: dict[str, float]
+    baseline: dict[str, float] | None
+    #: What the baseline is, for the JSON (the table has no room for it).
+    baseline_is: str
+    target: str
+    #: None: the figure has no target, or was not measured.
+    met: bool | None
+    #: engineroom/baseline; None: the medians' ratio. Set when each repeat's pair gives a ratio of its own.
+    ratio: float | None = None
+
+    @property
+    def ratio_or_medians(self) -> float | None:
+        if self.ratio is not None:
+            return self.ratio
+        if self.baseline is None or not self.baseline["median"]:
+            return None
+        return self.engineroom["median"] / self.baseline["median"]
+
+
+def _cell(values: dict[str, float] | None) -> tuple[str, str]:
+    if values is None:
+        return "-", "-"
+    return f"{values['median']:.4g}", f"{values['min']:.4g}..{values['max']:.4g}"
+
+
+def comparison_table(rows: Sequence[Comparison]) -> str:
+    """Figure, engineroom median and min..max, baseline median and min..max, ratio, target and whether it is met."""
+    header = ("figure", "engineroom", "spread", "baseline", "spread", "ratio", "target", "met?")
+    cells = []
+    for row in rows:
+        ratio = row.ratio_or_medians
+        verdict = "-" if row.met is None else "met" if row.met else "NOT MET"
+        cells.append(
+            (row.figure, *_cell(row.engineroom), *_cell(row.baseline), "-" if ratio is None else f"{ratio:.3g}")
+            + (row.target, verdict)
+        )
+    widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if column in (0, 6) else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *cells]
+    )
+
+
+def chunks(total: int, size: int) -> Iterator[int]:
+    """``total`` split into sizes of at most ``size``: the batches of a batch submit."""
+    full, rest = divmod(total, size)
+    yield from [size] * full
+    if rest:
+        yield rest
 
 
 def write_result(output: Path, result: dict[str, Any]) -> None:

@@ -1,10 +1,12 @@
 """Burst benchmark: engineroom's full stack against raw Dramatiq on the same RabbitMQ, in one run.
 
 (a) engineroom: ``--jobs`` submits of ``general.demo`` (``{"duration_s": 0, "steps": 1}``) over ``POST /jobs``,
-``--concurrency`` in flight, to a real ``engineroom api`` process; a real ``engineroom worker`` runs them; MongoDB
-is a separate ``secantusd-py`` process. Timed from the first submit until a WebSocket client, connected before
-the burst, has seen ``job.completed`` for every accepted job. Also reported: the submit-only rate (accepted/s,
-first submit to last 202) and per-job latency (request sent to ``job.completed`` seen).
+``--concurrency`` in flight (or, with ``--batch-size N``, over ``POST /jobs/batch`` with N jobs per request, the
+realistic bulk path, ``--concurrency`` requests in flight), to a real ``engineroom api`` process; a real
+``engineroom worker`` runs them; MongoDB is a separate ``secantusd-py`` process. Timed from the first submit until
+a WebSocket client, connected before the burst, has seen ``job.completed`` for every accepted job. Also reported:
+the submit-only rate (accepted/s, first submit to last 202) and per-job latency (request sent to ``job.completed``
+seen; for a batch, from its request).
 
 (b) raw Dramatiq: as many no-op messages through ``RabbitmqBroker`` to a ``dramatiq`` worker with the same
 processes and threads (``bench/raw_worker.py``). Timed from the first enqueue until the last message's actor
@@ -18,7 +20,6 @@ seconds per burst are read from ``/proc`` for each process group (API, worker, S
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
@@ -26,7 +27,6 @@ import os
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -36,20 +36,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from dramatiq import Message
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench._common import (
     ENGINEROOM,
     HOST,
-    REPO_ROOT,
     RESULTS_DIR,
+    Comparison,
     Delta,
     Figure,
     Reading,
     RunContext,
+    add_run_options,
     auth,
+    chunks,
+    config_from_args,
     consumers_at_least,
     cpu_reading,
     database,
@@ -57,15 +58,17 @@ from bench._common import (
     http_ok,
     log_findings,
     mongo_client,
+    noop_message,
+    parser_for,
     print_log_findings,
+    raw_broker,
+    raw_worker,
     running,
     spread,
     table,
     wait_until,
     write_result,
 )
-from engineroom.core.broker import MAX_PRIORITY
-from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
 from engineroom.core.tokens import issue_token
 
@@ -76,6 +79,8 @@ POLL_S = 0.01
 #: httpx's pool costs client CPU per request in proportion to its size (measured: 1.0 ms at 8 connections,
 #: 4.4 ms at 48), which on a small machine starves the system under test; so the burst uses several small pools.
 CONNECTIONS_PER_CLIENT = 8
+#: The brief's target: engineroom's end-to-end jobs/s at least this share of raw Dramatiq's msgs/s.
+RATIO_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class BenchConfig:
     repeat: int
     amqp_url: str
     timeout_s: float
+    #: 0: one ``POST /jobs`` per job; N: ``POST /jobs/batch`` with N jobs per request.
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +199,17 @@ async def _submitter(client: httpx.AsyncClient, tracker: Tracker, tickets: Itera
         tracker.accepted(response.json()["id"], sent_at)
 
 
+async def _batch_submitter(client: httpx.AsyncClient, tracker: Tracker, batches: Iterator[int]) -> None:
+    """Post batches from the shared iterator; each job's latency counts from its batch's request."""
+    for size in batches:
+        sent_at = time.perf_counter()
+        response = await client.post("/jobs/batch", json={"jobs": [JOB_BODY] * size})
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /jobs/batch answered {response.status_code}: {response.text[:300]}")
+        for job_id in response.json()["ids"]:
+            tracker.accepted(job_id, sent_at)
+
+
 def _pool_sizes(concurrency: int) -> list[int]:
     """``concurrency`` split into pools of at most ``CONNECTIONS_PER_CLIENT``."""
     full, rest = divmod(concurrency, CONNECTIONS_PER_CLIENT)
@@ -201,14 +219,16 @@ def _pool_sizes(concurrency: int) -> list[int]:
 async def _submit_all(base_url: str, token: str, config: BenchConfig, tracker: Tracker) -> None:
     """``config.concurrency`` submitters, one connection each, sharing the burst's tickets."""
     headers = auth(token)
-    tickets = iter(range(config.jobs))  # shared: each submitter takes the next one
+    # Shared: each submitter takes the next job, or the next batch.
+    tickets = chunks(config.jobs, config.batch_size) if config.batch_size else iter(range(config.jobs))
+    submitter = _batch_submitter if config.batch_size else _submitter
     async with contextlib.AsyncExitStack() as stack:
         submitters = []
         for size in _pool_sizes(config.concurrency):
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             client = httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60)
             await stack.enter_async_context(client)
-            submitters += [_submitter(client, tracker, tickets) for _ in range(size)]
+            submitters += [submitter(client, tracker, tickets) for _ in range(size)]
         await asyncio.gather(*submitters)
 
 
@@ -283,13 +303,10 @@ def measure_engineroom(ctx: RunContext[BenchConfig], repeat: int) -> EngineroomS
 
 def _enqueue_raw(ctx: RunContext[BenchConfig]) -> float:
     """Send the baseline's messages, one after another as any Dramatiq producer does; returns when done."""
-    broker = RabbitmqBroker(url=ctx.config.amqp_url, max_priority=MAX_PRIORITY)
-    try:
+    with raw_broker(ctx.config.amqp_url) as broker:
         for _ in range(ctx.config.jobs):
-            broker.enqueue(Message(queue_name=ctx.raw_queue, actor_name=ctx.raw_queue, args=(), kwargs={}, options={}))
+            broker.enqueue(noop_message(ctx.raw_queue))
         return time.time()
-    finally:
-        broker.close()
 
 
 def _finish_times(counter: Path) -> list[float]:
@@ -309,16 +326,11 @@ def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.P
 
 def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, run one burst of no-op messages, stop it."""
-    config = ctx.config
-    counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
+    counter = ctx.work_dir / f"raw-{repeat}.times"
     counter.touch()
-    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
-    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
-    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
-    with running(argv, log, env) as worker:
-        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+    with raw_worker(ctx, repeat, counter) as worker:
         cpu = Delta(cpu_reading({"worker": worker.pid}))
-        sample = _raw_burst(ctx, counter, worker, log)
+        sample = _raw_burst(ctx, counter, worker, ctx.log(f"raw-worker-{repeat}"))
         return replace(sample, cpu_s=cpu.since())
 
 
@@ -388,32 +400,41 @@ def report(
     }
 
 
+def comparisons(result: dict[str, Any]) -> list[Comparison]:
+    """The suite's throughput line: end-to-end jobs/s against raw Dramatiq's msgs/s, ratio per repeat pair."""
+    summary, config = result["summary"], result["config"]
+    ratio = summary["ratio engineroom/raw (jobs/s)"]["median"]
+    path = f"batch {config['batch_size']}" if config.get("batch_size") else "POST /jobs"
+    return [
+        Comparison(
+            figure=f"throughput jobs/s ({config['jobs']} jobs, {path})",
+            engineroom=summary["engineroom end-to-end jobs/s"],
+            baseline=summary["raw dramatiq msgs/s"],
+            baseline_is="raw Dramatiq no-op actors, same RabbitMQ, same processes and threads",
+            target=f"ratio >= {RATIO_TARGET}",
+            met=ratio >= RATIO_TARGET,
+            ratio=ratio,
+        )
+    ]
+
+
 def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = parser_for("burst", __doc__)
+    add_run_options(parser, repeat=3, output=DEFAULT_OUTPUT)
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=48, help="HTTP submits in flight")
-    parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
+    parser.add_argument("--concurrency", type=int, default=48, help="HTTP requests in flight (submits or batches)")
+    parser.add_argument("--batch-size", type=int, default=0, help="submit over POST /jobs/batch, N jobs per request")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per burst")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    config = BenchConfig(
-        jobs=args.jobs,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        threads=args.threads,
-        repeat=args.repeat,
-        amqp_url=args.amqp_url,
-        timeout_s=args.timeout_s,
-    )
-    return config, args.output
+    return config_from_args(BenchConfig, args), args.output
 
 
 def main(argv: list[str] | None = None) -> int:
     config, output = parse_args(argv)
-    print(f"burst: {config.jobs} jobs x {config.repeat} repeats, workers {config.processes}p x {config.threads}t")
+    path = f"POST /jobs/batch x {config.batch_size}" if config.batch_size else "POST /jobs"
+    print(
+        f"burst: {config.jobs} jobs ({path}) x {config.repeat} repeats, workers {config.processes}p x {config.threads}t"
+    )
     result = run(config)
     write_result(output, result)
     print(result["table"])

@@ -24,13 +24,11 @@ deleted at the end, on error too. Figures are reported, not asserted; the verifi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -48,13 +46,16 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from bench._common import (
     ENGINEROOM,
     HOST,
-    REPO_ROOT,
     RESULTS_DIR,
+    Comparison,
     Delta,
     Figure,
     PeakRss,
     RunContext,
+    add_run_options,
     auth,
+    chunks,
+    config_from_args,
     consumers_at_least,
     cpu_reading,
     database,
@@ -63,9 +64,11 @@ from bench._common import (
     http_ok,
     log_findings,
     mongo_client,
+    parser_for,
     print_log_findings,
     pss_reading,
     queue_counts,
+    raw_worker,
     rss_reading,
     running,
     spread,
@@ -75,7 +78,6 @@ from bench._common import (
     write_result,
 )
 from engineroom.core.broker import MAX_PRIORITY
-from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
 from engineroom.core.tokens import issue_token
 
@@ -198,10 +200,7 @@ def _batch_body(size: int, delay_s: float) -> bytes:
 
 
 def _batch_sizes(jobs: int) -> Iterator[int]:
-    full, rest = divmod(jobs, BATCH_SIZE)
-    yield from [BATCH_SIZE] * full
-    if rest:
-        yield rest
+    return chunks(jobs, BATCH_SIZE)
 
 
 async def _submitter(
@@ -373,12 +372,7 @@ def _delay_prefetch(threads: int) -> int:
 def measure_raw(ctx: RunContext[DelayedConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, send it the delayed messages, read its RSS and the queues, stop it."""
     config = ctx.config
-    counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
-    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
-    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
-    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
-    with running(argv, log, env) as worker:
-        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+    with raw_worker(ctx, repeat, ctx.work_dir / f"raw-{repeat}.times") as worker:
         time.sleep(SETTLE_S)
         groups = {"worker": worker.pid}
         rss_idle = rss_reading(groups)["worker"]
@@ -558,32 +552,44 @@ def report(
     }
 
 
+def comparisons(result: dict[str, Any]) -> list[Comparison]:
+    """The suite's memory lines, from ``targets`` and ``summary``: worker growth holding the delayed jobs, against
+    raw Dramatiq's worker holding as many delayed messages; the idle total, against an idle raw worker."""
+    summary, jobs, found = result["summary"], result["config"]["jobs"], result["targets"]
+    growth, idle = found["worker RSS growth MiB"], found["idle RSS api+worker+scheduler MiB"]
+    growth_row = f"engineroom worker RSS growth MiB (target < {WORKER_GROWTH_TARGET_MIB:.0f})"
+    idle_row = f"engineroom RSS idle MiB api+worker+scheduler (target <= {IDLE_TOTAL_TARGET_MIB:.0f})"
+    return [
+        Comparison(
+            figure=f"memory: worker RSS growth MiB ({jobs} delayed jobs)",
+            engineroom=summary[growth_row],
+            baseline=summary["raw worker RSS growth MiB"],
+            baseline_is="raw Dramatiq worker after as many send_with_options(delay=...)",
+            target=f"< {WORKER_GROWTH_TARGET_MIB:.0f} MiB",
+            met=bool(growth["met"]),
+        ),
+        Comparison(
+            figure="memory: idle RSS MiB api+worker+scheduler",
+            engineroom=summary[idle_row],
+            baseline=summary["raw worker RSS idle MiB"],
+            baseline_is="an idle raw Dramatiq worker (same processes and threads)",
+            target=f"<= {IDLE_TOTAL_TARGET_MIB:.0f} MiB",
+            met=bool(idle["met"]),
+        ),
+    ]
+
+
 def parse_args(argv: list[str] | None) -> tuple[DelayedConfig, Path]:
-    description = __doc__.split("\n\n")[0] if __doc__ else ""
-    parser = argparse.ArgumentParser(prog="python -m bench delayed", description=description)
+    parser = parser_for("delayed", __doc__)
+    add_run_options(parser, repeat=1, output=DEFAULT_OUTPUT)
     parser.add_argument("--jobs", type=int, default=100_000, help="delayed jobs, engineroom and raw alike")
-    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--delay-s", type=float, default=3600.0)
     parser.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
-    parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
     parser.add_argument("--submit-timeout-s", type=float, default=180.0, help="per side; then it reports what it did")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeat < 1 or args.concurrency < 1:
         parser.error("--jobs, --repeat and --concurrency must be at least 1")
-    config = DelayedConfig(
-        jobs=args.jobs,
-        delay_s=args.delay_s,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        threads=args.threads,
-        repeat=args.repeat,
-        amqp_url=args.amqp_url,
-        submit_timeout_s=args.submit_timeout_s,
-    )
-    return config, args.output
+    return config_from_args(DelayedConfig, args), args.output
 
 
 def main(argv: list[str] | None = None) -> int:
