@@ -11,12 +11,14 @@ import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +37,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import free_port
+from engineroom.core.tokens import issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -342,6 +345,14 @@ def noop_message(queue: str, *args: Any) -> Message[Any]:
     return Message(queue_name=queue, actor_name=queue, args=args, kwargs={}, options={})
 
 
+def enqueue_noops(amqp_url: str, queue: str, count: int) -> None:
+    """``count`` no-op messages, one after another as any Dramatiq producer sends them; returns once the broker is
+    closed, so what pika still buffered has been written too."""
+    with raw_broker(amqp_url) as broker:
+        for _ in range(count):
+            broker.enqueue(noop_message(queue))
+
+
 class _WorkerConfig(Protocol):
     @property
     def amqp_url(self) -> str: ...
@@ -466,6 +477,12 @@ def comparison_table(rows: Sequence[Comparison]) -> str:
     )
 
 
+def print_targets(rows: Sequence[Comparison]) -> None:
+    for row in rows:
+        verdict = "-" if row.met is None else "met" if row.met else "NOT MET"
+        print(f"target {row.figure}: {row.engineroom['median']:.4g} vs {row.target} -> {verdict}")
+
+
 def chunks(total: int, size: int) -> Iterator[int]:
     """``total`` split into sizes of at most ``size``: the batches of a batch submit."""
     full, rest = divmod(total, size)
@@ -520,3 +537,73 @@ class RunContext(Generic[C]):
 
     def engineroom_env(self, mongodb_db: str) -> dict[str, str]:
         return engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret)
+
+
+@contextlib.contextmanager
+def run_context(config: C, prefix: str, raw_suffix: str = "raw") -> Iterator[RunContext[C]]:
+    """A run's shared state: a temporary log directory (printed), a SecantusDB process, a fresh namespace; on
+    leaving, on error too, the namespace's queues (and the raw queue) and events exchange are deleted."""
+    work_dir = Path(tempfile.mkdtemp(prefix=f"engineroom-bench-{prefix}-"))
+    print(f"logs: {work_dir}")
+    with contextlib.ExitStack() as stack:
+        mongodb_url, database_pid = stack.enter_context(database(work_dir))
+        tag, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+        ctx = RunContext(config, tag, work_dir, mongodb_url, database_pid, secret, raw_suffix)
+        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
+        print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
+        yield ctx
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """How busy the machine was: the figures of a noisy machine are read with this next to them."""
+    return {"cpus": os.cpu_count(), "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running ``engineroom api`` and ``engineroom worker``, and an admin token for the API."""
+
+    api: subprocess.Popen[bytes]
+    #: None when started without one (the batch benchmark measures acceptance alone).
+    worker: subprocess.Popen[bytes] | None
+    port: int
+    token: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws?token={self.token}"
+
+
+@contextlib.contextmanager
+def engineroom_stack(ctx: RunContext[Any], repeat: int, engine: str, *, worker: bool = True) -> Iterator[Stack]:
+    """An API and (unless ``worker`` is false) a worker for ``engine`` on database ``bench_<repeat>``, ready: the
+    API answers ``/readyz`` and every worker process consumes. The engine's cluster-wide concurrency is raised to
+    the worker's threads (``general`` defaults to 2), so every worker thread may run a job, as raw Dramatiq's do.
+    Rate limits stay unset (``process_env`` drops inherited ``ENGINEROOM_*``): unset means no limit."""
+    settings, port, env = ctx.settings, free_port(HOST), ctx.engineroom_env(f"bench_{repeat}")
+    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(running([*ENGINEROOM, "api", "--host", HOST, "--port", str(port)], api_log, env))
+        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
+        token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
+        worker_process = None
+        if worker:
+            config: _WorkerConfig = ctx.config
+            worker_argv = [*ENGINEROOM, "worker", "--engines", engine]
+            worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
+            worker_process = stack.enter_context(running(worker_argv, worker_log, env))
+            consuming = consumers_at_least(config.amqp_url, settings.queue_name(engine), config.processes)
+            wait_until(consuming, "engineroom worker", worker_process, worker_log)
+            limits = {"max_concurrency": config.processes * config.threads}
+            raised = httpx.put(f"http://{HOST}:{port}/queues/{engine}/limits", json=limits, headers=auth(token))
+            raised.raise_for_status()
+        yield Stack(api, worker_process, port, token)
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    """The value at ``share`` (0..1) of already sorted values, nearest rank below: no interpolation."""
+    return ordered[int(share * (len(ordered) - 1))]

@@ -24,10 +24,8 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import statistics
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -39,38 +37,31 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench._common import (
-    ENGINEROOM,
-    HOST,
     RESULTS_DIR,
     Comparison,
     Delta,
     Figure,
     Reading,
     RunContext,
+    Stack,
     add_run_options,
     auth,
     chunks,
     config_from_args,
-    consumers_at_least,
     cpu_reading,
-    database,
-    delete_topology,
-    http_ok,
+    engineroom_stack,
+    enqueue_noops,
     log_findings,
+    machine,
     mongo_client,
-    noop_message,
     parser_for,
     print_log_findings,
-    raw_broker,
     raw_worker,
-    running,
+    run_context,
     spread,
     table,
-    wait_until,
     write_result,
 )
-from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
 
 DEFAULT_OUTPUT = RESULTS_DIR / "burst.json"
 ENGINE = "general"
@@ -180,7 +171,7 @@ async def _listen(websocket: ClientConnection, tracker: Tracker) -> None:
             raise RuntimeError(f"job {event['job_id']} failed: {event.get('data')}")
 
 
-async def _subscribed(websocket: ClientConnection) -> None:
+async def subscribed(websocket: ClientConnection) -> None:
     """Wait for ``hello``, then a ``pong``: the server registers the socket between the two."""
     for expected, frame in (("hello", None), ("pong", {"op": "ping"})):
         if frame is not None:
@@ -243,7 +234,7 @@ async def _await_completions(listener: asyncio.Task[None], tracker: Tracker, tim
         raise RuntimeError(f"{len(tracker.completed)}/{tracker.jobs} completions seen after {timeout_s} s")
 
 
-async def _discard(task: asyncio.Task[None]) -> None:
+async def discard(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and drop its outcome: by now it was either re-raised or superseded by another error."""
     task.cancel()
     await asyncio.wait({task})
@@ -251,20 +242,20 @@ async def _discard(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-async def engineroom_burst(port: int, token: str, config: BenchConfig) -> EngineroomSample:
+async def engineroom_burst(stack: Stack, config: BenchConfig) -> EngineroomSample:
     """Submit the burst over HTTP and time it until the WebSocket has seen every job complete."""
     tracker = Tracker(config.jobs)
-    async with connect(f"ws://{HOST}:{port}/ws?token={token}", max_size=None) as websocket:
-        await _subscribed(websocket)
+    async with connect(stack.ws_url, max_size=None) as websocket:
+        await subscribed(websocket)
         listener = asyncio.create_task(_listen(websocket, tracker))
         try:
             start = time.perf_counter()
-            await _submit_all(f"http://{HOST}:{port}", token, config, tracker)
+            await _submit_all(stack.base_url, stack.token, config, tracker)
             submitted = time.perf_counter()
             await _await_completions(listener, tracker, config.timeout_s)
             finished = time.perf_counter()
         finally:
-            await _discard(listener)
+            await discard(listener)
     latencies = tracker.latencies()
     return EngineroomSample(
         jobs=config.jobs,
@@ -277,36 +268,15 @@ async def engineroom_burst(port: int, token: str, config: BenchConfig) -> Engine
 
 def measure_engineroom(ctx: RunContext[BenchConfig], repeat: int) -> EngineroomSample:
     """Start an API and a worker on a fresh database, run one burst, stop both."""
-    config, settings, port = ctx.config, ctx.settings, free_port(HOST)
-    env = ctx.engineroom_env(f"bench_{repeat}")
-    api_argv = [*ENGINEROOM, "api", "--host", HOST, "--port", str(port)]
-    worker_argv = [*ENGINEROOM, "worker", "--engines", ENGINE]
-    worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
-    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
-    with running(api_argv, api_log, env) as api, running(worker_argv, worker_log, env) as worker:
-        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
-        consuming = consumers_at_least(config.amqp_url, settings.queue_name(ENGINE), config.processes)
-        wait_until(consuming, "engineroom worker", worker, worker_log)
-        token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
-        # Let every worker thread run a job, as raw Dramatiq does: general's default cluster-wide limit is 2.
-        limits = {"max_concurrency": config.processes * config.threads}
-        raised = httpx.put(f"http://{HOST}:{port}/queues/{ENGINE}/limits", json=limits, headers=auth(token))
-        raised.raise_for_status()
-        cpu = Delta(cpu_reading({"api": api.pid, "worker": worker.pid, "secantusd": ctx.database_pid}))
+    with engineroom_stack(ctx, repeat, ENGINE) as stack:
+        assert stack.worker is not None
+        cpu = Delta(cpu_reading({"api": stack.api.pid, "worker": stack.worker.pid, "secantusd": ctx.database_pid}))
         db_ops = Delta(db_reading(ctx.mongodb_url))
-        sample = asyncio.run(engineroom_burst(port, token, config))
-        return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=config.jobs))
+        sample = asyncio.run(engineroom_burst(stack, ctx.config))
+        return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=ctx.config.jobs))
 
 
 # --- (b) raw Dramatiq ----------------------------------------------------------------------------------------
-
-
-def _enqueue_raw(ctx: RunContext[BenchConfig]) -> float:
-    """Send the baseline's messages, one after another as any Dramatiq producer does; returns when done."""
-    with raw_broker(ctx.config.amqp_url) as broker:
-        for _ in range(ctx.config.jobs):
-            broker.enqueue(noop_message(ctx.raw_queue))
-        return time.time()
 
 
 def _finish_times(counter: Path) -> list[float]:
@@ -315,7 +285,8 @@ def _finish_times(counter: Path) -> list[float]:
 
 def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
     start = time.time()
-    enqueued = _enqueue_raw(ctx)
+    enqueue_noops(ctx.config.amqp_url, ctx.raw_queue, ctx.config.jobs)
+    enqueued = time.time()
     deadline = time.monotonic() + ctx.config.timeout_s
     while len(times := _finish_times(counter)) < ctx.config.jobs:
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -339,23 +310,16 @@ def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
 
 def run(config: BenchConfig) -> dict[str, Any]:
     """All repeats, interleaved; returns the report (samples, summary, log findings)."""
-    work_dir = Path(tempfile.mkdtemp(prefix="engineroom-bench-"))
-    print(f"logs: {work_dir}")
     engineroom_samples: list[EngineroomSample] = []
     raw_samples: list[RawSample] = []
     load_before = os.getloadavg()
-    with contextlib.ExitStack() as stack:
-        mongodb_url, database_pid = stack.enter_context(database(work_dir))
-        ctx = RunContext(config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32))
-        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
-        print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
+    with run_context(config, "burst") as ctx:
         for repeat in range(1, config.repeat + 1):
             engineroom_samples.append(sample := measure_engineroom(ctx, repeat))
             print(f"  #{repeat} engineroom {sample.jobs_per_s:8.1f} jobs/s  ({sample.accepted_per_s:.1f} accepted/s)")
             raw_samples.append(raw := measure_raw(ctx, repeat))
             print(f"  #{repeat} raw        {raw.messages_per_s:8.1f} msgs/s  ({raw.enqueued_per_s:.1f} enqueued/s)")
-    result = report(config, work_dir, engineroom_samples, raw_samples)
-    return {**result, "cpus": os.cpu_count(), "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+    return {**report(config, ctx.work_dir, engineroom_samples, raw_samples), **machine(load_before)}
 
 
 # --- the report ----------------------------------------------------------------------------------------------

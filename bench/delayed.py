@@ -25,24 +25,23 @@ deleted at the end, on error too. Figures are reported, not asserted; the verifi
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, ExitStack
-from dataclasses import asdict, dataclass, field
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-import httpx
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from bench._batches import Batches, SubmitProgress, submit_batches
 from bench._common import (
     ENGINEROOM,
     HOST,
@@ -53,7 +52,6 @@ from bench._common import (
     PeakRss,
     RunContext,
     add_run_options,
-    auth,
     chunks,
     config_from_args,
     consumers_at_least,
@@ -188,52 +186,15 @@ class RawSample:
 # --- (a) engineroom ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SubmitProgress:
-    accepted: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
-def _batch_body(size: int, delay_s: float) -> bytes:
-    job = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}, "delay_s": delay_s}
-    return json.dumps({"jobs": [job] * size}).encode()
-
-
 def _batch_sizes(jobs: int) -> Iterator[int]:
     return chunks(jobs, BATCH_SIZE)
 
 
-async def _submitter(
-    client: httpx.AsyncClient, bodies: dict[int, bytes], batches: Iterator[int], deadline: float, done: SubmitProgress
-) -> None:
-    """Post batches from the shared iterator until it is empty or the deadline has passed."""
-    for size in batches:
-        if time.monotonic() > deadline:
-            return
-        sent = time.perf_counter()
-        response = await client.post("/jobs/batch", content=bodies[size], headers={"Content-Type": "application/json"})
-        if response.status_code != 202:
-            raise RuntimeError(f"POST /jobs/batch answered {response.status_code}: {response.text[:300]}")
-        ids = response.json()["ids"]
-        if len(ids) != size:
-            raise RuntimeError(f"POST /jobs/batch accepted {len(ids)} of {size} jobs")
-        done.latencies.append(time.perf_counter() - sent)
-        done.accepted += size
-
-
 async def submit_delayed(base_url: str, token: str, config: DelayedConfig) -> tuple[SubmitProgress, float]:
     """Every batch, ``config.concurrency`` in flight; returns the progress and the seconds it took."""
-    bodies = {size: _batch_body(size, config.delay_s) for size in set(_batch_sizes(config.jobs))}
-    batches = _batch_sizes(config.jobs)  # shared: each submitter takes the next one
-    done = SubmitProgress()
-    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
-    async with AsyncExitStack() as stack:
-        client = httpx.AsyncClient(base_url=base_url, headers=auth(token), limits=limits, timeout=120)
-        await stack.enter_async_context(client)
-        deadline = time.monotonic() + config.submit_timeout_s
-        start = time.perf_counter()
-        await asyncio.gather(*(_submitter(client, bodies, batches, deadline, done) for _ in range(config.concurrency)))
-        return done, time.perf_counter() - start
+    job = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}, "delay_s": config.delay_s}
+    batches = Batches(job, config.jobs, BATCH_SIZE, config.concurrency, config.submit_timeout_s)
+    return await submit_batches(base_url, token, batches)
 
 
 def _scheduler_leads(mongodb_url: str, db: str) -> bool:
