@@ -22,7 +22,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -477,10 +478,41 @@ def comparison_table(rows: Sequence[Comparison]) -> str:
     )
 
 
-def print_targets(rows: Sequence[Comparison]) -> None:
-    for row in rows:
-        verdict = "-" if row.met is None else "met" if row.met else "NOT MET"
-        print(f"target {row.figure}: {row.engineroom['median']:.4g} vs {row.target} -> {verdict}")
+def target_lines(rows: Sequence[Comparison]) -> list[str]:
+    """One line per target: the engineroom median, the target, and whether it is met."""
+    verdicts = ["-" if row.met is None else "met" if row.met else "NOT MET" for row in rows]
+    return [
+        f"target {row.figure}: {row.engineroom['median']:.4g} vs {row.target} -> {verdict}"
+        for row, verdict in zip(rows, verdicts, strict=True)
+    ]
+
+
+def run_report(
+    config: Any, work_dir: Path, engineroom: Sequence[Any], raw: Sequence[Any], rows: list[Figure]
+) -> dict[str, Any]:
+    """What every interleaved benchmark reports: its config, each sample (dataclasses), each figure's spread, the
+    table, and the warnings and errors in its logs."""
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "config": asdict(config),
+        "engineroom": [asdict(sample) for sample in engineroom],
+        "raw": [asdict(sample) for sample in raw],
+        "summary": {name: spread(values) for name, values in rows},
+        "table": table(rows),
+        "log_dir": str(work_dir),
+        "logs": log_findings(work_dir),
+    }
+
+
+def publish(output: Path, result: dict[str, Any], lines: Sequence[str] = ()) -> None:
+    """Write the JSON; print the table, ``lines`` (targets, checks), how busy the machine was and the log findings."""
+    write_result(output, result)
+    print(result["table"])
+    for line in lines:
+        print(line)
+    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
+    print_log_findings(result)
+    print(f"written: {output}")
 
 
 def chunks(total: int, size: int) -> Iterator[int]:

@@ -21,8 +21,7 @@ import asyncio
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +38,13 @@ from bench._common import (
     delete_topology,
     engineroom_stack,
     enqueue_noops,
-    log_findings,
     machine,
     parser_for,
     percentile,
-    print_log_findings,
-    print_targets,
+    publish,
     run_context,
-    spread,
-    table,
-    write_result,
+    run_report,
+    target_lines,
 )
 from bench.burst import ENGINE, JOB_BODY
 
@@ -145,17 +141,7 @@ def figures(engineroom: list[EngineroomSample], raw: list[RawSample]) -> list[Fi
 def report(
     config: BatchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
-    return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
-    }
+    return run_report(config, work_dir, engineroom, raw, figures(engineroom, raw))
 
 
 def comparisons(result: dict[str, Any]) -> list[Comparison]:
@@ -196,10 +182,5 @@ def main(argv: list[str] | None = None) -> int:
         f" x {config.repeat} repeats"
     )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
-    print_targets(comparisons(result))
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+    publish(output, result, target_lines(comparisons(result)))
     return 0

@@ -28,8 +28,7 @@ import statistics
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,16 +50,13 @@ from bench._common import (
     cpu_reading,
     engineroom_stack,
     enqueue_noops,
-    log_findings,
     machine,
     mongo_client,
     parser_for,
-    print_log_findings,
+    publish,
     raw_worker,
     run_context,
-    spread,
-    table,
-    write_result,
+    run_report,
 )
 
 DEFAULT_OUTPUT = RESULTS_DIR / "burst.json"
@@ -351,17 +347,7 @@ def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
 def report(
     config: BenchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
-    return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
-    }
+    return run_report(config, work_dir, engineroom, raw, figures(engineroom, raw))
 
 
 def comparisons(result: dict[str, Any]) -> list[Comparison]:
@@ -400,9 +386,5 @@ def main(argv: list[str] | None = None) -> int:
         f"burst: {config.jobs} jobs ({path}) x {config.repeat} repeats, workers {config.processes}p x {config.threads}t"
     )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+    publish(output, result)
     return 0

@@ -32,8 +32,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -60,20 +59,17 @@ from bench._common import (
     delete_topology,
     group_processes,
     http_ok,
-    log_findings,
     mongo_client,
     parser_for,
-    print_log_findings,
     pss_reading,
+    publish,
     queue_counts,
     raw_worker,
     rss_reading,
+    run_report,
     running,
-    spread,
-    table,
     unacked_counts,
     wait_until,
-    write_result,
 )
 from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.embedded import free_port
@@ -492,13 +488,8 @@ def targets(engineroom: list[EngineroomSample]) -> dict[str, dict[str, float | b
 def report(
     config: DelayedConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
     return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
+        **run_report(config, work_dir, engineroom, raw, figures(engineroom, raw)),
         "targets": targets(engineroom),
         "checks": checks(engineroom, raw),
         "incomplete": [
@@ -507,9 +498,6 @@ def report(
             for what, done in (("engineroom submits", e.accepted), ("raw sends", r.enqueued))
             if done < config.jobs
         ],
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
     }
 
 
@@ -560,17 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         f" workers {config.processes}p x {config.threads}t"
     )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
+    lines = []
     for name, target in result["targets"].items():
         verdict = "met" if target["met"] else "MISSED"
         pss = f" (PSS {target['pss']:.1f})" if "pss" in target else ""
-        print(f"target {name}: {target['value']:.1f}{pss} vs {target['target']:.0f} -> {verdict}")
-    for line in result["incomplete"]:
-        print(f"incomplete: {line}")
-    for name, ok in result["checks"].items():
-        print(f"check {'ok    ' if ok else 'FAILED'} {name}")
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+        lines.append(f"target {name}: {target['value']:.1f}{pss} vs {target['target']:.0f} -> {verdict}")
+    lines += [f"incomplete: {line}" for line in result["incomplete"]]
+    lines += [f"check {'ok    ' if ok else 'FAILED'} {name}" for name, ok in result["checks"].items()]
+    publish(output, result, lines)
     return 0 if all(result["checks"].values()) else 1

@@ -26,8 +26,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,19 +43,16 @@ from bench._common import (
     auth,
     config_from_args,
     engineroom_stack,
-    log_findings,
     machine,
     noop_message,
     parser_for,
     percentile,
-    print_log_findings,
-    print_targets,
+    publish,
     raw_broker,
     raw_worker,
     run_context,
-    spread,
-    table,
-    write_result,
+    run_report,
+    target_lines,
 )
 from bench.burst import ENGINE, JOB_BODY, discard, subscribed
 
@@ -244,17 +240,7 @@ def figures(engineroom: list[LatencySample], raw: list[LatencySample]) -> list[F
 def report(
     config: LatencyConfig, work_dir: Path, engineroom: list[LatencySample], raw: list[LatencySample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
-    return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
-    }
+    return run_report(config, work_dir, engineroom, raw, figures(engineroom, raw))
 
 
 def comparisons(result: dict[str, Any]) -> list[Comparison]:
@@ -298,10 +284,5 @@ def main(argv: list[str] | None = None) -> int:
         f" workers {config.processes}p x {config.threads}t"
     )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
-    print_targets(comparisons(result))
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+    publish(output, result, target_lines(comparisons(result)))
     return 0
