@@ -568,7 +568,11 @@ class RunContext(Generic[C]):
         return self.work_dir / f"{name}.log"
 
     def engineroom_env(self, mongodb_db: str) -> dict[str, str]:
-        return engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret)
+        """The environment of one repeat's engineroom processes. The worker's metrics server gets a free port: its
+        default (9191) is taken by any other engineroom worker on the machine, and the bind error kills the
+        worker's metrics process (a traceback in its log) though the figures are still taken."""
+        metrics = {"ENGINEROOM_WORKER_METRICS_PORT": str(free_port(HOST))}
+        return {**engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret), **metrics}
 
 
 @contextlib.contextmanager
