@@ -7,19 +7,23 @@ processes) join: CPU time and memory are read per group, so a figure covers the 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -27,10 +31,14 @@ import httpx
 import pika
 import pika.exceptions
 import pymongo
+from dramatiq import Message
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pika.adapters.blocking_connection import BlockingChannel
 
+from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import free_port
+from engineroom.core.tokens import issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -322,6 +330,82 @@ def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> Non
         channel.exchange_delete(settings.events_exchange)
 
 
+@contextlib.contextmanager
+def raw_broker(amqp_url: str) -> Iterator[RabbitmqBroker]:
+    """A Dramatiq broker with engineroom's queue arguments (``x-max-priority``), so only the work per message differs;
+    closed on leaving, which also flushes what pika still buffers."""
+    broker = RabbitmqBroker(url=amqp_url, max_priority=MAX_PRIORITY)
+    try:
+        yield broker
+    finally:
+        broker.close()
+
+
+def noop_message(queue: str, *args: Any) -> Message[Any]:
+    """A message for ``bench.raw_worker``'s actor on ``queue`` (its actor is named after its queue)."""
+    return Message(queue_name=queue, actor_name=queue, args=args, kwargs={}, options={})
+
+
+def enqueue_noops(amqp_url: str, queue: str, count: int) -> None:
+    """``count`` no-op messages, one after another as any Dramatiq producer sends them; returns once the broker is
+    closed, so what pika still buffered has been written too."""
+    with raw_broker(amqp_url) as broker:
+        for _ in range(count):
+            broker.enqueue(noop_message(queue))
+
+
+class _WorkerConfig(Protocol):
+    @property
+    def amqp_url(self) -> str: ...
+    @property
+    def processes(self) -> int: ...
+    @property
+    def threads(self) -> int: ...
+
+
+@contextlib.contextmanager
+def raw_worker(ctx: RunContext[Any], repeat: int, counter: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A plain ``dramatiq`` worker on ``bench.raw_worker`` (``ctx.config``'s processes and threads) appending to
+    ``counter``; yields it once every process consumes ``ctx.raw_queue``, stops it on leaving."""
+    config: _WorkerConfig = ctx.config
+    log = ctx.log(f"raw-worker-{repeat}")
+    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
+    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
+    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
+    with running(argv, log, env) as worker:
+        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+        yield worker
+
+
+# --- options -------------------------------------------------------------------------------------------------
+
+
+def parser_for(name: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of ``python -m bench <name>``, described by the first paragraph of the module's docstring."""
+    return argparse.ArgumentParser(prog=f"python -m bench {name}", description=doc.split("\n\n")[0] if doc else "")
+
+
+def add_run_options(parser: argparse.ArgumentParser, *, repeat: int, output: Path, workers: bool = True) -> None:
+    """The options every interleaved benchmark has: repeats, worker shape (engineroom and raw alike), RabbitMQ,
+    and where the JSON goes."""
+    parser.add_argument("--repeat", type=int, default=repeat, help="interleaved engineroom/baseline pairs")
+    if workers:
+        parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
+        parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
+    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
+    parser.add_argument("--output", type=Path, default=output)
+
+
+T = TypeVar("T")
+
+
+def config_from_args(cls: type[T], args: argparse.Namespace, **values: Any) -> T:
+    """``cls`` (a dataclass) from the parsed options named like its fields, ``values`` overriding: each option is
+    declared once, on the parser, and the mapping to the config stays in one place."""
+    found = {item.name: getattr(args, item.name) for item in fields(cls) if hasattr(args, item.name)}  # type: ignore[arg-type]
+    return cls(**{**found, **values})
+
+
 # --- the report ----------------------------------------------------------------------------------------------
 
 Figure = tuple[str, list[float]]
@@ -340,6 +424,103 @@ def table(rows: list[Figure]) -> str:
     lines = [f"{'figure':<{width}}" + "".join(f"{key:>{column}}" for key in keys)]
     lines += [f"{name:<{width}}" + "".join(f"{cell:>{column}}" for cell in row) for name, row in cells]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One line of the suite's table: an engineroom figure, its baseline measured in the same run, its target."""
+
+    figure: str
+    #: ``spread`` over the repeats (median, min, max).
+    engineroom: dict[str, float]
+    baseline: dict[str, float] | None
+    #: What the baseline is, for the JSON (the table has no room for it).
+    baseline_is: str
+    target: str
+    #: None: the figure has no target, or was not measured.
+    met: bool | None
+    #: engineroom/baseline; None: the medians' ratio. Set when each repeat's pair gives a ratio of its own.
+    ratio: float | None = None
+
+    @property
+    def ratio_or_medians(self) -> float | None:
+        if self.ratio is not None:
+            return self.ratio
+        if self.baseline is None or not self.baseline["median"]:
+            return None
+        return self.engineroom["median"] / self.baseline["median"]
+
+
+def _cell(values: dict[str, float] | None) -> tuple[str, str]:
+    if values is None:
+        return "-", "-"
+    return f"{values['median']:.4g}", f"{values['min']:.4g}..{values['max']:.4g}"
+
+
+def comparison_table(rows: Sequence[Comparison]) -> str:
+    """Figure, engineroom median and min..max, baseline median and min..max, ratio, target and whether it is met."""
+    header = ("figure", "engineroom", "spread", "baseline", "spread", "ratio", "target", "met?")
+    cells = []
+    for row in rows:
+        ratio = row.ratio_or_medians
+        verdict = "-" if row.met is None else "met" if row.met else "NOT MET"
+        cells.append(
+            (row.figure, *_cell(row.engineroom), *_cell(row.baseline), "-" if ratio is None else f"{ratio:.3g}")
+            + (row.target, verdict)
+        )
+    widths = [max(len(line[column]) for line in [header, *cells]) for column in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if column in (0, 6) else cell.rjust(width)
+            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in [header, *cells]
+    )
+
+
+def target_lines(rows: Sequence[Comparison]) -> list[str]:
+    """One line per target: the engineroom median, the target, and whether it is met."""
+    verdicts = ["-" if row.met is None else "met" if row.met else "NOT MET" for row in rows]
+    return [
+        f"target {row.figure}: {row.engineroom['median']:.4g} vs {row.target} -> {verdict}"
+        for row, verdict in zip(rows, verdicts, strict=True)
+    ]
+
+
+def run_report(
+    config: Any, work_dir: Path, engineroom: Sequence[Any], raw: Sequence[Any], rows: list[Figure]
+) -> dict[str, Any]:
+    """What every interleaved benchmark reports: its config, each sample (dataclasses), each figure's spread, the
+    table, and the warnings and errors in its logs."""
+    return {
+        "at": datetime.now(UTC).isoformat(),
+        "config": asdict(config),
+        "engineroom": [asdict(sample) for sample in engineroom],
+        "raw": [asdict(sample) for sample in raw],
+        "summary": {name: spread(values) for name, values in rows},
+        "table": table(rows),
+        "log_dir": str(work_dir),
+        "logs": log_findings(work_dir),
+    }
+
+
+def publish(output: Path, result: dict[str, Any], lines: Sequence[str] = ()) -> None:
+    """Write the JSON; print the table, ``lines`` (targets, checks), how busy the machine was and the log findings."""
+    write_result(output, result)
+    print(result["table"])
+    for line in lines:
+        print(line)
+    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
+    print_log_findings(result)
+    print(f"written: {output}")
+
+
+def chunks(total: int, size: int) -> Iterator[int]:
+    """``total`` split into sizes of at most ``size``: the batches of a batch submit."""
+    full, rest = divmod(total, size)
+    yield from [size] * full
+    if rest:
+        yield rest
 
 
 def write_result(output: Path, result: dict[str, Any]) -> None:
@@ -387,4 +568,78 @@ class RunContext(Generic[C]):
         return self.work_dir / f"{name}.log"
 
     def engineroom_env(self, mongodb_db: str) -> dict[str, str]:
-        return engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret)
+        """The environment of one repeat's engineroom processes. The worker's metrics server gets a free port: its
+        default (9191) is taken by any other engineroom worker on the machine, and the bind error kills the
+        worker's metrics process (a traceback in its log) though the figures are still taken."""
+        metrics = {"ENGINEROOM_WORKER_METRICS_PORT": str(free_port(HOST))}
+        return {**engineroom_env(self.settings, self.mongodb_url, mongodb_db, self.jwt_secret), **metrics}
+
+
+@contextlib.contextmanager
+def run_context(config: C, prefix: str, raw_suffix: str = "raw") -> Iterator[RunContext[C]]:
+    """A run's shared state: a temporary log directory (printed), a SecantusDB process, a fresh namespace; on
+    leaving, on error too, the namespace's queues (and the raw queue) and events exchange are deleted."""
+    work_dir = Path(tempfile.mkdtemp(prefix=f"engineroom-bench-{prefix}-"))
+    print(f"logs: {work_dir}")
+    with contextlib.ExitStack() as stack:
+        mongodb_url, database_pid = stack.enter_context(database(work_dir))
+        tag, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
+        ctx = RunContext(config, tag, work_dir, mongodb_url, database_pid, secret, raw_suffix)
+        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
+        print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
+        yield ctx
+
+
+def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """How busy the machine was: the figures of a noisy machine are read with this next to them."""
+    return {"cpus": os.cpu_count(), "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A running ``engineroom api`` and ``engineroom worker``, and an admin token for the API."""
+
+    api: subprocess.Popen[bytes]
+    #: None when started without one (the batch benchmark measures acceptance alone).
+    worker: subprocess.Popen[bytes] | None
+    port: int
+    token: str
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{HOST}:{self.port}/ws?token={self.token}"
+
+
+@contextlib.contextmanager
+def engineroom_stack(ctx: RunContext[Any], repeat: int, engine: str, *, worker: bool = True) -> Iterator[Stack]:
+    """An API and (unless ``worker`` is false) a worker for ``engine`` on database ``bench_<repeat>``, ready: the
+    API answers ``/readyz`` and every worker process consumes. The engine's cluster-wide concurrency is raised to
+    the worker's threads (``general`` defaults to 2), so every worker thread may run a job, as raw Dramatiq's do.
+    Rate limits stay unset (``process_env`` drops inherited ``ENGINEROOM_*``): unset means no limit."""
+    settings, port, env = ctx.settings, free_port(HOST), ctx.engineroom_env(f"bench_{repeat}")
+    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(running([*ENGINEROOM, "api", "--host", HOST, "--port", str(port)], api_log, env))
+        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
+        token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
+        worker_process = None
+        if worker:
+            config: _WorkerConfig = ctx.config
+            worker_argv = [*ENGINEROOM, "worker", "--engines", engine]
+            worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
+            worker_process = stack.enter_context(running(worker_argv, worker_log, env))
+            consuming = consumers_at_least(config.amqp_url, settings.queue_name(engine), config.processes)
+            wait_until(consuming, "engineroom worker", worker_process, worker_log)
+            limits = {"max_concurrency": config.processes * config.threads}
+            raised = httpx.put(f"http://{HOST}:{port}/queues/{engine}/limits", json=limits, headers=auth(token))
+            raised.raise_for_status()
+        yield Stack(api, worker_process, port, token)
+
+
+def percentile(ordered: Sequence[float], share: float) -> float:
+    """The value at ``share`` (0..1) of already sorted values, nearest rank below: no interpolation."""
+    return ordered[int(share * (len(ordered) - 1))]

@@ -1,10 +1,12 @@
 """Burst benchmark: engineroom's full stack against raw Dramatiq on the same RabbitMQ, in one run.
 
 (a) engineroom: ``--jobs`` submits of ``general.demo`` (``{"duration_s": 0, "steps": 1}``) over ``POST /jobs``,
-``--concurrency`` in flight, to a real ``engineroom api`` process; a real ``engineroom worker`` runs them; MongoDB
-is a separate ``secantusd-py`` process. Timed from the first submit until a WebSocket client, connected before
-the burst, has seen ``job.completed`` for every accepted job. Also reported: the submit-only rate (accepted/s,
-first submit to last 202) and per-job latency (request sent to ``job.completed`` seen).
+``--concurrency`` in flight (or, with ``--batch-size N``, over ``POST /jobs/batch`` with N jobs per request, the
+realistic bulk path, ``--concurrency`` requests in flight), to a real ``engineroom api`` process; a real
+``engineroom worker`` runs them; MongoDB is a separate ``secantusd-py`` process. Timed from the first submit until
+a WebSocket client, connected before the burst, has seen ``job.completed`` for every accepted job. Also reported:
+the submit-only rate (accepted/s, first submit to last 202) and per-job latency (request sent to ``job.completed``
+seen; for a batch, from its request).
 
 (b) raw Dramatiq: as many no-op messages through ``RabbitmqBroker`` to a ``dramatiq`` worker with the same
 processes and threads (``bench/raw_worker.py``). Timed from the first enqueue until the last message's actor
@@ -18,56 +20,44 @@ seconds per burst are read from ``/proc`` for each process group (API, worker, S
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import json
 import os
-import secrets
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
-from dramatiq import Message
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench._common import (
-    ENGINEROOM,
-    HOST,
-    REPO_ROOT,
     RESULTS_DIR,
+    Comparison,
     Delta,
     Figure,
     Reading,
     RunContext,
+    Stack,
+    add_run_options,
     auth,
-    consumers_at_least,
+    chunks,
+    config_from_args,
     cpu_reading,
-    database,
-    delete_topology,
-    http_ok,
-    log_findings,
+    engineroom_stack,
+    enqueue_noops,
+    machine,
     mongo_client,
-    print_log_findings,
-    running,
-    spread,
-    table,
-    wait_until,
-    write_result,
+    parser_for,
+    publish,
+    raw_worker,
+    run_context,
+    run_report,
 )
-from engineroom.core.broker import MAX_PRIORITY
-from engineroom.core.config import Settings
-from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
 
 DEFAULT_OUTPUT = RESULTS_DIR / "burst.json"
 ENGINE = "general"
@@ -76,6 +66,8 @@ POLL_S = 0.01
 #: httpx's pool costs client CPU per request in proportion to its size (measured: 1.0 ms at 8 connections,
 #: 4.4 ms at 48), which on a small machine starves the system under test; so the burst uses several small pools.
 CONNECTIONS_PER_CLIENT = 8
+#: The brief's target: engineroom's end-to-end jobs/s at least this share of raw Dramatiq's msgs/s.
+RATIO_TARGET = 0.5
 
 
 @dataclass(frozen=True)
@@ -87,6 +79,8 @@ class BenchConfig:
     repeat: int
     amqp_url: str
     timeout_s: float
+    #: 0: one ``POST /jobs`` per job; N: ``POST /jobs/batch`` with N jobs per request.
+    batch_size: int = 0
 
 
 @dataclass(frozen=True)
@@ -173,7 +167,7 @@ async def _listen(websocket: ClientConnection, tracker: Tracker) -> None:
             raise RuntimeError(f"job {event['job_id']} failed: {event.get('data')}")
 
 
-async def _subscribed(websocket: ClientConnection) -> None:
+async def subscribed(websocket: ClientConnection) -> None:
     """Wait for ``hello``, then a ``pong``: the server registers the socket between the two."""
     for expected, frame in (("hello", None), ("pong", {"op": "ping"})):
         if frame is not None:
@@ -192,6 +186,17 @@ async def _submitter(client: httpx.AsyncClient, tracker: Tracker, tickets: Itera
         tracker.accepted(response.json()["id"], sent_at)
 
 
+async def _batch_submitter(client: httpx.AsyncClient, tracker: Tracker, batches: Iterator[int]) -> None:
+    """Post batches from the shared iterator; each job's latency counts from its batch's request."""
+    for size in batches:
+        sent_at = time.perf_counter()
+        response = await client.post("/jobs/batch", json={"jobs": [JOB_BODY] * size})
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /jobs/batch answered {response.status_code}: {response.text[:300]}")
+        for job_id in response.json()["ids"]:
+            tracker.accepted(job_id, sent_at)
+
+
 def _pool_sizes(concurrency: int) -> list[int]:
     """``concurrency`` split into pools of at most ``CONNECTIONS_PER_CLIENT``."""
     full, rest = divmod(concurrency, CONNECTIONS_PER_CLIENT)
@@ -201,14 +206,16 @@ def _pool_sizes(concurrency: int) -> list[int]:
 async def _submit_all(base_url: str, token: str, config: BenchConfig, tracker: Tracker) -> None:
     """``config.concurrency`` submitters, one connection each, sharing the burst's tickets."""
     headers = auth(token)
-    tickets = iter(range(config.jobs))  # shared: each submitter takes the next one
+    # Shared: each submitter takes the next job, or the next batch.
+    tickets = chunks(config.jobs, config.batch_size) if config.batch_size else iter(range(config.jobs))
+    submitter = _batch_submitter if config.batch_size else _submitter
     async with contextlib.AsyncExitStack() as stack:
         submitters = []
         for size in _pool_sizes(config.concurrency):
             limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
             client = httpx.AsyncClient(base_url=base_url, headers=headers, limits=limits, timeout=60)
             await stack.enter_async_context(client)
-            submitters += [_submitter(client, tracker, tickets) for _ in range(size)]
+            submitters += [submitter(client, tracker, tickets) for _ in range(size)]
         await asyncio.gather(*submitters)
 
 
@@ -223,7 +230,7 @@ async def _await_completions(listener: asyncio.Task[None], tracker: Tracker, tim
         raise RuntimeError(f"{len(tracker.completed)}/{tracker.jobs} completions seen after {timeout_s} s")
 
 
-async def _discard(task: asyncio.Task[None]) -> None:
+async def discard(task: asyncio.Task[None]) -> None:
     """Cancel ``task`` and drop its outcome: by now it was either re-raised or superseded by another error."""
     task.cancel()
     await asyncio.wait({task})
@@ -231,20 +238,20 @@ async def _discard(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-async def engineroom_burst(port: int, token: str, config: BenchConfig) -> EngineroomSample:
+async def engineroom_burst(stack: Stack, config: BenchConfig) -> EngineroomSample:
     """Submit the burst over HTTP and time it until the WebSocket has seen every job complete."""
     tracker = Tracker(config.jobs)
-    async with connect(f"ws://{HOST}:{port}/ws?token={token}", max_size=None) as websocket:
-        await _subscribed(websocket)
+    async with connect(stack.ws_url, max_size=None) as websocket:
+        await subscribed(websocket)
         listener = asyncio.create_task(_listen(websocket, tracker))
         try:
             start = time.perf_counter()
-            await _submit_all(f"http://{HOST}:{port}", token, config, tracker)
+            await _submit_all(stack.base_url, stack.token, config, tracker)
             submitted = time.perf_counter()
             await _await_completions(listener, tracker, config.timeout_s)
             finished = time.perf_counter()
         finally:
-            await _discard(listener)
+            await discard(listener)
     latencies = tracker.latencies()
     return EngineroomSample(
         jobs=config.jobs,
@@ -257,39 +264,15 @@ async def engineroom_burst(port: int, token: str, config: BenchConfig) -> Engine
 
 def measure_engineroom(ctx: RunContext[BenchConfig], repeat: int) -> EngineroomSample:
     """Start an API and a worker on a fresh database, run one burst, stop both."""
-    config, settings, port = ctx.config, ctx.settings, free_port(HOST)
-    env = ctx.engineroom_env(f"bench_{repeat}")
-    api_argv = [*ENGINEROOM, "api", "--host", HOST, "--port", str(port)]
-    worker_argv = [*ENGINEROOM, "worker", "--engines", ENGINE]
-    worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
-    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
-    with running(api_argv, api_log, env) as api, running(worker_argv, worker_log, env) as worker:
-        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
-        consuming = consumers_at_least(config.amqp_url, settings.queue_name(ENGINE), config.processes)
-        wait_until(consuming, "engineroom worker", worker, worker_log)
-        token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
-        # Let every worker thread run a job, as raw Dramatiq does: general's default cluster-wide limit is 2.
-        limits = {"max_concurrency": config.processes * config.threads}
-        raised = httpx.put(f"http://{HOST}:{port}/queues/{ENGINE}/limits", json=limits, headers=auth(token))
-        raised.raise_for_status()
-        cpu = Delta(cpu_reading({"api": api.pid, "worker": worker.pid, "secantusd": ctx.database_pid}))
+    with engineroom_stack(ctx, repeat, ENGINE) as stack:
+        assert stack.worker is not None
+        cpu = Delta(cpu_reading({"api": stack.api.pid, "worker": stack.worker.pid, "secantusd": ctx.database_pid}))
         db_ops = Delta(db_reading(ctx.mongodb_url))
-        sample = asyncio.run(engineroom_burst(port, token, config))
-        return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=config.jobs))
+        sample = asyncio.run(engineroom_burst(stack, ctx.config))
+        return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=ctx.config.jobs))
 
 
 # --- (b) raw Dramatiq ----------------------------------------------------------------------------------------
-
-
-def _enqueue_raw(ctx: RunContext[BenchConfig]) -> float:
-    """Send the baseline's messages, one after another as any Dramatiq producer does; returns when done."""
-    broker = RabbitmqBroker(url=ctx.config.amqp_url, max_priority=MAX_PRIORITY)
-    try:
-        for _ in range(ctx.config.jobs):
-            broker.enqueue(Message(queue_name=ctx.raw_queue, actor_name=ctx.raw_queue, args=(), kwargs={}, options={}))
-        return time.time()
-    finally:
-        broker.close()
 
 
 def _finish_times(counter: Path) -> list[float]:
@@ -298,7 +281,8 @@ def _finish_times(counter: Path) -> list[float]:
 
 def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
     start = time.time()
-    enqueued = _enqueue_raw(ctx)
+    enqueue_noops(ctx.config.amqp_url, ctx.raw_queue, ctx.config.jobs)
+    enqueued = time.time()
     deadline = time.monotonic() + ctx.config.timeout_s
     while len(times := _finish_times(counter)) < ctx.config.jobs:
         if worker.poll() is not None or time.monotonic() > deadline:
@@ -309,16 +293,11 @@ def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.P
 
 def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, run one burst of no-op messages, stop it."""
-    config = ctx.config
-    counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
+    counter = ctx.work_dir / f"raw-{repeat}.times"
     counter.touch()
-    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
-    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
-    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
-    with running(argv, log, env) as worker:
-        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+    with raw_worker(ctx, repeat, counter) as worker:
         cpu = Delta(cpu_reading({"worker": worker.pid}))
-        sample = _raw_burst(ctx, counter, worker, log)
+        sample = _raw_burst(ctx, counter, worker, ctx.log(f"raw-worker-{repeat}"))
         return replace(sample, cpu_s=cpu.since())
 
 
@@ -327,23 +306,16 @@ def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
 
 def run(config: BenchConfig) -> dict[str, Any]:
     """All repeats, interleaved; returns the report (samples, summary, log findings)."""
-    work_dir = Path(tempfile.mkdtemp(prefix="engineroom-bench-"))
-    print(f"logs: {work_dir}")
     engineroom_samples: list[EngineroomSample] = []
     raw_samples: list[RawSample] = []
     load_before = os.getloadavg()
-    with contextlib.ExitStack() as stack:
-        mongodb_url, database_pid = stack.enter_context(database(work_dir))
-        ctx = RunContext(config, secrets.token_hex(4), work_dir, mongodb_url, database_pid, secrets.token_urlsafe(32))
-        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
-        print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
+    with run_context(config, "burst") as ctx:
         for repeat in range(1, config.repeat + 1):
             engineroom_samples.append(sample := measure_engineroom(ctx, repeat))
             print(f"  #{repeat} engineroom {sample.jobs_per_s:8.1f} jobs/s  ({sample.accepted_per_s:.1f} accepted/s)")
             raw_samples.append(raw := measure_raw(ctx, repeat))
             print(f"  #{repeat} raw        {raw.messages_per_s:8.1f} msgs/s  ({raw.enqueued_per_s:.1f} enqueued/s)")
-    result = report(config, work_dir, engineroom_samples, raw_samples)
-    return {**result, "cpus": os.cpu_count(), "loadavg_1_5_15": {"before": load_before, "after": os.getloadavg()}}
+    return {**report(config, ctx.work_dir, engineroom_samples, raw_samples), **machine(load_before)}
 
 
 # --- the report ----------------------------------------------------------------------------------------------
@@ -375,49 +347,44 @@ def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
 def report(
     config: BenchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
-    return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
-    }
+    return run_report(config, work_dir, engineroom, raw, figures(engineroom, raw))
+
+
+def comparisons(result: dict[str, Any]) -> list[Comparison]:
+    """The suite's throughput line: end-to-end jobs/s against raw Dramatiq's msgs/s, ratio per repeat pair."""
+    summary, config = result["summary"], result["config"]
+    ratio = summary["ratio engineroom/raw (jobs/s)"]["median"]
+    path = f"batch {config['batch_size']}" if config.get("batch_size") else "POST /jobs"
+    return [
+        Comparison(
+            figure=f"throughput jobs/s ({config['jobs']} jobs, {path})",
+            engineroom=summary["engineroom end-to-end jobs/s"],
+            baseline=summary["raw dramatiq msgs/s"],
+            baseline_is="raw Dramatiq no-op actors, same RabbitMQ, same processes and threads",
+            target=f"ratio >= {RATIO_TARGET}",
+            met=ratio >= RATIO_TARGET,
+            ratio=ratio,
+        )
+    ]
 
 
 def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path]:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else "")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser = parser_for("burst", __doc__)
+    add_run_options(parser, repeat=3, output=DEFAULT_OUTPUT)
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--concurrency", type=int, default=48, help="HTTP submits in flight")
-    parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
+    parser.add_argument("--concurrency", type=int, default=48, help="HTTP requests in flight (submits or batches)")
+    parser.add_argument("--batch-size", type=int, default=0, help="submit over POST /jobs/batch, N jobs per request")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per burst")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
-    config = BenchConfig(
-        jobs=args.jobs,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        threads=args.threads,
-        repeat=args.repeat,
-        amqp_url=args.amqp_url,
-        timeout_s=args.timeout_s,
-    )
-    return config, args.output
+    return config_from_args(BenchConfig, args), args.output
 
 
 def main(argv: list[str] | None = None) -> int:
     config, output = parse_args(argv)
-    print(f"burst: {config.jobs} jobs x {config.repeat} repeats, workers {config.processes}p x {config.threads}t")
+    path = f"POST /jobs/batch x {config.batch_size}" if config.batch_size else "POST /jobs"
+    print(
+        f"burst: {config.jobs} jobs ({path}) x {config.repeat} repeats, workers {config.processes}p x {config.threads}t"
+    )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+    publish(output, result)
     return 0

@@ -24,58 +24,54 @@ deleted at the end, on error too. Figures are reported, not asserted; the verifi
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import AsyncExitStack, ExitStack
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from contextlib import ExitStack
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import dramatiq
-import httpx
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
+from bench._batches import Batches, SubmitProgress, submit_batches
 from bench._common import (
     ENGINEROOM,
     HOST,
-    REPO_ROOT,
     RESULTS_DIR,
+    Comparison,
     Delta,
     Figure,
     PeakRss,
     RunContext,
-    auth,
+    add_run_options,
+    chunks,
+    config_from_args,
     consumers_at_least,
     cpu_reading,
     database,
     delete_topology,
     group_processes,
     http_ok,
-    log_findings,
     mongo_client,
-    print_log_findings,
+    parser_for,
     pss_reading,
+    publish,
     queue_counts,
+    raw_worker,
     rss_reading,
+    run_report,
     running,
-    spread,
-    table,
     unacked_counts,
     wait_until,
-    write_result,
 )
 from engineroom.core.broker import MAX_PRIORITY
-from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
 from engineroom.core.tokens import issue_token
 
@@ -186,55 +182,15 @@ class RawSample:
 # --- (a) engineroom ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class SubmitProgress:
-    accepted: int = 0
-    latencies: list[float] = field(default_factory=list)
-
-
-def _batch_body(size: int, delay_s: float) -> bytes:
-    job = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}, "delay_s": delay_s}
-    return json.dumps({"jobs": [job] * size}).encode()
-
-
 def _batch_sizes(jobs: int) -> Iterator[int]:
-    full, rest = divmod(jobs, BATCH_SIZE)
-    yield from [BATCH_SIZE] * full
-    if rest:
-        yield rest
-
-
-async def _submitter(
-    client: httpx.AsyncClient, bodies: dict[int, bytes], batches: Iterator[int], deadline: float, done: SubmitProgress
-) -> None:
-    """Post batches from the shared iterator until it is empty or the deadline has passed."""
-    for size in batches:
-        if time.monotonic() > deadline:
-            return
-        sent = time.perf_counter()
-        response = await client.post("/jobs/batch", content=bodies[size], headers={"Content-Type": "application/json"})
-        if response.status_code != 202:
-            raise RuntimeError(f"POST /jobs/batch answered {response.status_code}: {response.text[:300]}")
-        ids = response.json()["ids"]
-        if len(ids) != size:
-            raise RuntimeError(f"POST /jobs/batch accepted {len(ids)} of {size} jobs")
-        done.latencies.append(time.perf_counter() - sent)
-        done.accepted += size
+    return chunks(jobs, BATCH_SIZE)
 
 
 async def submit_delayed(base_url: str, token: str, config: DelayedConfig) -> tuple[SubmitProgress, float]:
     """Every batch, ``config.concurrency`` in flight; returns the progress and the seconds it took."""
-    bodies = {size: _batch_body(size, config.delay_s) for size in set(_batch_sizes(config.jobs))}
-    batches = _batch_sizes(config.jobs)  # shared: each submitter takes the next one
-    done = SubmitProgress()
-    limits = httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency)
-    async with AsyncExitStack() as stack:
-        client = httpx.AsyncClient(base_url=base_url, headers=auth(token), limits=limits, timeout=120)
-        await stack.enter_async_context(client)
-        deadline = time.monotonic() + config.submit_timeout_s
-        start = time.perf_counter()
-        await asyncio.gather(*(_submitter(client, bodies, batches, deadline, done) for _ in range(config.concurrency)))
-        return done, time.perf_counter() - start
+    job = {"task": f"{ENGINE}.demo", "payload": {"duration_s": 0, "steps": 1}, "delay_s": config.delay_s}
+    batches = Batches(job, config.jobs, BATCH_SIZE, config.concurrency, config.submit_timeout_s)
+    return await submit_batches(base_url, token, batches)
 
 
 def _scheduler_leads(mongodb_url: str, db: str) -> bool:
@@ -373,12 +329,7 @@ def _delay_prefetch(threads: int) -> int:
 def measure_raw(ctx: RunContext[DelayedConfig], repeat: int) -> RawSample:
     """Start a plain ``dramatiq`` worker, send it the delayed messages, read its RSS and the queues, stop it."""
     config = ctx.config
-    counter, log = ctx.work_dir / f"raw-{repeat}.times", ctx.log(f"raw-worker-{repeat}")
-    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
-    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
-    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
-    with running(argv, log, env) as worker:
-        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+    with raw_worker(ctx, repeat, ctx.work_dir / f"raw-{repeat}.times") as worker:
         time.sleep(SETTLE_S)
         groups = {"worker": worker.pid}
         rss_idle = rss_reading(groups)["worker"]
@@ -537,13 +488,8 @@ def targets(engineroom: list[EngineroomSample]) -> dict[str, dict[str, float | b
 def report(
     config: DelayedConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
 ) -> dict[str, Any]:
-    rows = figures(engineroom, raw)
     return {
-        "at": datetime.now(UTC).isoformat(),
-        "config": asdict(config),
-        "engineroom": [asdict(sample) for sample in engineroom],
-        "raw": [asdict(sample) for sample in raw],
-        "summary": {name: spread(values) for name, values in rows},
+        **run_report(config, work_dir, engineroom, raw, figures(engineroom, raw)),
         "targets": targets(engineroom),
         "checks": checks(engineroom, raw),
         "incomplete": [
@@ -552,38 +498,47 @@ def report(
             for what, done in (("engineroom submits", e.accepted), ("raw sends", r.enqueued))
             if done < config.jobs
         ],
-        "table": table(rows),
-        "log_dir": str(work_dir),
-        "logs": log_findings(work_dir),
     }
 
 
+def comparisons(result: dict[str, Any]) -> list[Comparison]:
+    """The suite's memory lines, from ``targets`` and ``summary``: worker growth holding the delayed jobs, against
+    raw Dramatiq's worker holding as many delayed messages; the idle total, against an idle raw worker."""
+    summary, jobs, found = result["summary"], result["config"]["jobs"], result["targets"]
+    growth, idle = found["worker RSS growth MiB"], found["idle RSS api+worker+scheduler MiB"]
+    growth_row = f"engineroom worker RSS growth MiB (target < {WORKER_GROWTH_TARGET_MIB:.0f})"
+    idle_row = f"engineroom RSS idle MiB api+worker+scheduler (target <= {IDLE_TOTAL_TARGET_MIB:.0f})"
+    return [
+        Comparison(
+            figure=f"memory: worker RSS growth MiB ({jobs} delayed jobs)",
+            engineroom=summary[growth_row],
+            baseline=summary["raw worker RSS growth MiB"],
+            baseline_is="raw Dramatiq worker after as many send_with_options(delay=...)",
+            target=f"< {WORKER_GROWTH_TARGET_MIB:.0f} MiB",
+            met=bool(growth["met"]),
+        ),
+        Comparison(
+            figure="memory: idle RSS MiB api+worker+scheduler",
+            engineroom=summary[idle_row],
+            baseline=summary["raw worker RSS idle MiB"],
+            baseline_is="an idle raw Dramatiq worker (same processes and threads)",
+            target=f"<= {IDLE_TOTAL_TARGET_MIB:.0f} MiB",
+            met=bool(idle["met"]),
+        ),
+    ]
+
+
 def parse_args(argv: list[str] | None) -> tuple[DelayedConfig, Path]:
-    description = __doc__.split("\n\n")[0] if __doc__ else ""
-    parser = argparse.ArgumentParser(prog="python -m bench delayed", description=description)
+    parser = parser_for("delayed", __doc__)
+    add_run_options(parser, repeat=1, output=DEFAULT_OUTPUT)
     parser.add_argument("--jobs", type=int, default=100_000, help="delayed jobs, engineroom and raw alike")
-    parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--delay-s", type=float, default=3600.0)
     parser.add_argument("--concurrency", type=int, default=4, help="batch requests in flight")
-    parser.add_argument("--processes", type=int, default=1, help="worker processes, engineroom and raw alike")
-    parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--amqp-url", default=os.environ.get("ENGINEROOM_AMQP_URL", Settings().amqp_url))
     parser.add_argument("--submit-timeout-s", type=float, default=180.0, help="per side; then it reports what it did")
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.repeat < 1 or args.concurrency < 1:
         parser.error("--jobs, --repeat and --concurrency must be at least 1")
-    config = DelayedConfig(
-        jobs=args.jobs,
-        delay_s=args.delay_s,
-        concurrency=args.concurrency,
-        processes=args.processes,
-        threads=args.threads,
-        repeat=args.repeat,
-        amqp_url=args.amqp_url,
-        submit_timeout_s=args.submit_timeout_s,
-    )
-    return config, args.output
+    return config_from_args(DelayedConfig, args), args.output
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -593,17 +548,12 @@ def main(argv: list[str] | None = None) -> int:
         f" workers {config.processes}p x {config.threads}t"
     )
     result = run(config)
-    write_result(output, result)
-    print(result["table"])
+    lines = []
     for name, target in result["targets"].items():
         verdict = "met" if target["met"] else "MISSED"
         pss = f" (PSS {target['pss']:.1f})" if "pss" in target else ""
-        print(f"target {name}: {target['value']:.1f}{pss} vs {target['target']:.0f} -> {verdict}")
-    for line in result["incomplete"]:
-        print(f"incomplete: {line}")
-    for name, ok in result["checks"].items():
-        print(f"check {'ok    ' if ok else 'FAILED'} {name}")
-    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
-    print_log_findings(result)
-    print(f"written: {output}")
+        lines.append(f"target {name}: {target['value']:.1f}{pss} vs {target['target']:.0f} -> {verdict}")
+    lines += [f"incomplete: {line}" for line in result["incomplete"]]
+    lines += [f"check {'ok    ' if ok else 'FAILED'} {name}" for name, ok in result["checks"].items()]
+    publish(output, result, lines)
     return 0 if all(result["checks"].values()) else 1

@@ -1,0 +1,175 @@
+"""The whole suite: every benchmark, one combined table of engineroom against its baseline, one JSON file.
+
+Runs, in order: throughput (``burst`` with ``--batch-size``, jobs through ``POST /jobs/batch``), latency
+(``latency``), batch submit (``batch``), memory (``delayed``) and WebSocket fan-out (``ws``). Each benchmark
+interleaves its own repeats (engineroom, baseline, engineroom, baseline, ...) and measures its baseline in the same
+run; the WebSocket one runs each side once (it has no repeats). Each line of the table gives the engineroom median
+and min..max, the baseline's, their ratio, the target and whether it is met.
+
+Sizes: the benchmarks' defaults, except that throughput runs 2,000 jobs (``--full``: 10,000, the brief's figure);
+``--quick`` shrinks everything to a smoke run whose figures check that the suite works, not how fast anything is.
+A benchmark that fails is reported (its error in the JSON and the table) and the others still run.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import batch_submit, burst, delayed, latency, ws_fanout
+from bench._common import (
+    RESULTS_DIR,
+    Comparison,
+    add_run_options,
+    comparison_table,
+    machine,
+    parser_for,
+    spread,
+    write_result,
+)
+
+DEFAULT_OUTPUT = RESULTS_DIR / "suite.json"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One benchmark of the suite: its options (as on its command line), how to run it and read its lines."""
+
+    name: str
+    argv: list[str]
+    run: Callable[[list[str]], dict[str, Any]]
+    comparisons: Callable[[dict[str, Any]], list[Comparison]]
+
+
+def _runner(parse: Callable[[list[str] | None], tuple[Any, Path]], run: Callable[[Any], dict[str, Any]]) -> Any:
+    """A benchmark's ``run`` on the config its own parser makes of ``argv``: defaults and checks stay its own."""
+    return lambda argv: run(parse(argv)[0])
+
+
+def ws_comparisons(result: dict[str, Any]) -> list[Comparison]:
+    """The fan-out lines, from its two phases (engineroom, then the bare Starlette baseline); one run each."""
+    phases = {phase["server"]: phase for phase in result["phases"]}
+    engineroom, baseline = phases["engineroom"], phases["baseline"]
+    clients = result["config"]["clients"]
+
+    def single(value: float) -> dict[str, float]:
+        return spread([float(value)])
+
+    return [
+        Comparison(
+            figure=f"ws fan-out deliveries/s ({clients} sockets)",
+            engineroom=single(engineroom["deliveries_per_s"]),
+            baseline=single(baseline["deliveries_per_s"]),
+            baseline_is="bare Starlette fan-out of the same exchange (bench/ws_baseline.py)",
+            target="-",
+            met=None,
+        ),
+        Comparison(
+            figure=f"ws fan-out latency p99 ms ({clients} sockets)",
+            engineroom=single(engineroom["latency_ms"].get("p99", -1.0)),
+            baseline=single(baseline["latency_ms"].get("p99", -1.0)),
+            baseline_is="bare Starlette fan-out of the same exchange (bench/ws_baseline.py)",
+            target="-",
+            met=None,
+        ),
+    ]
+
+
+def parts(repeat: int, quick: bool, full: bool, amqp_url: str) -> list[Part]:
+    """The benchmarks with the suite's sizes; ``--repeat`` and ``--amqp-url`` go to each that has them."""
+    common = ["--repeat", str(repeat), "--amqp-url", amqp_url]
+    throughput_jobs = "200" if quick else "10000" if full else "2000"
+    throughput = ["--jobs", throughput_jobs, "--batch-size", "100" if quick else "1000", "--concurrency", "2"]
+    return [
+        Part("throughput", [*common, *throughput], _runner(burst.parse_args, burst.run), burst.comparisons),
+        Part(
+            "latency",
+            [*common, *(["--jobs", "100", "--warmup", "5"] if quick else [])],
+            _runner(latency.parse_args, latency.run),
+            latency.comparisons,
+        ),
+        Part(
+            "batch",
+            [*common, *(["--jobs", "2000"] if quick else [])],
+            _runner(batch_submit.parse_args, batch_submit.run),
+            batch_submit.comparisons,
+        ),
+        Part(
+            "memory",
+            [*common, *(["--jobs", "2000"] if quick else [])],
+            _runner(delayed.parse_args, delayed.run),
+            delayed.comparisons,
+        ),
+        Part(
+            "ws",
+            ["--amqp-url", amqp_url, *(["--clients", "100", "--duration-s", "3", "--drain-s", "3"] if quick else [])],
+            _runner(ws_fanout.parse_args, ws_fanout.run),
+            ws_comparisons,
+        ),
+    ]
+
+
+def failed(part: Part, error: str) -> Comparison:
+    """A table line for a benchmark that did not finish: no figure, target not met."""
+    return Comparison(f"{part.name}: FAILED ({error[:60]})", spread([0.0]), None, "-", "-", met=False)
+
+
+def run(selected: list[Part]) -> dict[str, Any]:
+    """Each benchmark in turn; its lines, or its error, and its whole report go into one result."""
+    load_before = os.getloadavg()
+    rows: list[Comparison] = []
+    reports: dict[str, Any] = {}
+    for part in selected:
+        print(f"=== {part.name}: {' '.join(part.argv)}")
+        try:
+            result = part.run(part.argv)
+            lines = part.comparisons(result)
+        except Exception as exc:  # one benchmark's failure must not lose the others' figures
+            traceback.print_exc()
+            reports[part.name] = {"argv": part.argv, "error": repr(exc)}
+            rows.append(failed(part, repr(exc)))
+            continue
+        reports[part.name] = {"argv": part.argv, **result}
+        rows += lines
+    table = comparison_table(rows)
+    figures = [{**asdict(row), "ratio": row.ratio_or_medians} for row in rows]
+    return {"at": datetime.now(UTC).isoformat(), "figures": figures, "table": table, "benchmarks": reports} | machine(
+        load_before
+    )
+
+
+def parse_args(argv: list[str] | None) -> tuple[list[Part], Path]:
+    parser = parser_for("all", __doc__)
+    add_run_options(parser, repeat=3, output=DEFAULT_OUTPUT, workers=False)
+    sizes = parser.add_mutually_exclusive_group()
+    sizes.add_argument("--quick", action="store_true", help="smoke-run sizes: checks the suite, not the speed")
+    sizes.add_argument("--full", action="store_true", help="throughput with 10,000 jobs, the brief's figure")
+    names = ("throughput", "latency", "batch", "memory", "ws")
+    parser.add_argument("--only", nargs="+", choices=names, help="run these benchmarks only")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    every = parts(args.repeat, args.quick, args.full, args.amqp_url)
+    return [part for part in every if not args.only or part.name in args.only], args.output
+
+
+def main(argv: list[str] | None = None) -> int:
+    selected, output = parse_args(argv)
+    result = run(selected)
+    write_result(output, result)
+    print(result["table"])
+    print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
+    for name, report in result["benchmarks"].items():
+        if "log_dir" in report:
+            findings = sum(count for counts in report["logs"].values() for count in counts.values())
+            print(f"  {name:<11} logs {report['log_dir']}  warning/error lines: {findings}")
+    print(f"written: {output}")
+    failures = [name for name, report in result["benchmarks"].items() if "error" in report]
+    for name in failures:
+        print(f"FAILED: {name}: {result['benchmarks'][name]['error']}")
+    return 1 if failures else 0
