@@ -425,7 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(config)
     write_result(output, result)
     print(render(result["phases"]))
-    print(result["table"])
+    if config.repeat > 1:
+        print(result["table"])
     print(f"cpus: {result['cpus']}  load average before/after: {result['loadavg_1_5_15']}")
     print_log_findings(result)
     print(f"written: {output}")
