@@ -62,6 +62,8 @@ class LoadStats:
     behind: int = 0
     pauses: int = 0
     ws_frames: Counter[str] = field(default_factory=Counter)
+    #: Frames per listener: the user's sockets all hear the same events, so their counts should match.
+    ws_by_listener: Counter[str] = field(default_factory=Counter)
     ws_closed: list[str] = field(default_factory=list)
 
     def report(self) -> dict[str, Any]:
@@ -75,6 +77,7 @@ class LoadStats:
             "behind": self.behind,
             "pauses": self.pauses,
             "ws_frames": dict(self.ws_frames),
+            "ws_by_listener": dict(self.ws_by_listener),
             "ws_closed": self.ws_closed,
         }
 
@@ -181,11 +184,13 @@ class Load:
                 await self._post("POST /queues/resume", f"/queues/{ENGINE}/resume", {}, self.admin_token)
 
 
-async def listen(url: str, stats: LoadStats, stop: asyncio.Event) -> None:
-    """Hold a WebSocket open until ``stop``, counting frames by type; reconnect (and record why) if it closes."""
+async def listen(name: str, url: str, stats: LoadStats, stop: asyncio.Event, ready: asyncio.Event) -> None:
+    """Hold a WebSocket open until ``stop``, counting frames by type and by listener; set ``ready`` once the
+    server registered it (it answered a ping); reconnect (and record why) if it closes."""
     while not stop.is_set():
         try:
             async with connect(url, max_size=None) as socket:
+                await socket.send('{"op": "ping"}')
                 while not stop.is_set():
                     receive = asyncio.ensure_future(socket.recv())
                     stopping = asyncio.ensure_future(stop.wait())
@@ -196,7 +201,11 @@ async def listen(url: str, stats: LoadStats, stop: asyncio.Event) -> None:
                         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                             await receive
                         return
-                    stats.ws_frames[json.loads(receive.result()).get("type", "?")] += 1
+                    kind = json.loads(receive.result()).get("type", "?")
+                    stats.ws_frames[kind] += 1
+                    stats.ws_by_listener[name] += 1
+                    if kind == "pong":
+                        ready.set()
         except (ConnectionClosed, InvalidHandshake, OSError) as exc:
             stats.ws_closed.append(f"{time.strftime('%H:%M:%S')} {exc!r}"[:200])
             await asyncio.sleep(RECONNECT_S)

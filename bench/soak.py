@@ -65,6 +65,8 @@ TERMINAL = ("completed", "failed", "cancelled")
 LEADER_LEASE = "scheduler"
 #: Seconds between looks at the database while waiting for the last jobs.
 SETTLE_POLL_S = 2.0
+#: Seconds the WebSocket listeners get to connect before the load starts (so each hears all of it).
+LISTENERS_READY_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,9 @@ class Stack:
 def stack(ctx: RunContext[SoakConfig]) -> Iterator[Stack]:
     """Start the API, a worker and the scheduler; wait until each is ready; stop all on leaving."""
     config, port = ctx.config, free_port(HOST)
-    env, logs = ctx.engineroom_env(DB), {name: ctx.log(name) for name in ("api", "worker", "scheduler")}
+    # The worker's metrics on a free port: the default, 9191, may be taken by another worker on the machine.
+    env = {**ctx.engineroom_env(DB), "ENGINEROOM_WORKER_METRICS_PORT": str(free_port(HOST))}
+    logs = {name: ctx.log(name) for name in ("api", "worker", "scheduler")}
     worker_argv = [*ENGINEROOM, "worker", "--processes", str(config.processes), "--threads", str(config.threads)]
     with contextlib.ExitStack() as processes:
         api = processes.enter_context(
@@ -183,7 +187,13 @@ async def soak(ctx: RunContext[SoakConfig], running_stack: Stack) -> tuple[LoadS
     stop = asyncio.Event()
     ws_url = running_stack.base_url.replace("http://", "ws://") + "/ws?token="
     tokens = [running_stack.admin_token] + [running_stack.user_token] * max(0, config.listeners - 1)
-    listeners = [asyncio.create_task(listen(ws_url + token, stats, stop)) for token in tokens[: config.listeners]]
+    names = ["admin", *(f"user{number}" for number in range(1, config.listeners))][: config.listeners]
+    ready = {name: asyncio.Event() for name in names}
+    listeners = [
+        asyncio.create_task(listen(name, ws_url + token, stats, stop, ready[name]))
+        for name, token in zip(names, tokens, strict=False)
+    ]
+    await asyncio.wait_for(asyncio.gather(*(event.wait() for event in ready.values())), LISTENERS_READY_S)
     sampling = asyncio.create_task(sampler.run())
     headers = auth(running_stack.user_token)
     async with httpx.AsyncClient(base_url=running_stack.base_url, headers=headers, timeout=30) as client:
@@ -270,14 +280,14 @@ def growth(samples: list[dict[str, Any]], warmup_s: float) -> dict[str, dict[str
 
 def row(sample: dict[str, Any], groups: list[str]) -> str:
     """One line of the table over time."""
-    rss = "".join(f"{sample['rss_mib'][name]:>15.1f}" for name in groups)
+    rss = "".join(f"{sample['rss_mib'][name]:>18.1f}" for name in groups)
     states = " ".join(f"{state}={count}" for state, count in sorted(sample["states"].items()) if count)
     return f"{sample['t_s']:>7.1f} {sample['phase']:<6}{rss}{sample['submitted']:>10}  {states}"
 
 
 def header(groups: list[str]) -> str:
     return (
-        f"{'t_s':>7} {'phase':<6}" + "".join(f"{name + ' RSS MiB':>15}" for name in groups) + f"{'submitted':>10}  jobs"
+        f"{'t_s':>7} {'phase':<6}" + "".join(f"{name + ' RSS MiB':>18}" for name in groups) + f"{'submitted':>10}  jobs"
     )
 
 
@@ -288,6 +298,7 @@ def summary(result: dict[str, Any]) -> str:
         f" ({load['behind']} starts behind schedule), queue pauses: {load['pauses']}",
         f"HTTP answers: {dict(sorted(load['http'].items()))}",
         f"WebSocket frames: {dict(load['ws_frames'])}; closes: {len(load['ws_closed'])}",
+        f"WebSocket frames per listener: {load['ws_by_listener']}",
         f"outcomes by kind: {result['outcomes']}",
         f"unexpected outcomes: {result['unexpected'] or 'none'}",
         "RSS growth after warm-up (MiB): "
