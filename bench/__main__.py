@@ -1,9 +1,9 @@
-"""``python -m bench [all|burst|latency|batch|delayed|ws] [options]``: every benchmark with one combined table
-(``all``, the default), or one of them."""
+"""``python -m bench [all|burst|latency|batch|delayed|ws|soak] [options]``: every benchmark with one combined table
+(``all``, the default), one of them, or the soak run (not a benchmark: memory over time and stuck jobs)."""
 
 import sys
 
-from bench import batch_submit, burst, delayed, latency, suite, ws_fanout
+from bench import batch_submit, burst, delayed, latency, soak, suite, ws_fanout
 
 BENCHMARKS = {
     "all": suite.main,
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "batch": batch_submit.main,
     "delayed": delayed.main,
     "ws": ws_fanout.main,
+    "soak": soak.main,
 }
 
 arguments = sys.argv[1:]

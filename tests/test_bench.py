@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["all", "burst", "latency", "batch", "delayed", "ws"])
+@pytest.mark.parametrize("name", ["all", "burst", "latency", "batch", "delayed", "ws", "soak"])
 def test_each_benchmark_loads_and_answers_help(name: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
