@@ -3,6 +3,7 @@ browser (Debian's chromium driven by Playwright) for the JavaScript client and t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import httpx
+import psutil
 import pytest
 
 from engineroom.core.embedded import free_port
@@ -78,6 +80,22 @@ class Process:
             return
         self.popen.wait()
 
+    def kill_tree(self) -> None:
+        """SIGKILL the process, its group and every descendant, including those in groups of their own (an autoscale
+        supervisor's children): nothing a test started outlives it."""
+        try:
+            descendants = psutil.Process(self.popen.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            descendants = []
+        if self.own_group:
+            self.kill_group()
+        else:
+            self.popen.kill()
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        self.popen.wait()
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
@@ -90,8 +108,9 @@ class Stack:
     log_dir: Path
     processes: list[Process] = field(default_factory=list)
 
-    def start(self, name: str, *args: str, new_session: bool = False, env: Mapping[str, str] | None = None) -> Process:
-        """Run ``engineroom *args`` with ``self.env`` (plus ``env``); ``new_session`` gives it its own group."""
+    def start(self, name: str, *args: str, new_session: bool = True, env: Mapping[str, str] | None = None) -> Process:
+        """Run ``engineroom *args`` with ``self.env`` (plus ``env``), in a group of its own (``new_session``), so
+        ``kill_group`` and the teardown reach the processes it forks."""
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("wb") as log:
             popen = subprocess.Popen(
@@ -122,7 +141,7 @@ class Stack:
             time.sleep(0.2)
         raise AssertionError(f"{name} not ready after {START_TIMEOUT_S} s:\n{process.log()}")
 
-    def start_worker(self, *extra: str, name: str = "worker", new_session: bool = False) -> Process:
+    def start_worker(self, *extra: str, name: str = "worker", new_session: bool = True) -> Process:
         """A worker process; later options in ``extra`` (``--threads 1``) override the defaults."""
         return self.start(name, "worker", "--processes", "1", "--threads", "8", *extra, new_session=new_session)
 
@@ -130,12 +149,18 @@ class Stack:
         return self.start(name, "scheduler")
 
     def stop(self) -> None:
-        """Interrupt every process at once, then wait for each: shutdowns overlap (a Dramatiq worker command takes
-        ~3 s to drain, a gateway ~1 s), which keeps each test's teardown to its slowest process."""
+        """Shut every process down gracefully: interrupt them all at once, then wait for each, so shutdowns overlap
+        (a Dramatiq worker command drains in ~3 s, a gateway in ~1 s)."""
         for process in reversed(self.processes):
             process.interrupt()
         for process in reversed(self.processes):
             process.stop()
+
+    def kill(self) -> None:
+        """End the test's processes with SIGKILL (the teardown): graceful shutdown is tested where it matters, with
+        ``stop`` in the test body, and waiting for it after every test cost ~3 s each."""
+        for process in reversed(self.processes):
+            process.kill_tree()
 
     def logs(self) -> str:
         return "\n".join(f"--- {process.name} ---\n{process.log()}" for process in self.processes)
@@ -164,7 +189,7 @@ def stack(
     }
     running = Stack(env=env, log_dir=tmp_path)
     yield running
-    running.stop()
+    running.kill()
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(running.logs())  # noqa: T201  (shown by pytest only for the failing test)

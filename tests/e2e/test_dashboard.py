@@ -64,7 +64,7 @@ def base_url(mongodb_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathF
         cluster.start_worker("--threads", "4")
         yield url
     finally:
-        cluster.stop()
+        cluster.kill()
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
         for engine in ENGINES:
