@@ -286,8 +286,12 @@ class JobRunner:
         detail = f"attempt {claimed.attempts} on {self.worker_id}"
         entry = HistoryEntry(state=JobState.RUNNING, at=started_at, detail=detail)
         attempt = Attempt(claimed, fields, entry, DeferredStart(lambda: self._write_start(job.id, fields, detail)))
+        if _is_redelivery():
+            if attempt.start.write_now() is StartWrite.REFUSED:
+                return
+        else:
+            attempt.start.begin()
         self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts})
-        attempt.start.begin()
         try:
             self._execute(attempt, task)
         finally:

@@ -49,6 +49,13 @@ class DeferredStart:
     def begin(self) -> None:
         self._timer.start()
 
+    def write_now(self) -> StartWrite:
+        """Write the start at once instead (a redelivered message: the last worker to hold it died, maybe during
+        the job's first moments, unrecorded — so this attempt is counted before it runs, and a job that kills its
+        worker every time still runs out of attempts)."""
+        self._fire()
+        return self.settle()
+
     def _fire(self) -> None:
         with self._lock:  # held across the write, so ``settle`` waits for its answer
             if self._settled:

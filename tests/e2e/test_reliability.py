@@ -488,6 +488,8 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     completions = Counter(event["job_id"] for event in events.received if event["type"] == "job.completed")
     completed = {job_id for job_id, job in stored.items() if job["state"] == "completed"}
     rerun = {job_id for job_id, job in stored.items() if job["attempts"] > 1}
+    starts = Counter(event["job_id"] for event in events.received if event["type"] == "job.started")
+    restarted = {job_id for job_id, count in starts.items() if count > 1}
     duplicates = {job_id for job_id, count in completions.items() if count > 1}
     twice_in_history = {
         job_id for job_id, job in stored.items() if [e["state"] for e in job["history"]].count("completed") > 1
@@ -496,7 +498,8 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     unannounced = completed - set(completions)
     print(  # noqa: T201
         f"\nkill -9 under load: submitted={len(job_ids)} completed={len(completed)} "
-        f"completed_when_killed={done_at_kill} rerun_after_kill(attempts>1)={len(rerun)} "
+        f"completed_when_killed={done_at_kill} started_again={len(restarted)} "
+        f"rerun_after_kill(attempts>1)={len(rerun)} "
         f"duplicates_completed={len(duplicates | twice_in_history)} lost={len(lost)} "
         f"completed_without_event={len(unannounced)} all_terminal_after={recovered_s:.1f}s"
     )
@@ -504,10 +507,14 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     assert len(job_ids) == LOAD_JOBS and set(stored) == job_ids
     assert lost == set(), {job_id: stored[job_id]["state"] for job_id in lost}
     assert duplicates == set() and twice_in_history == set()
-    assert rerun and all(last_ran_on(stored[job_id], killed_pid) is False for job_id in rerun)
-    for job_id in rerun:
+    # The kill hit jobs in flight: each was started again elsewhere. One whose start was written ran out its lease
+    # and is on its second attempt; one killed in its first 0.1 s (start not yet written, actors/start_write.py)
+    # was simply redelivered and counts one attempt, written before it ran again.
+    assert restarted and rerun <= restarted
+    assert all(last_ran_on(stored[job_id], killed_pid) is False for job_id in restarted)
+    for job_id in restarted:
         history = [entry["state"] for entry in stored[job_id]["history"]]
-        assert history.count("running") == stored[job_id]["attempts"] == 2
+        assert history.count("running") == stored[job_id]["attempts"] == (2 if job_id in rerun else 1), history
     # A job the killed worker stored as completed in the instant before it died may never be announced: that
     # is the product bug test_a_worker_dying_between_storing_and_announcing_a_completion_... pins down. Any
     # other missing job.completed event would be a different fault.

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from engineroom.actors import runner as runner_module
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
@@ -170,3 +171,17 @@ def _states_while_running(job_runner: JobRunner, job_id: str) -> list[JobState]:
         states.append(stored(job_runner, job_id).state)
         time.sleep(0.02)
     return states
+
+
+def test_a_redelivered_job_has_its_start_written_before_it_runs(
+    runner: tuple[JobRunner, Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker that held the message died, perhaps in the job's first moments, before its start was written:
+    # this attempt is counted first, so a job that kills its worker each time still runs out of attempts.
+    monkeypatch.setattr(runner_module, "_is_redelivery", lambda: True)
+    job_runner, _ = runner
+    job = store_job(job_runner)
+    job_runner.run_job(job.id)
+    done = stored(job_runner, job.id)
+    assert done.state == JobState.COMPLETED and done.attempts == 1
+    assert done.version == 2  # the start, then the outcome: two writes even for a job this short

@@ -54,3 +54,11 @@ def test_a_failed_write_leaves_the_start_to_the_outcome_write() -> None:
     time.sleep(DELAY_S * 3)
     assert writes.calls == 1
     assert start.settle() is StartWrite.PENDING
+
+
+def test_written_now_it_needs_no_timer_and_never_writes_twice() -> None:
+    writes = Writes(True)
+    start = DeferredStart(writes, DELAY_S)
+    assert start.write_now() is StartWrite.WRITTEN
+    time.sleep(DELAY_S * 3)
+    assert start.settle() is StartWrite.WRITTEN and writes.calls == 1
