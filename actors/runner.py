@@ -34,10 +34,11 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
-from engineroom.core.metrics import count_finished, count_published
+from engineroom.core.metrics import count_finished
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobError, JobState, Progress
 from engineroom.notifications.bus import EventBus, Subscription
+from engineroom.notifications.publisher import publish_or_log
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
@@ -178,12 +179,7 @@ class JobRunner:
             self._call(lambda stores: stores.events.record(event))
         except EngineroomError:
             logger.exception("event %s for job %s was not recorded for replay", event.type, event.job_id)
-        try:
-            self.bus.publish(event)
-        except EngineroomError:
-            logger.exception("event %s for job %s was not published", event.type, event.job_id)
-            return
-        count_published(event.type)
+        publish_or_log(self.bus, event)
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it."""

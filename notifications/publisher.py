@@ -15,6 +15,17 @@ from engineroom.store.events import EventStore
 logger = logging.getLogger(__name__)
 
 
+def publish_or_log(bus: EventBus, event: Event) -> None:
+    """Publish one event (from the calling thread); a lost event is logged, never raised: the job document is the
+    truth, and the event stays recorded for sockets that resume."""
+    try:
+        bus.publish(event)
+    except EngineroomError:
+        logger.exception("event %s for job %s was not published", event.type, event.job_id)
+        return
+    count_published(event.type)
+
+
 class AsyncEventPublisher:
     """Records each event for replay, then publishes it. One thread does every publish of this process: pika
     connections are per thread and not thread-safe."""
@@ -43,12 +54,7 @@ class AsyncEventPublisher:
 
     def _publish_all(self, events: list[Event]) -> None:
         for event in events:
-            try:
-                self.bus.publish(event)
-            except EngineroomError:
-                logger.exception("event %s for job %s was not published", event.type, event.job_id)
-                continue
-            count_published(event.type)
+            publish_or_log(self.bus, event)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
