@@ -321,7 +321,11 @@ class JobStore:
             "$inc": increments,
             "$push": {"history": {"$each": [entry.model_dump(mode="python") for entry in entries]}},
         }
-        query = {"_id": job_id, "state": {"$in": _values(expected)}, **(extra_conditions or {})}
+        states = _values(expected)
+        # One expected state (nearly every transition) as an equality: SecantusDB's planner takes a third less time
+        # over ``_id`` plus an equality than over ``_id`` plus a one-element ``$in``.
+        state = states[0] if len(states) == 1 else {"$in": states}
+        query = {"_id": job_id, "state": state, **(extra_conditions or {})}
         try:
             outcome = await self.collection.update_one(query, update)
         except PyMongoError as exc:
