@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import dramatiq
 from dramatiq import Broker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, Interrupt
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -32,6 +33,7 @@ from engineroom.core.broker import job_message
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
+from engineroom.core.idle import IdleConnections
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
@@ -121,6 +123,7 @@ class JobRunner:
         self._beats: list[Callable[[], None]] = [self.renew_leases]
         self._cancel_subscription: Subscription | None = None
         self._last_cancel_poll: dict[str, float] = {}
+        self._idle_enqueues = IdleConnections()
 
     # -- lifecycle (driven by Dramatiq middleware in actors/engines.py) --
 
@@ -259,6 +262,8 @@ class JobRunner:
         next_job = waiting[0]
         if not self._call(lambda stores: stores.jobs.unpark(next_job.id)):
             return
+        if self._idle_enqueues.stale() and isinstance(self.broker, RabbitmqBroker):
+            del self.broker.connection  # this thread's, before RabbitMQ drops it: see core/idle.py
         try:
             self.broker.enqueue(job_message(self.settings, next_job))
         except dramatiq.errors.ConnectionError:

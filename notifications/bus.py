@@ -21,6 +21,7 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from engineroom.core.errors import BrokerUnavailable
+from engineroom.core.idle import IdleConnections
 from engineroom.models.event import Event
 
 logger = logging.getLogger(__name__)
@@ -144,8 +145,11 @@ class RabbitEventBus:
         self.parameters = pika.URLParameters(amqp_url)
         self.exchange = exchange
         self._local = threading.local()
+        self._idle = IdleConnections()
 
     def _channel(self) -> BlockingChannel:
+        if self._idle.stale():
+            self._drop_connection()  # before RabbitMQ drops it: see core/idle.py
         channel: BlockingChannel | None = getattr(self._local, "channel", None)
         if channel is None or not channel.is_open:
             self._drop_connection()
@@ -161,7 +165,7 @@ class RabbitEventBus:
         if connection is not None and connection.is_open:
             try:
                 connection.close()
-            except pika.exceptions.AMQPError:
+            except (pika.exceptions.AMQPError, OSError):
                 logger.debug("closing a broken publisher connection failed", exc_info=True)
 
     def publish(self, event: Event) -> None:
@@ -179,6 +183,11 @@ class RabbitEventBus:
             except (pika.exceptions.AMQPError, OSError) as exc:
                 logger.warning("publishing event %s failed (attempt %d): %r", event.id, attempt, exc)
                 self._drop_connection()
+            except BaseException:
+                # An exception raised into this thread (a cancelled job's JobCancelled) can land between the frames
+                # of one message: RabbitMQ would close the connection on its next use (505 UNEXPECTED_FRAME).
+                self._drop_connection()
+                raise
         raise BrokerUnavailable(f"could not publish event {event.id}")
 
     def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:

@@ -324,15 +324,14 @@ class JobStore:
         states = _values(expected)
         # One expected state (nearly every transition) as an equality: SecantusDB's planner takes a third less time
         # over ``_id`` plus an equality than over ``_id`` plus a one-element ``$in``.
-        state = states[0] if len(states) == 1 else {"$in": states}
+        state: str | dict[str, list[str]] = states[0] if len(states) == 1 else {"$in": states}
         query = {"_id": job_id, "state": state, **(extra_conditions or {})}
         try:
             outcome = await self.collection.update_one(query, update)
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         if outcome.matched_count != 1:
-            states = ", ".join(sorted(_values(expected)))
-            raise InvalidTransition(f"job {job_id} is not in state {states}; cannot move it to {to}")
+            raise InvalidTransition(f"job {job_id} is not in state {', '.join(sorted(states))}; cannot move it to {to}")
 
     async def set_progress(self, job_id: str, progress: Progress) -> bool:
         """Record progress while the job runs; returns False if it is no longer running."""
