@@ -33,7 +33,7 @@ from engineroom.core.broker import job_message
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
-from engineroom.core.idle import IdleConnections
+from engineroom.core.idle import IdleConnections, quiet_dead_connections_at_shutdown
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
@@ -136,6 +136,7 @@ class JobRunner:
 
     def close(self) -> None:
         """Stop the heartbeat and listener and close the database client; the event loop must still run."""
+        quiet_dead_connections_at_shutdown()  # Dramatiq closes the broker's connections next
         if self._cancel_subscription is not None:
             self._cancel_subscription.close()
         if self._heartbeat is not None:

@@ -10,6 +10,7 @@ per idle spell and logs nothing.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -30,3 +31,31 @@ class IdleConnections:
         last: float | None = getattr(self._local, "used_at", None)
         self._local.used_at = now
         return last is not None and now - last > self.idle_s
+
+
+#: What pika logs, as ERROR, when a connection RabbitMQ already dropped is closed.
+_RESET_MARKERS = ("Connection reset by peer", "called on closed connection")
+_PIKA_LOGGERS = (
+    "pika.adapters.utils.io_services_utils",
+    "pika.adapters.base_connection",
+    "pika.adapters.blocking_connection",
+)
+
+
+class _DeadConnectionClosed(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(marker in message for marker in _RESET_MARKERS)
+
+
+def quiet_dead_connections_at_shutdown() -> None:
+    """From now on, drop pika's ERRORs about closing connections RabbitMQ already dropped.
+
+    At shutdown Dramatiq closes every thread's connection, and those of threads that sat idle past the heartbeat
+    timeout (nothing replaced them: they never published again) are long dead. Dramatiq filters the same kind of
+    line ("Broken pipe") in ``RabbitmqBroker.close``; this covers the reset. Call it only once the process stops.
+    """
+    for name in _PIKA_LOGGERS:
+        pika_logger = logging.getLogger(name)
+        if not any(isinstance(existing, _DeadConnectionClosed) for existing in pika_logger.filters):
+            pika_logger.addFilter(_DeadConnectionClosed())

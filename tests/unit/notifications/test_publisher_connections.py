@@ -4,13 +4,14 @@ dropped."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import pytest
 
 from engineroom.core.errors import JobCancelled
-from engineroom.core.idle import IdleConnections
+from engineroom.core.idle import IdleConnections, quiet_dead_connections_at_shutdown
 from engineroom.core.ids import new_id
 from engineroom.models.event import Event, EventType, new_event
 from engineroom.notifications.bus import RabbitEventBus
@@ -70,3 +71,15 @@ def test_idle_connections_count_per_thread_from_their_last_use() -> None:
     time.sleep(IDLE_S * 2)
     assert idle.stale() is True
     assert idle.stale() is False  # the check counts as a use
+
+
+def test_at_shutdown_pika_lines_about_closing_dead_connections_are_dropped_and_others_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    quiet_dead_connections_at_shutdown()
+    pika_logger = logging.getLogger("pika.adapters.blocking_connection")
+    with caplog.at_level(logging.ERROR, logger="pika"):
+        pika_logger.error("Unexpected connection close detected: StreamLostError: Connection reset by peer")
+        pika_logger.error("BlockingConnection.close(200, 'Normal shutdown') called on closed connection.")
+        pika_logger.error("Connection refused")
+    assert [record.getMessage() for record in caplog.records] == ["Connection refused"]
