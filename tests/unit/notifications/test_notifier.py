@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
 from dramatiq.brokers.stub import StubBroker
 
 from engineroom.core.broker import Enqueuer
@@ -16,21 +13,12 @@ from engineroom.models.principal import Principal
 from engineroom.notifications.bus import LocalEventBus
 from engineroom.notifications.notifier import Notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
-from engineroom.store.client import Database, connect, ensure_indexes
+from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore
 
 ALICE = Principal(user_id="alice", tenant_id="acme")
-
-
-@pytest.fixture
-async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[Database]:
-    client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
-    database = client[settings.mongodb_db]
-    await ensure_indexes(database, retention_days=30)
-    yield database
-    client.close()
 
 
 def completed_event(user_id: str = "alice") -> Event:

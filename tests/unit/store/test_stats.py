@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from engineroom.core.config import Settings
-from engineroom.store.client import Database, connect, ensure_indexes
+from engineroom.store.client import Database
 from engineroom.store.stats import JobStats
-
-
-@pytest.fixture
-async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[Database]:
-    client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
-    database = client[settings.mongodb_db]
-    await ensure_indexes(database, retention_days=30)
-    yield database
-    client.close()
 
 
 def job(n: int, engine: str, state: str, *, parked: bool = False) -> dict[str, Any]:

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-
 from engineroom.core.clock import utcnow
-from engineroom.core.config import Settings
 from engineroom.models.worker import Autoscale, ProcessKind, WorkerPublic
-from engineroom.store.client import Database, connect, ensure_indexes
+from engineroom.store.client import Database
 from engineroom.store.workers import WorkerStore
-
-
-@pytest.fixture
-async def db(settings: Settings, mongodb_url: str) -> AsyncIterator[Database]:
-    client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
-    database = client[settings.mongodb_db]
-    await ensure_indexes(database, retention_days=30)
-    yield database
-    client.close()
 
 
 def process(process_id: str, *, beat_s_ago: float = 0, kind: ProcessKind = ProcessKind.WORKER) -> WorkerPublic:
