@@ -137,7 +137,10 @@ def test_resume_replays_what_a_socket_missed_once_and_in_order(client: TestClien
         socket.send_json({"op": "ping"})
         assert frames_until(socket, "pong")[-1] == {"type": "pong"}  # live notifications may come first
     assert [event for event in replayed if event.get("job_id") == job_id] == seen[2:]
-    assert resumed == {"type": "resumed", "after": seen[1]["id"], "replayed": len(replayed), "truncated": False}
+    # "replayed" counts the stored events; a notification published while the store was read is held and sent
+    # before "resumed" too, but live (test_resume.py drives that race by hand).
+    assert resumed | {"replayed": 0} == {"type": "resumed", "after": seen[1]["id"], "replayed": 0, "truncated": False}
+    assert len(seen[2:]) <= resumed["replayed"] <= len(replayed)
 
 
 def test_resume_while_a_job_runs_gives_every_event_once(client: TestClient, token_for: TokenFor) -> None:
