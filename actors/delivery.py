@@ -100,7 +100,13 @@ class Deliverer:
             return None
         if preferences.webhook.url is None:
             raise DeliveryRefused("no webhook url in the notification preferences")
-        return post_webhook(preferences.webhook.url, preferences.webhook_secret, notification, timeout_s=timeout_s)
+        return post_webhook(
+            preferences.webhook.url,
+            preferences.webhook_secret,
+            notification,
+            timeout_s=timeout_s,
+            allow_private=self.settings.webhook_allow_private,
+        )
 
     def _is_last_attempt(self) -> bool:
         """Whether Dramatiq's ``Retries`` will give up after this attempt (it counts retries in the message)."""

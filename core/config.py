@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     delivery_max_backoff_s: float = 600.0
     #: Seconds one email or webhook delivery attempt may take.
     delivery_timeout_s: float = 10.0
+    #: Let webhooks reach loopback, private and link-local addresses (a local receiver in development and tests);
+    #: off by default, so a user's webhook URL cannot reach services inside the cluster.
+    webhook_allow_private: bool = False
     #: Backoff before retry n is uniform in [0, min(base * 2**n, cap)] ("full jitter").
     retry_backoff_base_s: float = 2.0
     retry_backoff_cap_s: float = 3600.0

@@ -181,10 +181,7 @@ class WebhookPreference(ChannelPreference):
 
 
 class NotificationPreferences(BaseModel):
-    """Body of ``PUT /notifications/preferences``: per channel, whether it is on and which events it wants.
-
-    Fields it does not name (such as ``webhook_secret``, from a ``GET``) are ignored: the secret is the server's.
-    """
+    """Per channel, whether it is on and which events it wants."""
 
     websocket: WebSocketPreference = Field(default_factory=WebSocketPreference)
     email: EmailPreference = Field(default_factory=EmailPreference)
@@ -198,6 +195,16 @@ class NotificationPreferences(BaseModel):
             NotificationChannel.WEBHOOK: self.webhook.wants(event_type),
         }
         return [channel for channel, wants in wanted.items() if wants]
+
+
+class NotificationPreferencesUpdate(NotificationPreferences):
+    """Body of ``PUT /notifications/preferences``. An unknown field is refused (a misspelt channel would otherwise
+    leave the user believing it is set); ``webhook_secret`` is accepted so a ``GET`` body can be sent back, and
+    ignored: the secret is the server's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_secret: str | None = Field(default=None, exclude=True)
 
 
 class NotificationPreferencesPublic(NotificationPreferences):

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
+import socket
 import time
 
 import httpx
@@ -68,15 +70,45 @@ def webhook_body(notification: NotificationDocument) -> bytes:
     return json.dumps(public, separators=(",", ":"), sort_keys=True).encode()
 
 
-def post_webhook(url: str, secret: str, notification: NotificationDocument, *, timeout_s: float) -> int:
-    """POST the signed notification to ``url``; returns the (2xx) status.
+def check_destination(url: str) -> None:
+    """Refuse a URL whose host resolves to a loopback, private, link-local or otherwise non-public address.
 
-    Redirects are not followed: a signed body goes only where the user said.
+    Webhook URLs are chosen by users and fetched from inside the cluster: without this check one could make
+    workers POST to the cloud metadata service or an internal admin port (server-side request forgery). The
+    check resolves the name once; a DNS answer that changes between it and the connection is not caught.
 
     Raises:
-      DeliveryRefused: a 3xx or 4xx answer (but 408 and 429).
+      DeliveryRefused: the host resolves to a non-public address.
+      DeliveryError: the host does not resolve (may be a passing DNS failure).
+    """
+    host = httpx.URL(url).host
+    try:
+        resolved = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise DeliveryError(f"cannot resolve {host!r}: {exc}") from exc
+    for *_, sockaddr in resolved:
+        address = ipaddress.ip_address(sockaddr[0])
+        if not address.is_global:
+            raise DeliveryRefused(
+                f"{host} resolves to {address}, which is not a public address; webhooks to private networks "
+                "are off unless ENGINEROOM_WEBHOOK_ALLOW_PRIVATE=true"
+            )
+
+
+def post_webhook(
+    url: str, secret: str, notification: NotificationDocument, *, timeout_s: float, allow_private: bool = False
+) -> int:
+    """POST the signed notification to ``url``; returns the (2xx) status.
+
+    Redirects are not followed: a signed body goes only where the user said. Unless ``allow_private``, a URL
+    that resolves to a non-public address is refused before any connection (``check_destination``).
+
+    Raises:
+      DeliveryRefused: a 3xx or 4xx answer (but 408 and 429), or a non-public destination.
       DeliveryError: a 5xx, 408 or 429 answer, a timeout or no connection.
     """
+    if not allow_private:
+        check_destination(url)
     body = webhook_body(notification)
     headers = {
         "Content-Type": "application/json",

@@ -79,7 +79,8 @@ def db_name() -> str:
 @pytest.fixture
 def settings(db_name: str) -> Settings:
     """Settings for in-process tests; the database URL is filled in by fixtures that need a server."""
-    return Settings(mongodb_db=db_name, jwt_secret=TEST_JWT_SECRET, namespace="unit.")  # type: ignore[arg-type]
+    # Webhook receivers in tests listen on loopback.
+    return Settings(mongodb_db=db_name, jwt_secret=TEST_JWT_SECRET, namespace="unit.", webhook_allow_private=True)  # type: ignore[arg-type]
 
 
 def make_token(user: str = "alice", tenant: str = "acme", *, admin: bool = False) -> str:

@@ -10,8 +10,8 @@ from engineroom.api.deps import NotificationStoreDep, PreferenceStoreDep, Princi
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.notification import (
     NotificationPage,
-    NotificationPreferences,
     NotificationPreferencesPublic,
+    NotificationPreferencesUpdate,
     NotificationPublic,
     PreferencesDocument,
     ReadAllResult,
@@ -52,7 +52,7 @@ async def get_preferences(preferences: PreferenceStoreDep, who: PrincipalDep) ->
 
 @router.put("/preferences", response_model=NotificationPreferencesPublic)
 async def put_preferences(
-    body: NotificationPreferences, preferences: PreferenceStoreDep, who: PrincipalDep
+    body: NotificationPreferencesUpdate, preferences: PreferenceStoreDep, who: PrincipalDep
 ) -> NotificationPreferencesPublic:
     """Replace your preferences (the webhook secret is the server's and stays)."""
     return _public(await preferences.put(who.tenant_id, who.user_id, body))

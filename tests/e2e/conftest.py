@@ -184,6 +184,7 @@ def stack(
         "ENGINEROOM_NAMESPACE": namespace,
         "ENGINEROOM_JWT_SECRET": jwt_secret,
         "PYTHONUNBUFFERED": "1",
+        "ENGINEROOM_WEBHOOK_ALLOW_PRIVATE": "true",  # the webhook receiver listens on loopback
         # Each worker command would serve its metrics on 9191; tests that scrape one give it a free port.
         "ENGINEROOM_WORKER_METRICS_PORT": "0",
     }

@@ -166,6 +166,7 @@ def test_preferences_default_to_websocket_outcomes_and_keep_the_server_made_secr
         ({"webhook": {"enabled": True, "url": "file:///etc/passwd"}}, "http:// or https://"),
         ({"webhook": {"enabled": True}}, "webhook needs a url"),
         ({"email": {"enabled": True, "adress": "alice@example.com"}}, "adress"),
+        ({"emial": {"enabled": True, "address": "alice@example.com"}}, "emial"),
     ],
 )
 def test_invalid_preferences_are_refused_with_a_clear_422(
