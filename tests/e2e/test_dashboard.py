@@ -44,8 +44,12 @@ def auth(user: str, *, admin: bool = False) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def base_url(mongodb_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A gateway, a scheduler and a worker for every engine, shared by the module's tests."""
+def base_url(
+    mongodb_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A gateway, a scheduler and a worker for every engine, shared by the module's tests (their logs are printed
+    when one of the module's tests failed)."""
+    failed_before = request.session.testsfailed
     namespace = f"test{uuid.uuid4().hex[:8]}."
     env = {
         **os.environ,
@@ -65,6 +69,8 @@ def base_url(mongodb_url: str, amqp_url: str, tmp_path_factory: pytest.TempPathF
         yield url
     finally:
         cluster.kill()
+        if request.session.testsfailed > failed_before:
+            print(cluster.logs())  # noqa: T201  (shown by pytest with the module's last test)
         connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
         channel = connection.channel()
         for engine in ENGINES:
@@ -157,6 +163,30 @@ def test_a_running_job_is_cancelled_from_its_page(base_url: str, page: Page, htt
     expect(page.get_by_role("button", name=f"Retry job {job_id}")).to_be_visible()
     expect(page.locator(".timeline li").last).to_contain_text("cancelled", timeout=SHOW_MS)
     assert state_of(http, "bob", job_id) == "cancelled"
+
+
+def test_a_job_page_that_read_the_job_before_its_start_was_written_catches_up(
+    base_url: str, page: Page, http: httpx.Client
+) -> None:
+    from playwright.sync_api import Route, expect
+
+    # Given the job's first reads answer "queued", as a read racing the worker's deferred start write does
+    job_id = submit(http, "grace", duration_s=20, steps=40)
+    stale_reads = [2]
+
+    def trail_the_start(route: Route) -> None:
+        job = route.fetch().json()
+        if stale_reads[0] > 0 and job["state"] == "running":
+            stale_reads[0] -= 1
+            job = {**job, "state": "queued", "started_at": None}
+        route.fulfill(json=job)
+
+    page.route(f"**/jobs/{job_id}", trail_the_start)
+    open_dashboard(page, base_url, "grace", f"#/jobs/{job_id}")
+    # Then its page still comes to show it running while it runs (the progress events give it away)
+    expect(page.locator(".detail-head .state")).to_have_text("running", timeout=SHOW_MS)
+    assert stale_reads == [0]
+    assert http.post(f"/jobs/{job_id}/cancel", headers=auth("grace")).status_code == 200
 
 
 def test_a_paused_queue_holds_new_jobs_until_resumed_from_its_card(

@@ -42,6 +42,17 @@ export function throttle(fn, ms) {
   };
 }
 
+/** How long after ``job.started`` a view reads the job again: a worker announces the start before it writes it
+ *  (about 0.1 s later, or together with the outcome of a job that quick), so the read made on the event itself
+ *  may still say "queued". */
+export const START_WRITE_SETTLE_MS = 1000;
+
+/** Whether a view showing a job in ``shownState`` should read it again on ``event``: a start or a progress report
+ *  of a job it still shows queued (its copy predates the start's write). */
+export function showsBeforeStart(event, shownState) {
+  return shownState === "queued" && (event.type === "job.started" || event.type === "job.progress");
+}
+
 export function fmtTime(iso) {
   if (!iso) return "—";
   const date = new Date(iso);

@@ -1,6 +1,8 @@
 // Jobs: a filterable, paged list with live progress bars, the submit form, and one job's page.
 
-import { badge, errorText, fmtSeconds, fmtTime, h, json, progressBar, throttle } from "../dom.js";
+import {
+  START_WRITE_SETTLE_MS, badge, errorText, fmtSeconds, fmtTime, h, json, progressBar, showsBeforeStart, throttle,
+} from "../dom.js";
 import { submitForm } from "./submit.js";
 
 const STATES = ["pending", "scheduled", "queued", "running", "retrying", "completed", "failed", "cancelled"];
@@ -118,12 +120,15 @@ export function jobsView(ctx) {
     onEvent(event) {
       if (!event.type.startsWith("job.")) return;
       const shown = event.job_id && list.querySelector(`[data-job-id="${event.job_id}"]`);
+      const stale = shown && showsBeforeStart(event, shown.dataset.state);
       if (event.type === "job.progress") {
         if (shown) shown.progress.update(event.data);
+        if (stale) reload();
         return;
       }
       // A state change: new jobs appear on the first page, states and buttons change on any page.
       if (shown || cursors.length === 1) reload();
+      if (stale) setTimeout(reload, START_WRITE_SETTLE_MS);
     },
     destroy() {
       alive = false;
@@ -199,8 +204,14 @@ export function jobDetailView(ctx, jobId) {
     refresh: reload,
     onEvent(event) {
       if (event.job_id !== jobId) return;
-      if (event.type === "job.progress" && bar) bar.update(event.data);
-      else reload();
+      const stale = showsBeforeStart(event, body.querySelector(".detail-head")?.dataset.state);
+      if (event.type === "job.progress") {
+        if (bar) bar.update(event.data);
+        if (stale) reload();
+        return;
+      }
+      reload();
+      if (stale) setTimeout(reload, START_WRITE_SETTLE_MS);
     },
     destroy() {
       alive = false;
