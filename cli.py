@@ -33,7 +33,9 @@ def _worker(args: argparse.Namespace) -> int:
     if args.autoscale is not None:
         return _supervise(args)
     from engineroom.actors.worker_metrics import worker_metrics_environment
+    from engineroom.autoscale.children import follow_supervisor
 
+    follow_supervisor()  # a child of ``--autoscale``: drain when the supervisor dies, even by SIGKILL
     with worker_metrics_environment(get_settings()):  # before dramatiq is imported: see its docstring
         return _run_dramatiq(args)
 

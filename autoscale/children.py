@@ -5,10 +5,15 @@ SIGTERM to it makes its worker process stop consuming, finish its running jobs w
 what it prefetched. That is the only way a child is ever stopped here; nothing sends SIGKILL. Each starts in a
 process group of its own, so a terminal's Ctrl-C reaches the supervisor alone, which forwards one SIGTERM to each
 child: a second signal from the group could cut a drain short.
+
+A supervisor that dies without a word (SIGKILL, the OOM killer) cannot forward anything: each child asks Linux to
+send it SIGTERM when its supervisor dies (``follow_supervisor``), so it drains and exits instead of running on
+unsupervised next to the supervisor's replacement.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -17,6 +22,11 @@ import sys
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
+
+#: Set in each child's environment: the pid of the supervisor it belongs to.
+SUPERVISOR_PID_ENV = "ENGINEROOM_SUPERVISOR_PID"
+#: ``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -39,7 +49,24 @@ class WorkerCommand:
         """The supervisor's environment, with the metrics port of ``slot``: each child is a Dramatiq CLI with an
         exposition server of its own (``actors/worker_metrics.py``), so each needs a port."""
         port = self.metrics_port + slot if self.metrics_port else 0
-        return {**os.environ, "ENGINEROOM_WORKER_METRICS_PORT": str(port)}
+        return {**os.environ, "ENGINEROOM_WORKER_METRICS_PORT": str(port), SUPERVISOR_PID_ENV: str(os.getpid())}
+
+
+def follow_supervisor() -> None:
+    """In a child: get SIGTERM (a graceful drain) when the supervisor that started it dies, however it dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere, or outside a supervisor, nothing happens. The signal
+    follows the death of the thread that started the child: the supervisor starts children from its main thread.
+    """
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("could not ask to follow supervisor %s: errno %d", supervisor, ctypes.get_errno())
+        return
+    if os.getppid() != int(supervisor):  # it died before the request above was made
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass

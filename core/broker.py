@@ -28,12 +28,17 @@ def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
 
     Dramatiq's own ``Retries`` stays in the stack but every engine actor sets ``max_retries=0``: job
     retries are decided from the job document, not from worker memory (dramatiq#827).
+
+    Publisher confirms are on: an enqueue returns once RabbitMQ has the (persistent) message, so the outbox flag
+    is cleared only for messages that exist. Without them a message written to a socket just before RabbitMQ
+    stopped was lost with its flag already cleared, and its job stayed queued for good (seen in the fault test).
+    They cost ~0.4 ms per message here (bench: ``python -m bench batch``).
     """
     broker: Broker
     if in_process:
         broker = StubBroker()
     else:
-        broker = RabbitmqBroker(url=settings.amqp_url, max_priority=MAX_PRIORITY)
+        broker = RabbitmqBroker(url=settings.amqp_url, max_priority=MAX_PRIORITY, confirm_delivery=True)
     broker.add_middleware(AsyncIO())
     broker.add_middleware(CurrentMessage())
     dramatiq.set_broker(broker)

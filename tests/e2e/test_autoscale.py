@@ -157,3 +157,23 @@ def test_a_backlog_of_slow_jobs_scales_one_engine_up_and_back_down(
     supervisor.popen.send_signal(signal.SIGTERM)
     assert supervisor.popen.wait(timeout=30) == 0
     assert not [pid for pid in timeline.worker_pids if is_running(pid)]
+
+
+def test_a_supervisor_killed_outright_takes_its_worker_processes_down_with_it(stack: Stack) -> None:
+    import psutil
+
+    # Given an autoscaling worker command with its one worker process up
+    stack.env.update(FAST)
+    supervisor = stack.start("worker", "worker", "--autoscale", "1:2", "--engines", "general", "--no-notifications")
+    deadline = time.monotonic() + 60
+    while len(workers := psutil.Process(supervisor.popen.pid).children(recursive=True)) < 2:
+        assert time.monotonic() < deadline, "the supervisor's worker command and its process did not start"
+        time.sleep(0.2)
+    # When the supervisor is SIGKILLed, so that it cannot forward anything
+    supervisor.popen.kill()
+    supervisor.popen.wait(timeout=10)
+    # Then its worker command and that command's worker process stop by themselves
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    for orphan in alive:  # the stack's teardown finds processes through the supervisor, which is gone
+        orphan.kill()
+    assert not alive, [process.pid for process in alive]
