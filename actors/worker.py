@@ -13,13 +13,13 @@ from engineroom.actors.runner import JobRunner
 from engineroom.core.broker import build_broker
 from engineroom.core.config import get_settings
 from engineroom.core.logs import configure_logging
-from engineroom.notifications.bus import RabbitEventBus
+from engineroom.notifications.bus import rabbit_event_bus
 
 settings = get_settings()
 configure_logging(settings.log_format)  # the handlers dramatiq's CLI gave this worker process
 load_task_modules(settings.task_module_names)
 broker = build_broker(settings)
-runner = JobRunner(settings, RabbitEventBus(settings.amqp_url, settings.events_exchange), broker)
+runner = JobRunner(settings, rabbit_event_bus(settings), broker)
 actors = declare_engine_actors(broker, settings, runner)
 delivery_actors = declare_delivery_actors(broker, settings, Deliverer(settings))
 # After the engine actors: its shutdown hook must run before the runner closes its stores (actors/presence.py).

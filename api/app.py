@@ -32,7 +32,7 @@ from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.dispatch import Dispatcher
-from engineroom.notifications.bus import EventBus, RabbitEventBus, Subscription
+from engineroom.notifications.bus import EventBus, Subscription, rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
@@ -72,7 +72,7 @@ def create_app(
         await ensure_indexes(db, retention_days=settings.retention_days)
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
         await queues.ensure_defaults()
-        events = bus or RabbitEventBus(settings.amqp_url, settings.events_exchange)
+        events = bus or rabbit_event_bus(settings)
         event_store = EventStore(db, ttl_s=settings.events_ttl_s)
         publisher = AsyncEventPublisher(events, event_store)
         enqueuer = Enqueuer(broker or build_broker(settings), settings)

@@ -320,12 +320,12 @@ def dramatiq_queues(queue: str) -> list[str]:
 
 
 def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> None:
-    """Delete every engine queue (with its companions) and the events exchange of ``settings.namespace``, and
-    ``extra_queues`` with theirs (deleting an absent one is not an error)."""
+    """Delete every engine queue (with its companions), the notifiers' queue and the events exchange of
+    ``settings.namespace``, and ``extra_queues`` with theirs (deleting an absent one is not an error)."""
     queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
     queues += [name for queue in extra_queues for name in dramatiq_queues(queue)]
     with amqp_channel(settings.amqp_url) as channel:
-        for queue in queues:
+        for queue in [*queues, settings.notifier_queue]:
             channel.queue_delete(queue)
         channel.exchange_delete(settings.events_exchange)
 

@@ -19,7 +19,7 @@ from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.core.tokens import issue_token
-from engineroom.notifications.bus import EventBus, LocalEventBus, RabbitEventBus
+from engineroom.notifications.bus import EventBus, LocalEventBus, rabbit_event_bus
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
         )
     load_task_modules(settings.task_module_names)
     broker = build_broker(settings, in_process=in_process)
-    bus: EventBus = LocalEventBus() if in_process else RabbitEventBus(settings.amqp_url, settings.events_exchange)
+    bus: EventBus = LocalEventBus() if in_process else rabbit_event_bus(settings)
     declare_engine_actors(broker, settings, JobRunner(settings, bus, broker))
     declare_delivery_actors(broker, settings, Deliverer(settings))
     worker = start_in_process_worker(broker, threads=threads)

@@ -12,7 +12,7 @@ import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 import pika
@@ -20,9 +20,11 @@ import pika.exceptions
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
+from engineroom.core.config import Settings
 from engineroom.core.errors import BrokerUnavailable
 from engineroom.core.idle import IdleConnections
 from engineroom.models.event import Event
+from engineroom.models.notification import NotifiableEvent
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ SHARED_PREFETCH = 20
 #: Seconds a shared-queue consumer waits before handing back an event its handler failed on, so a handler
 #: failing on every event (MongoDB down) does not spin.
 REDELIVERY_DELAY_S = 1.0
+#: The events the notifiers' shared queue is bound for.
+NOTIFIER_ROUTING_KEYS = tuple(str(kind) for kind in NotifiableEvent)
 
 
 class Subscription(Protocol):
@@ -141,9 +145,14 @@ class RabbitEventBus:
     drops it, reconnects and retries, a bounded number of times.
     """
 
-    def __init__(self, amqp_url: str, exchange: str) -> None:
+    def __init__(
+        self, amqp_url: str, exchange: str, *, durable_queues: Mapping[str, Sequence[str]] | None = None
+    ) -> None:
         self.parameters = pika.URLParameters(amqp_url)
         self.exchange = exchange
+        #: Shared queues (name → routing keys) declared and bound before this bus publishes anything, so events
+        #: wait in them even if their consumers have never started yet (RabbitMQ drops what no queue is bound for).
+        self.durable_queues = {name: tuple(keys) for name, keys in (durable_queues or {}).items()}
         self._local = threading.local()
         self._idle = IdleConnections()
 
@@ -156,6 +165,8 @@ class RabbitEventBus:
             connection = pika.BlockingConnection(self.parameters)
             channel = connection.channel()
             channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+            for queue_name, routing_keys in self.durable_queues.items():
+                _declare_shared_queue(channel, queue_name, self.exchange, routing_keys)
             self._local.connection, self._local.channel = connection, channel
         return channel
 
@@ -208,6 +219,14 @@ class RabbitEventBus:
         self._drop_connection()
 
 
+def _declare_shared_queue(channel: BlockingChannel, name: str, exchange: str, routing_keys: Sequence[str]) -> str:
+    """The durable queue ``name``, bound to ``exchange`` for ``routing_keys`` (declaring it again is a no-op)."""
+    queue: str = channel.queue_declare(name, durable=True).method.queue
+    for routing_key in routing_keys:
+        channel.queue_bind(queue, exchange, routing_key=routing_key)
+    return queue
+
+
 class _RabbitConsumer(threading.Thread):
     """Consumes the events exchange through an exclusive, server-named queue (auto-acknowledged), or through the
     durable queue named ``shared`` (acknowledged after the handler); reconnects until closed."""
@@ -244,11 +263,11 @@ class _RabbitConsumer(threading.Thread):
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
         if self.shared is None:
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            for routing_key in self.routing_keys:
+                channel.queue_bind(queue, self.exchange, routing_key=routing_key)
         else:
-            queue = channel.queue_declare(self.shared, durable=True).method.queue
+            queue = _declare_shared_queue(channel, self.shared, self.exchange, self.routing_keys)
             channel.basic_qos(prefetch_count=SHARED_PREFETCH)
-        for routing_key in self.routing_keys:
-            channel.queue_bind(queue, self.exchange, routing_key=routing_key)
         channel.basic_consume(queue, self._on_message, auto_ack=self.shared is None)
         self.ready.set()
         while not self._stopping.is_set():
@@ -284,3 +303,12 @@ class _RabbitConsumer(threading.Thread):
     def close(self) -> None:
         self._stopping.set()
         self.join(timeout=5)
+
+
+def rabbit_event_bus(settings: Settings) -> RabbitEventBus:
+    """The events bus a gateway, worker or scheduler publishes with. It declares the notifiers' queue before its
+    first publish, so the events of jobs that finish before any notifier ever ran (a fresh deployment whose
+    scheduler starts last) wait for one instead of being dropped."""
+    return RabbitEventBus(
+        settings.amqp_url, settings.events_exchange, durable_queues={settings.notifier_queue: NOTIFIER_ROUTING_KEYS}
+    )

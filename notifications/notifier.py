@@ -27,7 +27,7 @@ from engineroom.models.notification import (
     NotificationDocument,
     NotificationPublic,
 )
-from engineroom.notifications.bus import EventBus, Subscription
+from engineroom.notifications.bus import NOTIFIER_ROUTING_KEYS, EventBus, Subscription
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.notifications import NotificationStore
@@ -183,4 +183,4 @@ def start_notifier(
         # On the bus consumer thread: the event is acknowledged when this returns, so wait for the loop's answer.
         asyncio.run_coroutine_threadsafe(notifier.handle(event), loop).result(timeout=HANDLE_TIMEOUT_S)
 
-    return bus.consume(settings.notifier_queue, handle, routing_keys=[str(kind) for kind in NotifiableEvent])
+    return bus.consume(settings.notifier_queue, handle, routing_keys=NOTIFIER_ROUTING_KEYS)

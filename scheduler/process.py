@@ -10,7 +10,7 @@ from engineroom.actors.registry import load_task_modules
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
-from engineroom.notifications.bus import RabbitEventBus
+from engineroom.notifications.bus import rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
@@ -27,7 +27,7 @@ async def serve_scheduler(settings: Settings) -> None:
     db = client[settings.mongodb_db]
     await ensure_indexes(db, retention_days=settings.retention_days)
     await QueueStore(db, rate_window_s=settings.rate_window_s).ensure_defaults()
-    bus = RabbitEventBus(settings.amqp_url, settings.events_exchange)
+    bus = rabbit_event_bus(settings)
     publisher = AsyncEventPublisher(bus, EventStore(db, ttl_s=settings.events_ttl_s))
     enqueuer = Enqueuer(build_broker(settings), settings)
     dispatcher = Dispatcher(JobStore(db), enqueuer)

@@ -76,6 +76,7 @@ def base_url(
         for engine in ENGINES:
             for suffix in ("", ".DQ", ".XQ"):
                 channel.queue_delete(f"{namespace}{engine}{suffix}")
+        channel.queue_delete(f"{namespace}engineroom.notifier")
         channel.exchange_delete(f"{namespace}engineroom.events")
         connection.close()
 

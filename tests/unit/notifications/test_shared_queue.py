@@ -7,9 +7,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
 from engineroom.models.event import Event, EventType, new_event
-from engineroom.notifications.bus import RabbitEventBus
+from engineroom.notifications.bus import NOTIFIER_ROUTING_KEYS, RabbitEventBus, rabbit_event_bus
 
 
 def completed() -> Event:
@@ -55,3 +56,26 @@ def test_events_published_while_no_consumer_runs_wait_and_a_failed_one_comes_bac
         subscription.close()
         bus.close()
     assert failed_once == {early.id, late.id}
+
+
+def test_events_published_before_any_notifier_ever_ran_wait_for_the_first_one(
+    settings: Settings, amqp_url: str, namespace: str
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    # Given a fresh deployment: a worker's bus publishes a job's completion before any notifier has started
+    publisher = rabbit_event_bus(settings)
+    early = completed()
+    publisher.publish(early)
+    # When the first notifier starts
+    handled: list[str] = []
+    notifier_bus = RabbitEventBus(amqp_url, settings.events_exchange)
+    subscription = notifier_bus.consume(
+        settings.notifier_queue, lambda event: handled.append(event.id), NOTIFIER_ROUTING_KEYS
+    )
+    try:
+        # Then the completion was kept for it
+        wait_for(lambda: handled == [early.id], "the early event handled")
+    finally:
+        subscription.close()
+        notifier_bus.close()
+        publisher.close()
