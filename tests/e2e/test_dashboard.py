@@ -32,6 +32,8 @@ DOCS = ROOT / "docs"
 SECRET = "engineroom-dashboard-test-secret-0123456789"
 #: Milliseconds the page may take to show what a test waits for (jobs finish in a second or two).
 SHOW_MS = 20_000
+#: How long a notification may take to reach the bell.
+NOTIFIED_MS = 60_000
 FAST = {"ENGINEROOM_SCHEDULER_INTERVAL_S": "0.2", "ENGINEROOM_DISPATCH_GRACE_S": "1"}
 
 
@@ -272,10 +274,13 @@ def test_the_unread_count_drops_to_zero_after_read_all(base_url: str, page: Page
     first = submit(http, "frank", duration_s=0.2, steps=1)
     open_dashboard(page, base_url, "frank", "#/jobs")
     count = page.locator(".bell-count")
-    expect(count).not_to_have_text("0", timeout=SHOW_MS)
+    # Notifications come from the notifier in the scheduler process, which in a loaded full run has taken over 20 s
+    # to get to them (see the session note); what this test checks is the bell, not the notifier's speed.
+    expect(count).not_to_have_text("0", timeout=NOTIFIED_MS)
     second = submit(http, "frank", duration_s=0.2, steps=1)
     for job_id in (first, second):
         expect(page.locator(f'[data-job-id="{job_id}"] .state')).to_have_text("completed", timeout=SHOW_MS)
+    expect(count).to_have_text("2", timeout=NOTIFIED_MS)  # both in before "read all", or a late one counts after it
     # When he opens the bell, marks one read, then all
     page.get_by_role("button", name=re.compile("Notifications, unread")).click()
     panel = page.get_by_role("region", name="Notifications")
