@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -35,6 +37,9 @@ from engineroom.store.workers import WorkerStore
 from engineroom.store.workflows import WorkflowStore
 
 logger = logging.getLogger(__name__)
+
+#: A tick phase slower than this is logged (a stalled scheduler releases no retries, parked or unsent jobs).
+SLOW_PHASE_S = 2.0
 
 #: The lease that makes one scheduler the leader.
 LEADER_LEASE = "scheduler"
@@ -105,15 +110,24 @@ class Scheduler:
             logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
 
     async def tick(self) -> None:
-        await self.release_due_scheduled()
-        await self.release_ready_dependents()
-        await finish_workflows(self.workflows, self.jobs, self.publisher)
-        await self.release_due_retries()
-        await self.recover_orphans()
-        await self.resume_due_pauses()
-        await self.fire_due_schedules()
-        await self.start_parked()
-        await self.send_undispatched()
+        phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("release_due_scheduled", self.release_due_scheduled),
+            ("release_ready_dependents", self.release_ready_dependents),
+            ("finish_workflows", lambda: finish_workflows(self.workflows, self.jobs, self.publisher)),
+            ("release_due_retries", self.release_due_retries),
+            ("recover_orphans", self.recover_orphans),
+            ("resume_due_pauses", self.resume_due_pauses),
+            ("fire_due_schedules", self.fire_due_schedules),
+            ("start_parked", self.start_parked),
+            ("send_undispatched", self.send_undispatched),
+        ]
+        for name, phase in phases:
+            started = time.monotonic()
+            await phase()
+            took_s = time.monotonic() - started
+            # The lease is renewed between ticks only: a phase this slow risks another scheduler taking over.
+            if took_s > SLOW_PHASE_S:
+                logger.warning("scheduler tick: %s took %.1f s", name, took_s)
 
     async def resume_due_pauses(self) -> None:
         """Resume engines paused ``until`` a time that has come."""
