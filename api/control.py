@@ -67,6 +67,6 @@ class JobControl:
             job_id, expected=RETRYABLE_STATES, to=JobState.QUEUED, fields=fields, detail=f"retried by {who.user_id}"
         )
         queued = await self.jobs.get_visible(job_id, who)
-        await self.dispatcher.dispatch(queued)
         await self.publisher.publish(job_event(queued, EventType.JOB_QUEUED, {"priority": queued.priority}))
+        await self.dispatcher.dispatch(queued)  # after the announcement, as for a submit: see announce_and_send
         return queued

@@ -92,7 +92,7 @@ class JobSubmitter:
         stored = await self.jobs.insert(job)
         if stored.id != job.id:
             return stored, False
-        await self.send_and_announce([job])
+        await self.announce_and_send([job])
         return job, True
 
     async def submit_many(self, bodies: list[JobSubmit], who: Principal) -> list[JobDocument]:
@@ -112,7 +112,7 @@ class JobSubmitter:
                 raise InvalidRequest(f"jobs[{index}]: {exc.detail}") from None
             jobs.append(job)
         await self.jobs.insert_many(jobs)
-        await self.send_and_announce(jobs)
+        await self.announce_and_send(jobs)
         return jobs
 
     async def _check_dependencies(self, job: JobDocument, who: Principal) -> None:
@@ -121,14 +121,19 @@ class JobSubmitter:
             if missing:
                 raise InvalidRequest(f"depends_on names jobs that are not yours or do not exist: {', '.join(missing)}")
 
-    async def send_and_announce(self, jobs: list[JobDocument]) -> None:
-        """Send the queued jobs to their engines and announce every one (each counts as submitted)."""
+    async def announce_and_send(self, jobs: list[JobDocument]) -> None:
+        """Announce every job (each counts as submitted), then send the queued ones to their engines.
+
+        Announced first: a worker may take a message at once and announce ``job.started``; sent after, the job's
+        own ``job.queued`` could reach sockets (and the replay log) behind it. The job is stored, so announcing it
+        before its message is sent promises nothing the outbox does not keep.
+        """
         for job in jobs:
             count_submitted(job.engine, job.task)
+        await self.publisher.publish_many([self._announcement(job) for job in jobs])
         queued = [job for job in jobs if job.state == JobState.QUEUED]
         if queued:
             await self.dispatcher.dispatch_many(queued)
-        await self.publisher.publish_many([self._announcement(job) for job in jobs])
 
     @staticmethod
     def _announcement(job: JobDocument) -> Event:

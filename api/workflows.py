@@ -81,7 +81,7 @@ class WorkflowService:
         # workflow without its steps.
         await self.jobs.insert_many(jobs)
         await self.workflows.insert(workflow)
-        await self.submitter.send_and_announce(jobs)
+        await self.submitter.announce_and_send(jobs)
         return await self.describe(workflow)
 
     async def append(self, workflow_id: str, body: StepsAppend, who: Principal) -> WorkflowPublic:
@@ -110,7 +110,7 @@ class WorkflowService:
             # It ended, or a concurrent append took an id or the room: the same checks say which.
             self._check_append(await self.workflows.get_visible(workflow_id, who), body)
             raise Conflict(f"workflow {workflow_id} changed meanwhile; try again")
-        await self.submitter.send_and_announce(jobs)
+        await self.submitter.announce_and_send(jobs)
         return await self.describe(appended)
 
     @staticmethod

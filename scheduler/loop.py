@@ -234,8 +234,8 @@ class Scheduler:
         except InvalidTransition:
             return  # it moved on meanwhile (cancelled, or its worker came back)
         queued = job.model_copy(update={"state": JobState.QUEUED, **fields})
-        await self.dispatcher.dispatch(queued)
         await self.publisher.publish(job_event(queued, EventType.JOB_QUEUED, {"priority": job.priority}))
+        await self.dispatcher.dispatch(queued)  # announced first: its worker's job.started must come after
 
     async def _fail_lost(self, job: JobDocument, detail: str) -> None:
         error = JobError(type="WorkerLost", message=detail, transient=True)
