@@ -217,11 +217,11 @@ class JobRunner:
             self._hand_off(job.engine)
 
     def _admit(self, job: JobDocument) -> bool:
-        """Take one of the engine's slots, if its pause and limits allow a start now and no parked job is ahead
-        of this one (so a newcomer never jumps the line). Under a per-tenant cap only the tenant's own parked
-        jobs count as ahead: another tenant's capped backlog must not hold this one back."""
+        """Take one of the engine's slots, if its pause and limits allow a start now and no job of the line is
+        ahead of this one (``JobStore.has_line_ahead``). Under a per-tenant cap only the tenant's own jobs count
+        as ahead: another tenant's capped backlog must not hold this one back."""
         tenant_capped = self._has_tenant_cap(job.engine)
-        if self._call(lambda stores: stores.jobs.has_parked_ahead(job, same_tenant_only=tenant_capped)):
+        if self._call(lambda stores: stores.jobs.has_line_ahead(job, same_tenant_only=tenant_capped)):
             return False
         now = utcnow()
         until = now + timedelta(seconds=self.settings.job_lease_s)

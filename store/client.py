@@ -79,6 +79,10 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
     await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
     await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")
+    await jobs.create_index(
+        [("engine", 1), ("state", 1), ("parked", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
+        name="parked_by_tenant",
+    )
     await jobs.create_index([("engine", 1), ("state", 1), ("in_line", 1), ("priority", -1), ("_id", 1)], name="line")
     await jobs.create_index(
         [("engine", 1), ("state", 1), ("in_line", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],

@@ -240,16 +240,23 @@ class JobStore:
             raise StoreUnavailable() from exc
         return [from_mongo(JobDocument, document) for document in documents]
 
-    async def has_parked_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
-        """Whether a parked job of the engine should start before this one (higher priority, or as high and
-        older): then this one joins the line instead of taking a slot that came free for the other."""
-        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), "in_line": True}
+    async def has_line_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
+        """Whether a job of the engine's line should start before this one (higher priority, or as high and
+        older): then this one joins the line instead of taking a slot that came free for the other.
+
+        A newcomer yields to the whole line: parked jobs and those released from it whose messages are on their
+        way (so it never jumps the line). A released job yields to parked jobs only: those released with it are
+        its peers, sent together to fill the room there was. Were it to wait for one whose start is not written
+        yet, it would go back to the line until the next release, and the engine would run one job at a time.
+        """
+        place = "parked" if job.in_line else "in_line"
+        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), place: True}
         if same_tenant_only:
             query["tenant_id"] = job.tenant_id
-        head = await self._first_parked(query)
+        head = await self._head_of(query)
         return head is not None and (head["priority"], job.id) > (job.priority, head["_id"])
 
-    async def _first_parked(self, query: dict[str, Any]) -> dict[str, Any] | None:
+    async def _head_of(self, query: dict[str, Any]) -> dict[str, Any] | None:
         try:
             cursor = self.collection.find(query, {"priority": 1}).sort([("priority", DESCENDING), ("_id", 1)])
             found: list[dict[str, Any]] = await cursor.limit(1).to_list(1)

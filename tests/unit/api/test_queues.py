@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from engineroom.core.config import DEFAULT_ENGINE_CONCURRENCY, ENGINES
+from engineroom.core.config import DEFAULT_ENGINE_CONCURRENCY, ENGINES, Settings
+from tests.gateway import gateway_settings, in_process_gateway
 
 TokenFor = Callable[..., str]
 
@@ -169,6 +170,32 @@ def test_after_resume_the_backlog_starts_in_priority_order(client: TestClient, a
     order = sorted(done, key=lambda job_id: done[job_id]["started_at"])
     assert order[0] == high and order[-1] == low
     assert order[1:-1] == sorted(normal)  # equal priorities start oldest first
+
+
+@pytest.fixture
+def slow_ticking_client(settings: Settings, mongodb_url: str) -> Iterator[TestClient]:
+    """A gateway whose scheduler ticks once a second: what runs sooner was started by the workers themselves."""
+    with in_process_gateway(gateway_settings(settings, mongodb_url, scheduler_interval_s=1.0)) as test_client:
+        yield test_client
+
+
+def test_a_released_backlog_runs_as_many_at_once_as_the_limit_allows(
+    slow_ticking_client: TestClient, admin: str
+) -> None:
+    # Jobs released from the line together are peers: none may wait for another whose message still travels (it
+    # would go back to the line until the next tick, and the engine would run one job at a time)
+    client = slow_ticking_client
+    client.put("/queues/general/limits", json={"max_concurrency": 2}, headers=auth(admin))
+    client.post("/queues/general/pause", json={"reason": "hold"}, headers=auth(admin))
+    job_ids = [submit(client, admin, {"duration_s": 0.6, "steps": 1}) for _ in range(4)]
+    time.sleep(0.3)  # the paused engine's messages are consumed and parked
+    client.post("/queues/general/resume", headers=auth(admin))
+    done = sorted(wait_all(client, admin, job_ids, "completed"), key=lambda found: found["started_at"])
+    assert most_at_once(done) == 2
+    for first, second in (done[0:2], done[2:4]):  # two at a time from the start: the pairs overlap
+        assert second["started_at"] < first["finished_at"], [
+            (found["started_at"], found["finished_at"]) for found in done
+        ]
 
 
 def test_a_rate_limit_spaces_starts_over_the_window(client: TestClient, admin: str) -> None:

@@ -17,6 +17,11 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("parked jobs", {"engine": "general", "state": "queued", "parked": True}, [("priority", -1), ("_id", 1)]),
+    (
+        "parked jobs, of a tenant",
+        {"engine": "general", "state": "queued", "parked": True, "tenant_id": "t"},
+        [("priority", -1), ("_id", 1)],
+    ),
     ("the line", {"engine": "general", "state": "queued", "in_line": True}, [("priority", -1), ("_id", 1)]),
     (
         "the line, of a tenant",
