@@ -32,11 +32,22 @@ def worker_metrics_environment(settings: Settings) -> Iterator[str | None]:
         yield None
         return
     directory = tempfile.mkdtemp(prefix="engineroom-metrics-")
-    os.environ["dramatiq_prom_db"] = directory
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    os.environ["dramatiq_prom_host"] = settings.worker_metrics_host
-    os.environ["dramatiq_prom_port"] = str(settings.worker_metrics_port)
+    variables = {
+        "dramatiq_prom_db": directory,
+        "PROMETHEUS_MULTIPROC_DIR": directory,
+        "dramatiq_prom_host": settings.worker_metrics_host,
+        "dramatiq_prom_port": str(settings.worker_metrics_port),
+    }
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         yield directory
     finally:
+        # Put the environment back: a process started later (the command run in process, as tests do) must not
+        # inherit a directory that is about to be removed.
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(directory, ignore_errors=True)
