@@ -260,8 +260,8 @@ class JobRunner:
         waiting = self._call(lambda stores: stores.jobs.parked(engine, 1))
         if not waiting:
             return
-        next_job = waiting[0]
-        if not self._call(lambda stores: stores.jobs.unpark(next_job.id)):
+        next_job = self._call(lambda stores: stores.jobs.unpark(waiting[0]))
+        if next_job is None:
             return
         if self._idle_enqueues.stale() and isinstance(self.broker, RabbitmqBroker):
             del self.broker.connection  # this thread's, before RabbitMQ drops it: see core/idle.py
@@ -270,7 +270,7 @@ class JobRunner:
         except dramatiq.errors.ConnectionError:
             logger.warning("could not hand job %s on; the scheduler will send it", next_job.id)
             return
-        self._call(lambda stores: stores.jobs.confirm_dispatched([next_job.id]))
+        self._call(lambda stores: stores.jobs.confirm_dispatched({next_job.id: next_job.dispatch_token}))
 
     def _start(self, job: JobDocument, task: Task) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""

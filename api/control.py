@@ -5,6 +5,7 @@ from __future__ import annotations
 from engineroom.core.clock import utcnow
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition
+from engineroom.core.ids import new_id
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event
 from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState, Progress
@@ -60,6 +61,7 @@ class JobControl:
             "result": None,
             "progress": Progress().model_dump(),
             "needs_dispatch": True,
+            "dispatch_token": new_id(),
             # attempts keep counting across manual retries; the budget of automatic retries starts afresh
             "attempts_before_retry": job.attempts,
         }

@@ -74,6 +74,7 @@ class JobSubmitter:
             depends_on=body.depends_on,
             history=[HistoryEntry(state=state, at=now, detail=detail)],
             needs_dispatch=state == JobState.QUEUED,
+            dispatch_token=new_id(),
         )
 
     async def submit(

@@ -2,7 +2,11 @@
 
 If RabbitMQ is down the flag stays and the scheduler sends the message later; if this process dies between
 send and clear, the scheduler sends it again and the duplicate is harmless (workers only run ``queued`` jobs,
-claiming them with a conditional write). Clears are batched (one ``update_many`` for many jobs) and late: a worker's
+claiming them with a conditional write). A clear names the ``dispatch_token`` of the flag it answers: a flag set
+again since (a parked job released anew, a retry) is not wiped by the clear of an earlier send, whatever the
+process — else a job whose new send failed would wait, queued, with no message, for good (seen when RabbitMQ
+restarted under load: the gateway's clear of a submit landed after the scheduler re-flagged the job, released from
+parking, whose send had just failed). Clears are batched (one ``update_many`` for many jobs) and late: a worker's
 claim clears the flag too, so a job claimed within ``CONFIRM_INTERVAL_S`` needs no clear of its own — with
 MongoDB maintaining every index of a job on each write, that is one write fewer per job when workers keep up.
 """
@@ -29,7 +33,8 @@ class Dispatcher:
     def __init__(self, jobs: JobStore, enqueuer: Enqueuer) -> None:
         self.jobs = jobs
         self.enqueuer = enqueuer
-        self._sent: set[str] = set()
+        #: Jobs sent and not yet cleared, each with the ``dispatch_token`` of the flag its message answers.
+        self._sent: dict[str, str | None] = {}
         self._flusher: asyncio.Task[None] | None = None
 
     async def dispatch(self, job: JobDocument) -> bool:
@@ -39,18 +44,18 @@ class Dispatcher:
         except BrokerUnavailable:
             logger.warning("job %s stored but not sent; the scheduler will send it when RabbitMQ is back", job.id)
             return False
-        self._confirm_soon([job.id])
+        self._confirm_soon([job])
         return True
 
     async def dispatch_many(self, jobs: list[JobDocument]) -> None:
         """Send many jobs' messages in one thread hop; those not sent keep their flag for the scheduler."""
-        sent = await self.enqueuer.enqueue_many(jobs)
+        sent = set(await self.enqueuer.enqueue_many(jobs))
         if len(sent) < len(jobs):
             logger.warning("%d jobs stored but not sent; the scheduler will send them", len(jobs) - len(sent))
-        self._confirm_soon(sent)
+        self._confirm_soon([job for job in jobs if job.id in sent])
 
-    def _confirm_soon(self, job_ids: list[str]) -> None:
-        self._sent.update(job_ids)
+    def _confirm_soon(self, jobs: list[JobDocument]) -> None:
+        self._sent.update((job.id, job.dispatch_token) for job in jobs)
         if self._sent and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.create_task(self._flush_soon())
 
@@ -63,7 +68,7 @@ class Dispatcher:
 
     async def flush(self) -> None:
         """Clear the flags of every job sent so far."""
-        sent, self._sent = self._sent, set()
+        sent, self._sent = self._sent, {}
         try:
             await self.jobs.confirm_dispatched(sent)
         except StoreUnavailable:

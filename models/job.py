@@ -193,6 +193,9 @@ class JobDocument(_JobFields):
 
     #: Set with every move to ``queued`` and cleared once its broker message is known sent (outbox).
     needs_dispatch: bool = False
+    #: Which setting of that flag it is (new with each): a sender clears only the flag its own message answers,
+    #: never one set again since (a parked job released anew, a retry) whose send may have failed.
+    dispatch_token: str | None = None
     #: ``id`` and ``ts`` of the ``job.completed`` / ``job.failed`` event, stored with the outcome so the same
     #: event can be published again if its worker died before it did.
     outcome_event: dict[str, Any] | None = None

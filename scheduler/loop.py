@@ -17,7 +17,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
-from engineroom.core.ids import process_identity
+from engineroom.core.ids import new_id, process_identity
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
@@ -148,8 +148,8 @@ class Scheduler:
                 continue
             candidates = await self.jobs.parked(queue.engine, room + PARKED_LOOKAHEAD)
             for job in pick_startable(queue, candidates, room, now):
-                if await self.jobs.unpark(job.id):
-                    await self.dispatcher.dispatch(job)
+                if released := await self.jobs.unpark(job):
+                    await self.dispatcher.dispatch(released)
 
     async def release_due_scheduled(self) -> None:
         """``scheduled`` → ``queued`` for every job whose time has come, in due order, each at most once (the
@@ -221,6 +221,7 @@ class Scheduler:
         fields: dict[str, object] = {
             "queued_at": now,
             "needs_dispatch": True,
+            "dispatch_token": new_id(),
             "next_attempt_at": None,
             "worker_id": None,
             "lease_expires_at": None,

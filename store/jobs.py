@@ -13,6 +13,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
+from engineroom.core.ids import new_id
 from engineroom.models.job import (
     TERMINAL_STATES,
     HistoryEntry,
@@ -207,11 +208,17 @@ class JobStore:
             {"$set": {"lease_expires_at": until}},
         )
 
-    async def confirm_dispatched(self, job_ids: Collection[str]) -> None:
-        """Clear the outbox flag of jobs whose broker messages were sent and that are still waiting for a worker;
-        one write for many jobs. A job a worker claimed has its flag cleared by the claim: no second write."""
-        if job_ids:
-            query = {"_id": {"$in": list(job_ids)}, "needs_dispatch": True, "state": str(JobState.QUEUED)}
+    async def confirm_dispatched(self, sent: Mapping[str, str | None]) -> None:
+        """Clear the outbox flag of jobs whose broker messages were sent (job id → the ``dispatch_token`` sent)
+        and that are still waiting for a worker; one write for many jobs. A flag set again since the send has a new
+        token and stays. A job a worker claimed has its flag cleared by the claim: no second write."""
+        if sent:
+            query = {
+                "_id": {"$in": list(sent)},
+                "dispatch_token": {"$in": list(set(sent.values()))},
+                "needs_dispatch": True,
+                "state": str(JobState.QUEUED),
+            }
             await self._update_many(query, {"$set": {"needs_dispatch": False}})
 
     async def park(self, job_id: str) -> bool:
@@ -222,13 +229,14 @@ class JobStore:
             {"$set": {"parked": True, "in_line": True, "needs_dispatch": False}},
         )
 
-    async def unpark(self, job_id: str) -> bool:
-        """Mark a parked job for sending again (outbox flag set); False if it was not parked and queued. It stays
-        in the line until it starts, so jobs behind it cannot overtake it while its message travels."""
-        return await self._update_one(
-            {"_id": job_id, "state": str(JobState.QUEUED), "parked": True},
-            {"$set": {"parked": False, "needs_dispatch": True}},
-        )
+    async def unpark(self, job: JobDocument) -> JobDocument | None:
+        """Mark a parked job for sending again (outbox flag set, with a new token); the job as it now is, or None
+        if it was not parked and queued. It stays in the line until it starts, so jobs behind it cannot overtake
+        it while its message travels."""
+        fields = {"parked": False, "needs_dispatch": True, "dispatch_token": new_id()}
+        if await self._update_one({"_id": job.id, "state": str(JobState.QUEUED), "parked": True}, {"$set": fields}):
+            return job.model_copy(update=fields)
+        return None
 
     async def parked(self, engine: str, limit: int) -> list[JobDocument]:
         """An engine's parked jobs in the order they should start: highest priority, then oldest."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
@@ -11,6 +11,7 @@ from mongomock_motor import AsyncMongoMockClient
 
 from engineroom.core import dispatch
 from engineroom.core.dispatch import Dispatcher
+from engineroom.core.errors import BrokerUnavailable
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
 from engineroom.store.jobs import JobStore
@@ -26,10 +27,21 @@ class _SentList:
         self.sent.append(job.id)
 
 
+class _RabbitMQDown(_SentList):
+    """Sends until ``down`` is set, then refuses as the Enqueuer does when RabbitMQ is unreachable."""
+
+    down = False
+
+    async def enqueue(self, job: JobDocument) -> None:
+        if self.down:
+            raise BrokerUnavailable()
+        await super().enqueue(job)
+
+
 class _SlowClearStore(JobStore):
-    async def confirm_dispatched(self, job_ids: Collection[str]) -> None:
+    async def confirm_dispatched(self, sent: Mapping[str, str | None]) -> None:
         await asyncio.sleep(0.1)  # a slow MongoDB: more jobs are sent while this runs
-        await super().confirm_dispatched(job_ids)
+        await super().confirm_dispatched(sent)
 
 
 async def test_jobs_sent_during_a_clear_are_cleared_in_a_later_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,11 +60,36 @@ async def test_jobs_sent_during_a_clear_are_cleared_in_a_later_batch(monkeypatch
         assert found is not None and found.needs_dispatch is False
 
 
+@pytest.mark.parametrize("clear_under_way", [False, True])
+async def test_a_job_flagged_again_whose_send_fails_keeps_its_flag(
+    monkeypatch: pytest.MonkeyPatch, clear_under_way: bool
+) -> None:
+    # A parked job released again while the clear of its earlier send is pending (or being written), and its new
+    # send refused: that clear must not wipe the new flag, or the job waits queued with no message, for good.
+    # (The earlier send may as well have been another process's: the gateway's, of the submit.)
+    monkeypatch.setattr(dispatch, "CONFIRM_INTERVAL_S", 0.05)
+    jobs = _SlowClearStore(AsyncMongoMockClient(tz_aware=True)["t"])
+    enqueuer = _RabbitMQDown()
+    dispatcher = Dispatcher(jobs, enqueuer)  # type: ignore[arg-type]
+    job = await jobs.insert(_job())
+    assert await dispatcher.dispatch(job)
+    if clear_under_way:
+        await asyncio.sleep(0.08)  # the clear of the first send is now waiting on MongoDB
+    assert await jobs.park(job.id)  # a worker took the message and found no slot
+    released = await jobs.unpark(job)  # the scheduler releases it
+    assert released is not None and released.dispatch_token != job.dispatch_token
+    enqueuer.down = True
+    assert not await dispatcher.dispatch(released)
+    await asyncio.sleep(0.5)
+    found = await jobs.get(job.id)
+    assert found is not None and found.needs_dispatch is True
+
+
 async def test_a_clear_leaves_jobs_a_worker_claimed_meanwhile_alone() -> None:
     jobs = JobStore(AsyncMongoMockClient(tz_aware=True)["t"])
     waiting, claimed = await jobs.insert(_job()), await jobs.insert(_job())
     await jobs.transition(claimed.id, expected=[JobState.QUEUED], to=JobState.RUNNING)
-    await jobs.confirm_dispatched([waiting.id, claimed.id])
+    await jobs.confirm_dispatched({waiting.id: waiting.dispatch_token, claimed.id: claimed.dispatch_token})
     found = {job.id: await jobs.get(job.id) for job in (waiting, claimed)}
     assert found[waiting.id] is not None and found[waiting.id].needs_dispatch is False
     # No write at all for the claimed job: in production its claim cleared the flag in the same write.
@@ -69,4 +106,5 @@ def _job() -> JobDocument:
         state=JobState.QUEUED,
         created_at=datetime.now(UTC),
         needs_dispatch=True,
+        dispatch_token=new_id(),
     )
