@@ -25,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 import websockets
+from pymongo import MongoClient
 from websockets.asyncio.client import ClientConnection
 
 from engineroom.core.embedded import free_port
@@ -426,6 +427,22 @@ def worker_pid(process: Process) -> str:
     return found.group(1)
 
 
+def wait_for_slot_held_by(stack: Stack, engine: str, pid: str, timeout_s: float = 30) -> None:
+    """Until one of the engine's slots is held by a job of worker process ``pid`` (read from MongoDB)."""
+    client: MongoClient[dict[str, Any]] = MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])
+    try:
+        queues = client[stack.env["ENGINEROOM_MONGODB_DB"]]["queues"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            holders = (queues.find_one({"_id": engine}) or {}).get("holders", [])
+            if any(f":{pid}:" in holder.get("worker_id", "") for holder in holders):
+                return
+            time.sleep(0.005)
+        raise AssertionError(f"no {engine} slot held by worker process {pid} within {timeout_s} s")
+    finally:
+        client.close()
+
+
 def last_ran_on(job: Job, pid: str) -> bool:
     """Whether the job's last attempt ran in the worker process ``pid`` (history says ``attempt n on host:pid:x``)."""
     running = [entry for entry in job["history"] if entry["state"] == "running"]
@@ -462,6 +479,9 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
 
     async def kill_first_worker_mid_load() -> int:
         await events.wait_until(lambda: len(completed_ids()) >= KILL_AFTER_COMPLETED, timeout_s=60)
+        # Between two jobs the worker may hold no slot for a moment: kill it while it runs one, so the kill
+        # always has a job in flight to take down
+        await asyncio.to_thread(wait_for_slot_held_by, fast, "general", killed_pid)
         done_at_kill = len(completed_ids())
         workers[0].kill_group()
         return done_at_kill
