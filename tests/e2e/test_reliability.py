@@ -120,6 +120,9 @@ class Events:
     def types_of(self, job_id: str) -> list[str]:
         return [event["type"] for event in self.of(job_id)]
 
+    def started_ids(self) -> set[str]:
+        return {event["job_id"] for event in self.received if event["type"] == "job.started"}
+
     def finished_ids(self) -> set[str]:
         return {event["job_id"] for event in self.received if event["type"] in TERMINAL_EVENTS}
 
@@ -427,20 +430,14 @@ def worker_pid(process: Process) -> str:
     return found.group(1)
 
 
-def wait_for_slot_held_by(stack: Stack, engine: str, pid: str, timeout_s: float = 30) -> None:
-    """Until one of the engine's slots is held by a job of worker process ``pid`` (read from MongoDB)."""
+def slots_held_by(stack: Stack, engine: str, pid: str) -> set[str]:
+    """The jobs holding the engine's slots in worker process ``pid``, read from MongoDB."""
     client: MongoClient[dict[str, Any]] = MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])
     try:
-        queues = client[stack.env["ENGINEROOM_MONGODB_DB"]]["queues"]
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            holders = (queues.find_one({"_id": engine}) or {}).get("holders", [])
-            if any(f":{pid}:" in holder.get("worker_id", "") for holder in holders):
-                return
-            time.sleep(0.005)
-        raise AssertionError(f"no {engine} slot held by worker process {pid} within {timeout_s} s")
+        queue = client[stack.env["ENGINEROOM_MONGODB_DB"]]["queues"].find_one({"_id": engine}) or {}
     finally:
         client.close()
+    return {holder["job_id"] for holder in queue.get("holders", []) if f":{pid}:" in holder.get("worker_id", "")}
 
 
 def last_ran_on(job: Job, pid: str) -> bool:
@@ -479,9 +476,13 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
 
     async def kill_first_worker_mid_load() -> int:
         await events.wait_until(lambda: len(completed_ids()) >= KILL_AFTER_COMPLETED, timeout_s=60)
-        # Between two jobs the worker may hold no slot for a moment: kill it while it runs one, so the kill
-        # always has a job in flight to take down
-        await asyncio.to_thread(wait_for_slot_held_by, fast, "general", killed_pid)
+        # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
+        # its job.started, the kill would take down no job a watcher saw start
+        deadline = time.monotonic() + 30
+        while not (await asyncio.to_thread(slots_held_by, fast, "general", killed_pid)) & (
+            events.started_ids() - events.finished_ids()
+        ):
+            assert time.monotonic() < deadline, "the worker to kill never ran an announced job"
         done_at_kill = len(completed_ids())
         workers[0].kill_group()
         return done_at_kill
