@@ -274,8 +274,8 @@ def test_the_unread_count_drops_to_zero_after_read_all(base_url: str, page: Page
     first = submit(http, "frank", duration_s=0.2, steps=1)
     open_dashboard(page, base_url, "frank", "#/jobs")
     count = page.locator(".bell-count")
-    # Notifications come from the notifier in the scheduler process, which in a loaded full run has taken over 20 s
-    # to get to them (see the session note); what this test checks is the bell, not the notifier's speed.
+    # Notifications come from the notifier in the scheduler process; in loaded full runs they once took over 20 s
+    # (with the parked-backlog slowdown since fixed). What this test checks is the bell, not the notifier's speed.
     expect(count).not_to_have_text("0", timeout=NOTIFIED_MS)
     second = submit(http, "frank", duration_s=0.2, steps=1)
     for job_id in (first, second):

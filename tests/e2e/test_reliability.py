@@ -26,6 +26,7 @@ import httpx
 import pytest
 import websockets
 from pymongo import MongoClient
+from pymongo.collection import Collection
 from websockets.asyncio.client import ClientConnection
 
 from engineroom.core.embedded import free_port
@@ -430,13 +431,9 @@ def worker_pid(process: Process) -> str:
     return found.group(1)
 
 
-def slots_held_by(stack: Stack, engine: str, pid: str) -> set[str]:
-    """The jobs holding the engine's slots in worker process ``pid``, read from MongoDB."""
-    client: MongoClient[dict[str, Any]] = MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])
-    try:
-        queue = client[stack.env["ENGINEROOM_MONGODB_DB"]]["queues"].find_one({"_id": engine}) or {}
-    finally:
-        client.close()
+def slots_held_by(queues: Collection[dict[str, Any]], engine: str, pid: str) -> set[str]:
+    """The jobs holding the engine's slots in worker process ``pid``, read from the stack's ``queues``."""
+    queue = queues.find_one({"_id": engine}) or {}
     return {holder["job_id"] for holder in queue.get("holders", []) if f":{pid}:" in holder.get("worker_id", "")}
 
 
@@ -479,10 +476,12 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
         # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
         # its job.started, the kill would take down no job a watcher saw start
         deadline = time.monotonic() + 30
-        while not (await asyncio.to_thread(slots_held_by, fast, "general", killed_pid)) & (
-            events.started_ids() - events.finished_ids()
-        ):
-            assert time.monotonic() < deadline, "the worker to kill never ran an announced job"
+        with MongoClient(fast.env["ENGINEROOM_MONGODB_URL"]) as client:
+            queues = client[fast.env["ENGINEROOM_MONGODB_DB"]]["queues"]
+            while not (await asyncio.to_thread(slots_held_by, queues, "general", killed_pid)) & (
+                events.started_ids() - events.finished_ids()
+            ):
+                assert time.monotonic() < deadline, "the worker to kill never ran an announced job"
         done_at_kill = len(completed_ids())
         workers[0].kill_group()
         return done_at_kill
