@@ -3,11 +3,12 @@ middleware, so store/ stays one async module for the gateway and the workers ali
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
 
 from dramatiq import Broker, Middleware, Worker
-from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.asyncio import EventLoopThread, get_event_loop_thread
 from dramatiq.middleware import AsyncIO
 from motor.motor_asyncio import AsyncIOMotorClient
 
@@ -17,14 +18,31 @@ from engineroom.store.client import Database, connect
 S = TypeVar("S")
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
+
+def private_loop_thread(name: str) -> EventLoopThread:
+    """An event loop thread of one's own (started), for database work that must not queue behind the worker
+    threads' calls on the ``AsyncIO`` middleware's shared loop: a daemon, so it never holds up the process's exit."""
+    thread = EventLoopThread(logger)
+    thread.name, thread.daemon = name, True
+    thread.start(timeout=5)
+    return thread
+
 
 class LoopStores(Generic[S]):
     """Runs store operations from worker threads on the ``AsyncIO`` loop; ``build`` makes the stores from the
-    database there, on first use, because motor binds to the loop it is first used on."""
+    database there, on first use, because motor binds to the loop it is first used on.
 
-    def __init__(self, settings: Settings, build: Callable[[Database], S]) -> None:
+    ``loop_thread`` runs them on a loop of their own instead (``private_loop_thread``), with a client of their own.
+    """
+
+    def __init__(
+        self, settings: Settings, build: Callable[[Database], S], loop_thread: EventLoopThread | None = None
+    ) -> None:
         self.settings = settings
         self._build = build
+        self._loop_thread = loop_thread
         self._client: AsyncIOMotorClient[dict[str, Any]] | None = None
         self._stores: S | None = None
 
@@ -34,7 +52,7 @@ class LoopStores(Generic[S]):
         Raises:
           RuntimeError: the broker has no ``AsyncIO`` middleware (build it with ``core.broker``).
         """
-        loop_thread = get_event_loop_thread()
+        loop_thread = self._loop_thread or get_event_loop_thread()
         if loop_thread is None:
             coroutine.close()
             raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
@@ -54,6 +72,14 @@ class LoopStores(Generic[S]):
     def close(self) -> None:
         """Close the client; the loop must still run."""
         self.run(self._close())
+
+    def close_and_stop(self) -> None:
+        """Close the client, then stop the loop thread given to these stores (``private_loop_thread``)."""
+        try:
+            self.close()
+        finally:
+            if self._loop_thread is not None:
+                self._loop_thread.stop()  # type: ignore[no-untyped-call]
 
     async def _close(self) -> None:
         if self._client is not None:

@@ -107,7 +107,7 @@ class WorkerPresence(Middleware):
         report = self.describe(readings, verdict)
         with self._report_lock:
             if not self._gone:
-                self.runner.call_stores(lambda stores: stores.workers.beat(report))
+                self.runner.call_heartbeat_stores(lambda stores: stores.workers.beat(report))
 
     def describe(self, readings: Readings, verdict: Verdict) -> WorkerPublic:
         worker = self._worker

@@ -23,7 +23,7 @@ from pydantic_core import to_jsonable_python
 from engineroom.actors.context import JobContext
 from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
-from engineroom.actors.loop_stores import LoopStores
+from engineroom.actors.loop_stores import LoopStores, private_loop_thread
 from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
@@ -115,6 +115,9 @@ class JobRunner:
         self.running = RunningJobs()
         self.progress = ProgressCoalescer()
         self._stores = LoopStores(settings, lambda db: WorkerStores.of(db, settings))
+        #: The heartbeat's own loop and client (built in ``start``): renewals must not queue behind the worker
+        #: threads' database calls on the shared loop, or a busy worker's leases lapse and its jobs run twice.
+        self._beat_stores: LoopStores[WorkerStores] | None = None
         #: Engines this process parked jobs of lately, and when: it hands their slots on as it frees them.
         self._parked_at: dict[str, float] = {}
         self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
@@ -130,6 +133,8 @@ class JobRunner:
     def start(self) -> None:
         """Begin renewing leases and listening for cancellations."""
         self._call(lambda stores: stores.queues.ensure_defaults())
+        beat_loop = private_loop_thread("engineroom-heartbeat-loop")
+        self._beat_stores = LoopStores(self.settings, lambda db: WorkerStores.of(db, self.settings), beat_loop)
         self._heartbeat = Heartbeat(self._beat, self.settings.job_lease_s / 3)
         self._heartbeat.start()
         self._cancel_subscription = self.bus.subscribe(self._on_cancel_event, routing_keys=[EventType.JOB_CANCELLED])
@@ -141,6 +146,8 @@ class JobRunner:
             self._cancel_subscription.close()
         if self._heartbeat is not None:
             self._heartbeat.stop()
+        if self._beat_stores is not None:
+            self._beat_stores.close_and_stop()
         self._stores.close()
 
     def on_heartbeat(self, beat: Callable[[], None]) -> None:
@@ -163,12 +170,19 @@ class JobRunner:
         """Run ``operation`` on this process's stores (on the ``AsyncIO`` loop) and wait for its result."""
         return self._stores.call(operation)
 
+    def call_heartbeat_stores(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
+        """Run ``operation`` on the heartbeat's own stores (its own loop and client); before ``start``, on the
+        shared ones."""
+        return (self._beat_stores or self._stores).call(operation)
+
     def renew_leases(self) -> None:
-        """Extend the job and slot leases of every job this process runs."""
+        """Extend the job and slot leases of every job this process runs (on the heartbeat's own connection)."""
         until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
         running = self.running.ids()
-        self._call(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
-        self._call(lambda stores: stores.queues.renew(running, until))
+        if not running:
+            return
+        self.call_heartbeat_stores(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
+        self.call_heartbeat_stores(lambda stores: stores.queues.renew(running, self.worker_id, until))
 
     # -- a job's life --
 
@@ -213,7 +227,7 @@ class JobRunner:
         try:
             self._start(job, task)
         finally:
-            self._call(lambda stores: stores.queues.release(job.engine, job.id))
+            self._call(lambda stores: stores.queues.release(job.engine, job.id, self.worker_id))
             self._hand_off(job.engine)
 
     def _admit(self, job: JobDocument) -> bool:
@@ -400,7 +414,7 @@ class JobRunner:
 
         Where ``attempt``'s start is not written yet, this one write records it too: queued → running → ``to``.
         """
-        expected, passed_through = JobState.QUEUED, None
+        expected, passed_through, fence = JobState.QUEUED, None, None
         if attempt is not None:
             written = attempt.start.settle()
             if written is StartWrite.REFUSED:
@@ -409,7 +423,9 @@ class JobRunner:
                 fields = {**attempt.start_fields, **fields}
                 passed_through = attempt.start_entry
             else:
-                expected = JobState.RUNNING
+                # Fenced to this worker's attempt: were the job taken from it (its lease judged lost) and started
+                # again elsewhere, this late outcome must not land on the other attempt.
+                expected, fence = JobState.RUNNING, {"worker_id": self.worker_id, "attempts": job.attempts}
         stored_fields = {key: _storable(value) for key, value in fields.items()}
         try:
             self._call(
@@ -422,6 +438,7 @@ class JobRunner:
                     error=error,
                     passed_through=passed_through,
                     increment_attempts=passed_through is not None,
+                    extra_conditions=fence,
                 )
             )
         except InvalidTransition:
@@ -435,7 +452,7 @@ class JobRunner:
         if self.running.is_cancelled(job.id):
             return
         if self.progress.offer(job.id, progress):
-            self._call(lambda stores: stores.jobs.set_progress(job.id, progress))
+            self._call(lambda stores: stores.jobs.set_progress(job.id, progress, self.worker_id))
         self.publish(job, EventType.JOB_PROGRESS, progress.model_dump())
 
     def is_cancelled(self, job: JobDocument) -> bool:

@@ -25,6 +25,7 @@ from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
 from engineroom.scheduler.cron import SKIP_GRACE_S
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
+from engineroom.scheduler.orphans import is_orphaned
 from engineroom.scheduler.presence import SchedulerPresence
 from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
@@ -76,6 +77,7 @@ class Scheduler:
         self.leases = stores.leases
         self.queues = stores.queues
         self.workflows = stores.workflows
+        self.workers = stores.workers
         self.dispatcher = dispatcher
         self.publisher = publisher
         self.identity = process_identity()
@@ -191,11 +193,19 @@ class Scheduler:
             await self._requeue(job, JobState.RETRYING, detail="backoff over")
 
     async def recover_orphans(self) -> None:
-        """Re-queue ``running`` jobs whose worker stopped renewing their lease; fail those out of attempts, so a
-        job that kills its worker every time cannot loop forever."""
-        for job in await self.jobs.expired_leases(utcnow(), SWEEP_BATCH):
+        """Re-queue ``running`` jobs whose worker is gone (lease lapsed, and the worker no longer live or no longer
+        holding the job: ``scheduler/orphans.py``); fail those out of attempts, so a job that kills its worker every
+        time cannot loop forever. A slow worker keeps its jobs."""
+        lapsed = await self.jobs.expired_leases(utcnow(), SWEEP_BATCH)
+        if not lapsed:
+            return
+        live_workers = {worker.id: worker for worker in await self.workers.live()}
+        for job in lapsed:
+            if not is_orphaned(job, live_workers):
+                logger.debug("the lease of job %s lapsed, but worker %s is alive and runs it", job.id, job.worker_id)
+                continue
             lost = f"worker {job.worker_id} stopped renewing the lease of attempt {job.attempts}"
-            await self.queues.release(job.engine, job.id)
+            await self.queues.release(job.engine, job.id, job.worker_id or "")
             if job.may_retry:
                 await self._requeue(job, JobState.RUNNING, detail=lost, lease_expires_at=job.lease_expires_at)
             else:

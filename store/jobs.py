@@ -348,11 +348,11 @@ class JobStore:
         if outcome.matched_count != 1:
             raise InvalidTransition(f"job {job_id} is not in state {', '.join(sorted(states))}; cannot move it to {to}")
 
-    async def set_progress(self, job_id: str, progress: Progress) -> bool:
-        """Record progress while the job runs; returns False if it is no longer running."""
+    async def set_progress(self, job_id: str, progress: Progress, worker_id: str) -> bool:
+        """Record progress while ``worker_id`` runs the job; returns False if it no longer does."""
         try:
             outcome = await self.collection.update_one(
-                {"_id": job_id, "state": str(JobState.RUNNING)},
+                {"_id": job_id, "state": str(JobState.RUNNING), "worker_id": worker_id},
                 {"$set": {"progress": progress.model_dump(mode="python")}},
             )
         except PyMongoError as exc:

@@ -131,31 +131,25 @@ class QueueStore:
             raise StoreUnavailable() from exc
         return outcome.matched_count == 1
 
-    async def release(self, engine: str, job_id: str) -> None:
-        """Give back the job's slot (a no-op if it already lapsed)."""
+    async def release(self, engine: str, job_id: str, worker_id: str) -> None:
+        """Give back the slot ``worker_id`` holds for the job (a no-op if it already lapsed or was taken from it):
+        a worker that lost the job never frees the slot of the one it was given to."""
         try:
-            await self.collection.update_one({"_id": engine}, {"$pull": {"holders": {"job_id": job_id}}})
+            await self.collection.update_one(
+                {"_id": engine}, {"$pull": {"holders": {"job_id": job_id, "worker_id": worker_id}}}
+            )
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
 
-    async def renew(self, job_ids: Collection[str], until: datetime) -> None:
-        """Extend the slot leases of the given jobs, wherever they are held (a worker's heartbeat)."""
+    async def renew(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
+        """Extend the slot leases ``worker_id`` holds for the given jobs, wherever they are held (its heartbeat);
+        never the slot another worker holds for the same job."""
         if not job_ids:
             return
         ids = list(job_ids)
         renewed = {"$mergeObjects": ["$$this", {"expires_at": until}]}
-        update = [
-            {
-                "$set": {
-                    "holders": {
-                        "$map": {
-                            "input": "$holders",
-                            "in": {"$cond": [{"$in": ["$$this.job_id", ids]}, renewed, "$$this"]},
-                        }
-                    }
-                }
-            }
-        ]
+        ours = {"$and": [{"$in": ["$$this.job_id", ids]}, {"$eq": ["$$this.worker_id", worker_id]}]}
+        update = [{"$set": {"holders": {"$map": {"input": "$holders", "in": {"$cond": [ours, renewed, "$$this"]}}}}}]
         try:
             await self.collection.update_many({"holders.job_id": {"$in": ids}}, update)
         except PyMongoError as exc:

@@ -69,6 +69,8 @@ class FakeRunner:
     def call_stores(self, operation: Callable[[Any], Awaitable[Any]]) -> Any:
         return asyncio.run(_apply(operation, self))
 
+    call_heartbeat_stores = call_stores
+
     def on_heartbeat(self, beat: Callable[[], None]) -> None:
         self.beats.append(beat)
 

@@ -85,10 +85,11 @@ async def test_transition_of_a_missing_job_is_refused(jobs: JobStore) -> None:
 
 async def test_progress_is_recorded_only_while_running(jobs: JobStore) -> None:
     queued = await jobs.insert(make_job())
-    running = await jobs.insert(make_job(state=JobState.RUNNING))
+    running = await jobs.insert(make_job(state=JobState.RUNNING, worker_id="w1"))
     progress = Progress(percent=40, message="drafting", details={"step": 2})
-    assert await jobs.set_progress(queued.id, progress) is False
-    assert await jobs.set_progress(running.id, progress) is True
+    assert await jobs.set_progress(queued.id, progress, "w1") is False
+    assert await jobs.set_progress(running.id, progress, "w2") is False  # another worker's attempt
+    assert await jobs.set_progress(running.id, progress, "w1") is True
     stored = await jobs.get(running.id)
     assert stored is not None and stored.progress == progress
 

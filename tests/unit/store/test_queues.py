@@ -32,14 +32,14 @@ async def acquire(queues: QueueStore, job_id: str, tenant: str = "t", *, at_s: f
 
 async def test_slots_are_limited_and_come_back_on_release(queues: QueueStore) -> None:
     assert [await acquire(queues, job) for job in ("a", "b", "c")] == [True, True, False]
-    await queues.release("general", "a")
+    await queues.release("general", "a", "w")
     assert await acquire(queues, "c") is True
 
 
 async def test_a_job_holds_at_most_one_slot(queues: QueueStore) -> None:
     assert await acquire(queues, "a") is True
     assert await acquire(queues, "a") is False  # a duplicate message of a job being started elsewhere
-    await queues.release("general", "a")
+    await queues.release("general", "a", "w")
     assert len((await queues.get("general")).holders) == 0
 
 
