@@ -1,13 +1,12 @@
 """``Client``: the same calls as ``AsyncClient`` for plain, blocking code, on ``httpx.Client``.
 
-Requests, retries and parsing come from ``calls`` and ``retry``, shared with the async client; only the sending
-differs. ``wait`` runs the async client's WebSocket wait in a private event loop rather than keeping a second
-copy of it (so it cannot be called from inside a running event loop: use ``AsyncClient`` there).
+Requests, retries and parsing come from ``calls`` and ``retry``, and the wait's decisions from ``waiting``, all
+shared with the async client; only the sending differs. Nothing here runs an event loop, so every method works
+where one is already running in the thread (a Jupyter notebook, an ``async def``), blocking it like any other call.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -18,10 +17,10 @@ from typing import Any, TypeVar, Unpack
 import httpx
 
 from engineroom.client import calls
-from engineroom.client.async_client import LIST_PAGE_SIZE, AsyncClient
+from engineroom.client.async_client import LIST_PAGE_SIZE
 from engineroom.client.calls import Call, FilterOptions, LimitOptions, SubmitOptions
 from engineroom.client.config import ClientConfig
-from engineroom.client.waiting import DEFAULT_WAIT_S
+from engineroom.client.waiting import DEFAULT_WAIT_S, wait_for_job_blocking
 from engineroom.models.job import JobBatchAccepted, JobPublic, JobSubmit
 from engineroom.models.queue import QueueStats
 from engineroom.models.workflow import StepSpec, WorkflowPublic
@@ -97,13 +96,8 @@ class Client:
         self.send(calls.delete_job(job_id))
 
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobPublic:
-        """The finished job (see ``AsyncClient.wait``)."""
-
-        async def wait_async() -> JobPublic:
-            async with AsyncClient(config=self.config) as twin:
-                return await twin.wait(job_id, timeout_s)
-
-        return asyncio.run(wait_async())
+        """The finished job, heard on a blocking WebSocket or polled (see ``AsyncClient.wait``)."""
+        return wait_for_job_blocking(self, job_id, timeout_s)
 
     def create_workflow(
         self, steps: Sequence[StepSpec | Mapping[str, Any]], *, name: str | None = None, tags: Sequence[str] = ()

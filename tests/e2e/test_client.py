@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import websockets
 
-from engineroom.client import AsyncClient
+from engineroom.client import AsyncClient, Client
 from engineroom.client.errors import WaitTimedOut
 from engineroom.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, RateLimited, Unauthenticated
 from engineroom.models.event import Event
@@ -190,6 +190,28 @@ def test_the_sync_client_works_from_a_plain_script(stack: Any, token_for: TokenF
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "from a script"
+
+
+async def test_the_blocking_client_waits_inside_a_running_event_loop_as_in_a_notebook(
+    stack: Any, token_for: TokenFor
+) -> None:
+    # Given a loop running in this thread, as in Jupyter (this test is a coroutine), and a gateway with a worker
+    asyncio.get_running_loop()
+    base_url = stack.start_api()
+    stack.start_worker()
+    with Client(base_url, token_for("alice", "acme")) as alice, Client(base_url, token_for("bob", "acme")) as bob:
+        # When the blocking client waits, with no await anywhere
+        job = alice.submit("general.demo", {"duration_s": 0.3, "steps": 3, "result": "in a notebook"})
+        finished = alice.wait(job.id, timeout_s=EVENT_TIMEOUT_S)
+        slow = alice.submit("general.demo", {"duration_s": 30})
+        with pytest.raises(WaitTimedOut):
+            alice.wait(slow.id, timeout_s=1.0)
+        with pytest.raises(NotFound):
+            bob.wait(job.id, timeout_s=5)  # the socket refuses the topic; the poll says why
+        alice.cancel(slow.id)
+    # Then it heard the end as the async client does, timeouts and typed errors included
+    assert finished.state == JobState.COMPLETED
+    assert finished.result == {"engine": "general", "steps": 3, "result": "in a notebook"}
 
 
 def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

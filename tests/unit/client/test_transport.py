@@ -21,8 +21,11 @@ JOB = {"id": "J" * 26, "tenant_id": "t", "user_id": "u", "engine": "general", "t
 JOB |= {"state": "queued", "created_at": "2026-01-01T00:00:00Z"}
 
 
-def client_answering(*answers: httpx.Response | Exception) -> tuple[Client, list[httpx.Request]]:
-    """A client whose transport gives ``answers`` in turn (an exception is raised instead of answered)."""
+def client_answering(
+    *answers: httpx.Response | Exception, base_url: str = "http://api.test"
+) -> tuple[Client, list[httpx.Request]]:
+    """A client whose transport gives ``answers`` in turn (an exception is raised instead of answered); its
+    WebSocket, which the transport cannot answer, goes to ``base_url`` for real."""
     sent: list[httpx.Request] = []
     pending = list(answers)
 
@@ -33,8 +36,8 @@ def client_answering(*answers: httpx.Response | Exception) -> tuple[Client, list
             raise answer
         return answer
 
-    client = Client(config=ClientConfig("http://api.test", "tok", retry=FAST))
-    client._http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(handle))
+    client = Client(config=ClientConfig(base_url, "tok", retry=FAST))
+    client._http = httpx.Client(base_url=base_url, transport=httpx.MockTransport(handle))
     return client, sent
 
 
