@@ -11,6 +11,9 @@ walks naive wall-clock times; turning them into instants is done here, with one 
 
 Instants are nondecreasing in wall time under that rule, which ``next_fire_after`` and ``latest_tick_between``
 rely on.
+
+A range of one value (``5-5``, ``sun-sun``) means that value, as in cron; croniter 5 and later widen it to the whole
+field (``5-5 * * * *`` fires every minute), so ``check_cron`` rewrites it as the value before croniter sees it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,17 @@ _MAX_STEPS = 10_000
 #: croniter's random (``R``) and hashed (``H``) fields would give different times on every call; a lone R or H,
 #: not one inside a day or month name (``fri``, ``thu``, ``mar``).
 _NON_DETERMINISTIC = re.compile(r"(?<![a-z])[rh](?![a-z])", re.IGNORECASE)
+#: One range item of a field as croniter reads it: ``low-high``, then a ``/step`` or (day of week) a ``#nth``.
+_RANGE = re.compile(r"^(?P<low>[^-/#]+)-(?P<high>[^-/#]+)(?:/(?P<step>\d+)|(?P<nth>#\d+))?$")
+#: Positions of the fields whose values may be spelled as names or ``L``.
+_DAY_FIELD, _MONTH_FIELD, _WEEKDAY_FIELD = 2, 3, 4
+#: The names croniter accepts in the month and day-of-week fields, and the numbers they stand for.
+_NAMES: dict[int, dict[str, int]] = {
+    _MONTH_FIELD: {
+        name: number for number, name in enumerate("jan feb mar apr may jun jul aug sep oct nov dec".split(), start=1)
+    },
+    _WEEKDAY_FIELD: {name: number for number, name in enumerate("sun mon tue wed thu fri sat".split())},
+}
 
 
 def parse_timezone(name: str) -> ZoneInfo:
@@ -54,11 +68,14 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 @lru_cache(maxsize=1024)
 def check_cron(expression: str) -> str:
-    """The expression with its fields separated by single spaces, if it is a 5-field cron expression that fires.
+    """The expression as croniter must be given it, if it is a 5-field cron expression that fires: its fields
+    separated by single spaces, and each range of one value (``5-5``) written as that value.
+
+    Store and fire this text, not the one written: croniter 7 reads ``5-5 * * * *`` as every minute.
 
     Raises:
-      ValueError: it has another number of fields, a field croniter refuses, random/hashed fields, or it
-        never fires (``0 0 30 2 *``); the message names the problem.
+      ValueError: it has another number of fields, a field croniter refuses, random/hashed fields, a day-of-week
+        range ``7-0``, or it never fires (``0 0 30 2 *``); the message names the problem as written.
     """
     fields = expression.split()
     if len(fields) != CRON_FIELDS:
@@ -66,16 +83,55 @@ def check_cron(expression: str) -> str:
             f"cron expression {expression!r} has {len(fields)} field(s); "
             "give 5: minute, hour, day of month, month, day of week"
         )
-    normalized = " ".join(fields)
-    if _NON_DETERMINISTIC.search(normalized):
-        raise ValueError(f"cron expression {normalized!r}: random (R) and hashed (H) fields are not supported")
+    written = " ".join(fields)
+    if _NON_DETERMINISTIC.search(written):
+        raise ValueError(f"cron expression {written!r}: random (R) and hashed (H) fields are not supported")
+    normalized = " ".join(_one_value_ranges_as_values(field, index, written) for index, field in enumerate(fields))
     try:
         croniter(normalized, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterBadDateError:
-        raise ValueError(f"cron expression {normalized!r} never fires") from None
+        raise ValueError(f"cron expression {written!r} never fires") from None
     except (CroniterError, ValueError, KeyError) as exc:
-        raise ValueError(f"invalid cron expression {normalized!r}: {exc}") from None
+        raise ValueError(f"invalid cron expression {written!r}: {exc}") from None
     return normalized
+
+
+def _one_value_ranges_as_values(field: str, index: int, expression: str) -> str:
+    """``field`` with each range of one value (``5-5``, ``5-5/2``, ``jun-6``, ``sun-sun#2``) written as that value.
+
+    croniter 5 and later read such a range as the whole field, ``*``; cron reads it as its one value, whatever the
+    step. Items it cannot read as numbers or names are left for croniter to refuse.
+
+    Raises:
+      ValueError: a day-of-week range from Sunday 7 back to Sunday 0 (``7-0``): the week or one day, it is unclear.
+    """
+    items = field.split(",")
+    for position, item in enumerate(items):
+        match = _RANGE.match(item)
+        if match is None or match["step"] == "0" or (match["nth"] and index != _WEEKDAY_FIELD):
+            continue
+        low = _field_value(match["low"], index, is_high=False)
+        high = _field_value(match["high"], index, is_high=True)
+        if low is None or high is None:
+            continue
+        if index == _WEEKDAY_FIELD and low == 7 and high == 0:
+            raise ValueError(
+                f"cron expression {expression!r}: day-of-week range {item!r} runs from Sunday back to Sunday; "
+                "write 0 for Sundays or * for every day"
+            )
+        if low == high:
+            items[position] = match["low"] + (match["nth"] or "")
+    return ",".join(items)
+
+
+def _field_value(text: str, index: int, *, is_high: bool) -> int | None:
+    """The number a range end stands for in field ``index`` as croniter reads it, or None if it is not one."""
+    lowered = text.lower()
+    if lowered.isascii() and lowered.isdigit():
+        return int(lowered)
+    if index == _DAY_FIELD and is_high and lowered == "l":
+        return 31  # croniter reads "28-L" as 28-31: a month's days past its last never match
+    return _NAMES.get(index, {}).get(lowered)
 
 
 def _instant(wall: datetime, zone: ZoneInfo) -> datetime:

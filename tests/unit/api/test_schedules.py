@@ -110,12 +110,34 @@ def test_a_created_schedule_shows_its_next_five_fire_times_in_its_timezone(
 
 
 @pytest.mark.parametrize(
+    ("cron", "stored", "minute", "hour"),
+    [
+        ("0-0 * * * *", "0 * * * *", 0, None),
+        ("5-5 * * * *", "5 * * * *", 5, None),
+        ("30 3-3 * * *", "30 3 * * *", 30, 3),
+    ],
+)
+def test_a_range_of_one_value_is_stored_as_that_value_and_fires_on_it_only(
+    client: TestClient, token_for: TokenFor, cron: str, stored: str, minute: int, hour: int | None
+) -> None:
+    # croniter 7.0.0 alone reads "5-5" as "*": this schedule would fire every minute (issue 16)
+    created = create(client, token_for(), cron=cron)
+    assert created["cron"] == stored
+    times = [datetime.fromisoformat(value) for value in created["next_fire_times"]]
+    gap = timedelta(hours=1) if hour is None else timedelta(days=1)
+    assert all(later - earlier == gap for earlier, later in zip(times, times[1:], strict=False)), times
+    assert all(time.minute == minute and hour in (None, time.hour) for time in times), times
+
+
+@pytest.mark.parametrize(
     ("body", "detail_part"),
     [
         ({"cron": "* * * *"}, "has 4 field(s); give 5"),
         ({"cron": "0 25 * * *"}, "out of range"),
         ({"cron": "0 0 31 2 *"}, "never fires"),
         ({"cron": "H * * * *"}, "random (R) and hashed (H)"),
+        ({"cron": "0 0 * * 7-0"}, "day-of-week range '7-0' runs from Sunday back to Sunday"),
+        ({"cron": "0 0 0-0 * *"}, "out of range"),
         ({"timezone": "Mars/Olympus_Mons"}, "unknown timezone 'Mars/Olympus_Mons'"),
         ({"task": "general.nope"}, "unknown task 'general.nope'"),
         ({"payload": {"duration_s": "soon"}}, "invalid payload for general.demo: duration_s"),

@@ -120,6 +120,72 @@ def test_a_bad_expression_is_refused_naming_the_problem(expression: str, problem
     assert problem in str(refused.value)
 
 
+#: Ranges of one value, which croniter 7.0.0 reads as the whole field (``5-5 * * * *`` fired every minute, issue 16):
+#: (as written, as check_cron gives it back, its first three fire times after Monday 2024-01-01 00:00 UTC).
+ONE_VALUE_RANGES = [
+    ("0-0 * * * *", "0 * * * *", [utc(2024, 1, 1, 1), utc(2024, 1, 1, 2), utc(2024, 1, 1, 3)]),
+    ("5-5 * * * *", "5 * * * *", [utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 1, 5), utc(2024, 1, 1, 2, 5)]),
+    ("59-59 * * * *", "59 * * * *", [utc(2024, 1, 1, 0, 59), utc(2024, 1, 1, 1, 59), utc(2024, 1, 1, 2, 59)]),
+    ("05-05 * * * *", "05 * * * *", [utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 1, 5), utc(2024, 1, 1, 2, 5)]),
+    ("5-5/2 * * * *", "5 * * * *", [utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 1, 5), utc(2024, 1, 1, 2, 5)]),
+    ("5-5/60 * * * *", "5 * * * *", [utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 1, 5), utc(2024, 1, 1, 2, 5)]),
+    ("1,5-5 * * * *", "1,5 * * * *", [utc(2024, 1, 1, 0, 1), utc(2024, 1, 1, 0, 5), utc(2024, 1, 1, 1, 1)]),
+    ("* 3-3 * * *", "* 3 * * *", [utc(2024, 1, 1, 3, 0), utc(2024, 1, 1, 3, 1), utc(2024, 1, 1, 3, 2)]),
+    ("0 0-0 * * *", "0 0 * * *", [utc(2024, 1, 2), utc(2024, 1, 3), utc(2024, 1, 4)]),
+    ("0 3-3/2 * * *", "0 3 * * *", [utc(2024, 1, 1, 3), utc(2024, 1, 2, 3), utc(2024, 1, 3, 3)]),
+    ("0 0 15-15 * *", "0 0 15 * *", [utc(2024, 1, 15), utc(2024, 2, 15), utc(2024, 3, 15)]),
+    ("0 0 31-L * *", "0 0 31 * *", [utc(2024, 1, 31), utc(2024, 3, 31), utc(2024, 5, 31)]),
+    ("0 0 1 6-6 *", "0 0 1 6 *", [utc(2024, 6, 1), utc(2025, 6, 1), utc(2026, 6, 1)]),
+    ("0 0 1 jun-JUN *", "0 0 1 jun *", [utc(2024, 6, 1), utc(2025, 6, 1), utc(2026, 6, 1)]),
+    ("0 0 1 6-jun *", "0 0 1 6 *", [utc(2024, 6, 1), utc(2025, 6, 1), utc(2026, 6, 1)]),
+    ("0 0 * * 3-3", "0 0 * * 3", [utc(2024, 1, 3), utc(2024, 1, 10), utc(2024, 1, 17)]),
+    ("0 0 * * wed-wed", "0 0 * * wed", [utc(2024, 1, 3), utc(2024, 1, 10), utc(2024, 1, 17)]),
+    ("0 0 * * 7-7", "0 0 * * 7", [utc(2024, 1, 7), utc(2024, 1, 14), utc(2024, 1, 21)]),
+    ("0 0 * * 0-0/3", "0 0 * * 0", [utc(2024, 1, 7), utc(2024, 1, 14), utc(2024, 1, 21)]),
+    ("0 0 * * sun-sun#2", "0 0 * * sun#2", [utc(2024, 1, 14), utc(2024, 2, 11), utc(2024, 3, 10)]),
+    ("30 9-9 1-1 1-1 *", "30 9 1 1 *", [utc(2024, 1, 1, 9, 30), utc(2025, 1, 1, 9, 30), utc(2026, 1, 1, 9, 30)]),
+]
+
+
+@pytest.mark.parametrize(("expression", "normalized", "first_three"), ONE_VALUE_RANGES)
+def test_a_range_of_one_value_fires_on_that_value_only(
+    expression: str, normalized: str, first_three: list[datetime]
+) -> None:
+    assert check_cron(expression) == normalized
+    assert next_fire_times(expression, "UTC", utc(2024, 1, 1), 3) == first_three
+
+
+def test_a_range_of_one_value_stored_before_the_fix_is_fired_on_that_value() -> None:
+    # Schedules made before check_cron rewrote such ranges still hold them as written
+    due = utc(2024, 5, 6, 10, 5)
+    firing = plan_firing("5-5 * * * *", "UTC", due, due + timedelta(seconds=1), catch_up=False)
+    assert (firing.tick, firing.next_fire_at) == (due, utc(2024, 5, 6, 11, 5))
+    assert latest_tick_between("0 3-3 * * *", "UTC", utc(2024, 5, 6), utc(2024, 5, 8)) == utc(2024, 5, 7, 3)
+
+
+def test_ranges_of_several_values_are_left_as_written() -> None:
+    assert check_cron("5-6 0-23 1-31 jan-dec 0-7") == "5-6 0-23 1-31 jan-dec 0-7"
+    assert next_fire_times("0 0 * * 0-7", "UTC", utc(2024, 1, 1), 2) == [utc(2024, 1, 2), utc(2024, 1, 3)]
+
+
+@pytest.mark.parametrize(
+    ("expression", "problem"),
+    [
+        ("0 0 * * 7-0", "day-of-week range '7-0' runs from Sunday back to Sunday"),
+        ("0 0 * * 7-sun", "day-of-week range '7-sun' runs from Sunday back to Sunday"),
+        ("0 0 0-0 * *", "out of range"),
+        ("0 0 * 0-0 *", "out of range"),
+        ("60-60 * * * *", "out of range"),
+        ("0 24-24 * * *", "out of range"),
+        ("5-5/0 * * * *", "step '0'"),
+    ],
+)
+def test_a_range_of_one_value_that_is_not_a_value_of_its_field_is_refused(expression: str, problem: str) -> None:
+    with pytest.raises(ValueError, match="cron expression") as refused:
+        check_cron(expression)
+    assert problem in str(refused.value) and repr(expression) in str(refused.value)
+
+
 @pytest.mark.parametrize("name", ["Mars/Olympus_Mons", "europe/berlin", "", "../etc/passwd", "localtime", "Europe"])
 def test_an_unknown_timezone_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match="unknown timezone"):
