@@ -121,6 +121,29 @@ def _cleanup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reconcile(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from engineroom.core.errors import EngineroomError
+    from engineroom.scheduler.reconcile_once import reconcile_engines
+
+    engines = _engines(",".join(args.engine or []))
+    try:
+        reports = asyncio.run(reconcile_engines(get_settings(), engines, dry_run=args.dry_run))
+    except EngineroomError as exc:
+        print(f"engineroom reconcile: {type(exc).__name__}: {exc.detail}", file=sys.stderr)
+        return 1
+    for report in reports:
+        queue = report.queue
+        held = "unknown" if queue is None else "missing" if not queue.exists else f"{queue.ready} ready"
+        done = "" if args.dry_run else f", re-sent {report.resent}"
+        print(f"{report.engine}: {report.expected} queued job(s) expected in RabbitMQ (queue: {held}){done}")
+    verb = "would re-send" if args.dry_run else "re-sent"
+    total = sum(report.expected if args.dry_run else report.resent for report in reports)
+    print(f"{verb} {total} job(s)")
+    return 0
+
+
 def _submit(args: argparse.Namespace) -> int:
     from engineroom.client.commands import submit_job
 
@@ -224,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     cleanup.add_argument("--state", action="append", help="completed, failed or cancelled; repeatable; default all")
     cleanup.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     cleanup.set_defaults(run=_cleanup)
+
+    reconcile = commands.add_parser(
+        "reconcile",
+        help="send again the messages of queued jobs, after RabbitMQ lost its queues (MongoDB is the truth)",
+    )
+    reconcile.add_argument("--engine", action="append", help="one engine; repeatable; default all")
+    reconcile.add_argument("--dry-run", action="store_true", help="count the jobs and look at the queues, send nothing")
+    reconcile.set_defaults(run=_reconcile)
 
     submit = commands.add_parser("submit", help="submit a job over the API; --wait prints its result")
     _add_client_options(submit)

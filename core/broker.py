@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+import pika.exceptions
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -21,6 +23,18 @@ logger = logging.getLogger(__name__)
 
 #: RabbitMQ priority levels; job priorities 0-10 map one to one (``x-max-priority``).
 MAX_PRIORITY = 10
+#: The AMQP reply code of a passive declare of a queue that does not exist.
+_NOT_FOUND = 404
+
+
+@dataclass(frozen=True)
+class QueueProbe:
+    """What RabbitMQ says of an engine's queue when asked without creating it (a passive declare)."""
+
+    exists: bool
+    #: Messages ready for delivery. Those consumers hold unacknowledged are not counted: AMQP does not tell them.
+    ready: int = 0
+    consumers: int = 0
 
 
 def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
@@ -151,6 +165,55 @@ class Enqueuer:
         # A (re)declare answers with the message count; dramatiq's helper declares with the queue's own arguments.
         main, _delayed, _dead = self.broker.get_queue_message_counts(queue)
         return int(main)
+
+    async def probe(self, engine: str) -> QueueProbe | None:
+        """What RabbitMQ holds for the engine, without declaring its queue (a lost queue stays visible as lost);
+        ``None`` from the in-process broker, which cannot lose a queue, or if RabbitMQ cannot say right now."""
+        if not isinstance(self.broker, RabbitmqBroker):
+            return None
+        queue = self.settings.queue_name(engine)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._probe, queue)
+        except Exception as exc:  # a probe must not fail on a broker hiccup; the cause is logged
+            logger.warning("could not look at %s: %r", queue, exc)
+            return None
+
+    def _probe(self, queue: str) -> QueueProbe:
+        assert isinstance(self.broker, RabbitmqBroker)
+        try:
+            answer = self.broker.channel.queue_declare(queue, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            del self.broker.channel  # RabbitMQ closed it to refuse the declare; the next use opens another
+            if exc.reply_code != _NOT_FOUND:
+                raise
+            return QueueProbe(exists=False)
+        except pika.exceptions.AMQPError:
+            del self.broker.connection  # broken: the next use reconnects
+            raise
+        return QueueProbe(exists=True, ready=answer.method.message_count, consumers=answer.method.consumer_count)
+
+    async def declare(self, engine: str) -> None:
+        """Create the engine's queue (and its delay and dead-letter queues) if RabbitMQ lacks them.
+
+        Dramatiq declares a queue once per process and trusts it to exist from then on; a queue lost since would
+        only come back through its retry of a send that found no queue. This asks RabbitMQ again.
+
+        Raises:
+          BrokerUnavailable: RabbitMQ could not be reached after Dramatiq's bounded retries.
+        """
+        if not isinstance(self.broker, RabbitmqBroker):
+            return
+        queue = self.settings.queue_name(engine)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._declare, queue)
+        except dramatiq.errors.ConnectionError as exc:
+            logger.error("could not declare %s: %s", queue, exc)
+            raise BrokerUnavailable() from exc
+
+    def _declare(self, queue: str) -> None:
+        assert isinstance(self.broker, RabbitmqBroker)
+        self.broker.queues_pending.add(queue)  # Dramatiq's "not declared on the server yet"
+        self.broker.declare_queue(queue, ensure=True)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     rate_window_s: float = 60.0
     #: A job still flagged ``needs_dispatch`` this long after it was queued is (re)sent by the scheduler.
     dispatch_grace_s: float = 5.0
+    #: How often the scheduler checks that each engine's RabbitMQ queue can still hold the jobs MongoDB holds as
+    #: queued in it; a job queued within the last interval (or ``dispatch_grace_s``) is not yet expected there.
+    broker_check_interval_s: float = 10.0
     #: Workers take no new jobs while the host's CPU or memory use (percent) is above these; unset: no limit.
     worker_max_cpu_percent: float | None = None
     worker_max_memory_percent: float | None = None
@@ -106,6 +109,7 @@ class Settings(BaseSettings):
             "retry_backoff_cap_s",
             "job_lease_s",
             "scheduler_interval_s",
+            "broker_check_interval_s",
             "events_ttl_s",
             "ws_send_buffer",
             "delivery_min_backoff_s",

@@ -47,12 +47,14 @@ class Dispatcher:
         self._confirm_soon([job])
         return True
 
-    async def dispatch_many(self, jobs: list[JobDocument]) -> None:
-        """Send many jobs' messages in one thread hop; those not sent keep their flag for the scheduler."""
+    async def dispatch_many(self, jobs: list[JobDocument]) -> int:
+        """Send many jobs' messages in one thread hop; how many were sent (the first ones, in order: a failure stops
+        the rest). Those not sent keep their flag for the scheduler."""
         sent = set(await self.enqueuer.enqueue_many(jobs))
         if len(sent) < len(jobs):
             logger.warning("%d jobs stored but not sent; the scheduler will send them", len(jobs) - len(sent))
         self._confirm_soon([job for job in jobs if job.id in sent])
+        return len(sent)
 
     def _confirm_soon(self, jobs: list[JobDocument]) -> None:
         self._sent.update((job.id, job.dispatch_token) for job in jobs)

@@ -51,6 +51,8 @@ def _priority_from_name(value: Any) -> Any:
 
 
 Priority = Annotated[int, BeforeValidator(_priority_from_name), Field(ge=0, le=10, strict=True)]
+#: Every ``Priority``, from the first to start to the last.
+PRIORITIES_HIGHEST_FIRST: tuple[int, ...] = tuple(range(10, -1, -1))
 
 
 class Progress(BaseModel):

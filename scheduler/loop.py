@@ -27,6 +27,7 @@ from engineroom.scheduler.cron import SKIP_GRACE_S
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
 from engineroom.scheduler.orphans import is_orphaned
 from engineroom.scheduler.presence import SchedulerPresence
+from engineroom.scheduler.reconcile import BrokerWatch
 from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
 from engineroom.store.client import Database
@@ -88,6 +89,7 @@ class Scheduler:
         submitter = JobSubmitter(stores.jobs, dispatcher, publisher)
         grace_s = max(SKIP_GRACE_S, 2 * self.leader_ttl_s)
         self.schedule_firer = ScheduleFirer(stores.schedules, submitter, grace_s=grace_s)
+        self.broker_watch = BrokerWatch(settings, stores.jobs, dispatcher)
 
     async def run_forever(self) -> None:
         """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
@@ -122,6 +124,7 @@ class Scheduler:
             ("fire_due_schedules", self.fire_due_schedules),
             ("start_parked", self.start_parked),
             ("send_undispatched", self.send_undispatched),
+            ("resend_lost_messages", self.broker_watch.tick),  # scheduler/reconcile.py: after the outbox's sends
         ]
         for name, phase in phases:
             started = time.monotonic()

@@ -13,8 +13,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
-from engineroom.core.ids import new_id
+from engineroom.core.ids import id_floor, new_id
 from engineroom.models.job import (
+    PRIORITIES_HIGHEST_FIRST,
     TERMINAL_STATES,
     HistoryEntry,
     JobDocument,
@@ -302,6 +303,50 @@ class JobStore:
         query = {"needs_dispatch": True, "state": str(JobState.QUEUED), "queued_at": {"$lt": queued_before}}
         return await self._find_many(query, sort="queued_at", limit=limit)
 
+    async def expected_in_broker(self, engine: str, priority: int, after: str | None, limit: int) -> list[JobDocument]:
+        """A batch of the engine's ``queued`` jobs of one ``priority`` whose message should be in RabbitMQ (parked jobs
+        wait in MongoDB, on purpose without one), oldest first, from after the id ``after``. Walked over priorities,
+        highest first, the batches come in the order the jobs should start; each is one index range."""
+        query: dict[str, Any] = {"engine": engine, "state": str(JobState.QUEUED), "parked": False, "priority": priority}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        return await self._find_many(query, sort="_id", limit=limit)
+
+    async def count_expected_in_broker(self, engine: str) -> int:
+        """How many of the engine's ``queued`` jobs should have a message in RabbitMQ (all but the parked ones)."""
+        try:
+            return int(
+                await self.collection.count_documents(
+                    {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
+                )
+            )
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+
+    async def has_overdue_in_broker(self, engine: str, queued_before: datetime, limit: int) -> bool:
+        """Whether one of the engine's ``queued`` jobs that should have a message in RabbitMQ was queued before
+        ``queued_before``, judged from at most ``limit`` per priority of those made before then, unsorted.
+
+        A job is queued after it is made, so "made before" (a range on its time-sortable id) is a superset that the
+        ``parked`` index covers, one priority at a time (SecantusDB plans an index for a prefix of its fields, and
+        none for ``$in``): no index of its own, which every job write would have to maintain.
+        """
+        expected = {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
+        if not await self._exists(expected):  # an idle engine: one query
+            return False
+        made_before = {"$lt": id_floor(queued_before)}
+        for priority in PRIORITIES_HIGHEST_FIRST:
+            query = {**expected, "priority": priority, "_id": made_before}
+            try:
+                found = await self.collection.find(query, {"queued_at": 1}).limit(limit).to_list(limit)
+            except PyMongoError as exc:
+                raise StoreUnavailable() from exc
+            if any(
+                document.get("queued_at") is not None and document["queued_at"] < queued_before for document in found
+            ):
+                return True
+        return False
+
     async def transition(
         self,
         job_id: str,
@@ -365,6 +410,12 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return [from_mongo(JobDocument, document) for document in documents]
+
+    async def _exists(self, query: dict[str, Any]) -> bool:
+        try:
+            return await self.collection.find_one(query, {"_id": 1}) is not None
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
 
     async def _update_one(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
         try:

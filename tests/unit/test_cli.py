@@ -48,3 +48,11 @@ def test_autoscale_takes_the_place_of_processes() -> None:
     both = build_parser().parse_args(["worker", "--autoscale", "1:3", "--processes", "2"])
     with pytest.raises(SystemExit, match="drop --processes"):
         both.run(both)
+
+
+def test_reconcile_takes_engines_and_a_dry_run_and_refuses_unknown_engines() -> None:
+    args = build_parser().parse_args(["reconcile", "--engine", "general", "--engine", "video_pipeline", "--dry-run"])
+    assert (args.engine, args.dry_run) == (["general", "video_pipeline"], True)
+    unknown = build_parser().parse_args(["reconcile", "--engine", "warp_drive"])
+    with pytest.raises(SystemExit, match="warp_drive"):
+        unknown.run(unknown)

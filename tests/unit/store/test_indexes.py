@@ -32,6 +32,16 @@ HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("expired leases", {"state": "running", "lease_expires_at": {"$lt": NOW}}, [("lease_expires_at", 1)]),
     ("outbox", {"needs_dispatch": True, "state": "queued", "queued_at": {"$lt": NOW}}, [("queued_at", 1)]),
     ("the autoscaler's ready backlog", {"engine": "general", "state": "queued", "parked": False}, None),
+    (
+        "jobs expected in RabbitMQ, a priority at a time",
+        {"engine": "general", "state": "queued", "parked": False, "priority": 5, "_id": {"$gt": "0"}},
+        [("_id", 1)],
+    ),
+    (
+        "jobs expected in RabbitMQ, of a priority made before a time",
+        {"engine": "general", "state": "queued", "parked": False, "priority": 5, "_id": {"$lt": "Z"}},
+        None,
+    ),
     ("position", {"engine": "general", "state": "queued", "priority": {"$gt": 5}}, None),
     ("due scheduled jobs", {"state": "scheduled", "scheduled_at": {"$lte": NOW}}, [("scheduled_at", 1)]),
     ("pending jobs", {"state": "pending", "_id": {"$gt": "0"}}, [("_id", 1)]),
