@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dramatiq import Actor, Broker
 
+from engineroom.actors.admission import install_gate
 from engineroom.actors.loop_stores import on_worker_lifecycle
 from engineroom.actors.runner import JobRunner
 from engineroom.core.config import ENGINES, Settings
@@ -17,6 +18,8 @@ def declare_engine_actors(broker: Broker, settings: Settings, runner: JobRunner)
     # The runner's heartbeat and cancel listener start with the worker; they and its database client stop once
     # worker threads are done.
     on_worker_lifecycle(broker, boot=runner.start, shutdown=runner.close)
+    # Each engine's consumer takes a message only with a slot for it: the backlog waits in RabbitMQ.
+    install_gate(broker, settings, runner.gate())
     actors: dict[str, Actor[[str], None]] = {}
     for engine in ENGINES:
         queue = settings.queue_name(engine)

@@ -10,16 +10,15 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-import dramatiq
 from dramatiq import Broker
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import CurrentMessage, Interrupt
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
+from engineroom.actors.admission import ADMISSION_OPTION, Admission, HeldSlots, SlotGate
 from engineroom.actors.context import JobContext
 from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
@@ -29,11 +28,10 @@ from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
 from engineroom.actors.start_write import DeferredStart, StartWrite
 from engineroom.core.backoff import compute_backoff_s
-from engineroom.core.broker import job_message
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, InvalidRequest, InvalidTransition, JobCancelled
-from engineroom.core.idle import IdleConnections, quiet_dead_connections_at_shutdown
+from engineroom.core.idle import quiet_dead_connections_at_shutdown
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
@@ -51,10 +49,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How long after parking a job of an engine a worker keeps handing that engine's freed slots on itself.
-HAND_OFF_WINDOW_S = 10.0
-#: Seconds a worker trusts what it read of an engine's per-tenant cap.
-QUEUE_SETTINGS_TTL_S = 1.0
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
@@ -71,6 +65,13 @@ def _is_redelivery() -> bool:
     """Whether RabbitMQ delivered the message being processed before (its consumer died holding it)."""
     message = CurrentMessage.get_current_message()
     return bool(getattr(message, "redelivered", False))
+
+
+def _admission() -> Admission | None:
+    """What the gate decided for the message being processed; None for a call that came by no gated consumer."""
+    message = CurrentMessage.get_current_message()
+    decided = message.options.get(ADMISSION_OPTION) if message is not None else None
+    return Admission(decided) if decided is not None else None
 
 
 def _storable(value: Any) -> Any:
@@ -118,15 +119,13 @@ class JobRunner:
         #: The heartbeat's own loop and client (built in ``start``): renewals must not queue behind the worker
         #: threads' database calls on the shared loop, or a busy worker's leases lapse and its jobs run twice.
         self._beat_stores: LoopStores[WorkerStores] | None = None
-        #: Engines this process parked jobs of lately, and when: it hands their slots on as it frees them.
-        self._parked_at: dict[str, float] = {}
-        self._tenant_cap_seen: dict[str, tuple[float, bool]] = {}
+        #: The engine slots this process holds, by job (taken by the gate or ``_take_slot``).
+        self.slots = HeldSlots()
         self._heartbeat: Heartbeat | None = None
         #: What each heartbeat does: renew leases, then whatever ``on_heartbeat`` added (the presence report).
         self._beats: list[Callable[[], None]] = [self.renew_leases]
         self._cancel_subscription: Subscription | None = None
         self._last_cancel_poll: dict[str, float] = {}
-        self._idle_enqueues = IdleConnections()
 
     # -- lifecycle (driven by Dramatiq middleware in actors/engines.py) --
 
@@ -179,10 +178,10 @@ class JobRunner:
         """Extend the job and slot leases of every job this process runs (on the heartbeat's own connection)."""
         until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
         running = self.running.ids()
-        if not running:
-            return
-        self.call_heartbeat_stores(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
-        self.call_heartbeat_stores(lambda stores: stores.queues.renew(running, self.worker_id, until))
+        if running:
+            self.call_heartbeat_stores(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
+        held = self.slots.ids()
+        self.call_heartbeat_stores(lambda stores: stores.queues.renew(held, self.worker_id, until))
 
     # -- a job's life --
 
@@ -200,91 +199,86 @@ class JobRunner:
         publish_or_log(self.bus, event)
 
     def run_job(self, job_id: str) -> None:
-        """Run the job if it is still ``queued``; any other state means someone else owns it."""
-        job = self._call(lambda stores: stores.jobs.get(job_id))
-        if job is None:
-            logger.warning("job %s not found; dropping its message", job_id)
-            return
-        if job.state != JobState.QUEUED:
-            logger.info("job %s is %s, not queued; not running it", job_id, job.state)
-            if job.state in (JobState.COMPLETED, JobState.FAILED) and _is_redelivery():
-                # The worker that finished it may have died between storing the outcome and announcing it:
-                # announce it again (at least once; a watcher may hear it twice, never not at all).
-                self._announce_outcome(job)
-            return
-        with job_log_context(job.id, job.engine, job.task, job.tenant_id):
-            self._run_queued(job)
+        """Run the job if it is still ``queued``; any other state means someone else owns it. The slot taken for
+        it (by the gate, ``actors/admission.py``) is freed whatever happens."""
+        admission = _admission()
+        try:
+            job = self._call(lambda stores: stores.jobs.get(job_id))
+            if job is None:
+                logger.warning("job %s not found; dropping its message", job_id)
+                return
+            if job.state != JobState.QUEUED:
+                logger.info("job %s is %s, not queued; not running it", job_id, job.state)
+                if job.state in (JobState.COMPLETED, JobState.FAILED) and _is_redelivery():
+                    # The worker that finished it may have died between storing the outcome and announcing it:
+                    # announce it again (at least once; a watcher may hear it twice, never not at all).
+                    self._announce_outcome(job)
+                return
+            with job_log_context(job.id, job.engine, job.task, job.tenant_id):
+                self._run_queued(job, admission)
+        finally:
+            self._free_slot(job_id)
 
-    def _run_queued(self, job: JobDocument) -> None:
+    def _run_queued(self, job: JobDocument, admission: Admission | None) -> None:
         try:
             task = get_task(job.task)
         except InvalidRequest as exc:
             self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)})
             return
-        if not self._admit(job):
+        if admission is Admission.PARK or (admission is None and not self._take_slot(job)):
             self._park(job)
             return
-        try:
-            self._start(job, task)
-        finally:
-            self._call(lambda stores: stores.queues.release(job.engine, job.id, self.worker_id))
-            self._hand_off(job.engine)
+        self._start(job, task)
 
-    def _admit(self, job: JobDocument) -> bool:
-        """Take one of the engine's slots, if its pause and limits allow a start now and no job of the line is
-        ahead of this one (``JobStore.has_line_ahead``). Under a per-tenant cap only the tenant's own jobs count
-        as ahead: another tenant's capped backlog must not hold this one back."""
-        tenant_capped = self._has_tenant_cap(job.engine)
-        if self._call(lambda stores: stores.jobs.has_line_ahead(job, same_tenant_only=tenant_capped)):
-            return False
+    def _take_slot(self, job: JobDocument) -> bool:
+        """Take a slot for a job whose message came by no gated consumer (a direct call): one try."""
         now = utcnow()
         until = now + timedelta(seconds=self.settings.job_lease_s)
-        return self._call(
+        taken = self._call(
             lambda stores: stores.queues.try_acquire(
                 job.engine, job_id=job.id, tenant_id=job.tenant_id, worker_id=self.worker_id, until=until, now=now
             )
         )
+        if taken:
+            self.slots.add(job.id, job.engine)
+        return taken
 
-    def _has_tenant_cap(self, engine: str) -> bool:
-        """Whether the engine has a per-tenant cap, read at most once a second (it changes rarely)."""
-        checked_at, capped = self._tenant_cap_seen.get(engine, (float("-inf"), False))
-        if time.monotonic() - checked_at > QUEUE_SETTINGS_TTL_S:
-            queue = self._call(lambda stores: stores.queues.get(engine))
-            capped = queue.max_concurrency_per_tenant is not None
-            self._tenant_cap_seen[engine] = (time.monotonic(), capped)
-        return capped
+    def _free_slot(self, job_id: str) -> None:
+        engine = self.slots.pop(job_id)
+        if engine is None:
+            return
+        try:
+            self._call(lambda stores: stores.queues.release(engine, job_id, self.worker_id))
+        except EngineroomError:
+            logger.warning("could not free the slot of job %s on %s; its lease lapses by itself", job_id, engine)
 
     def _park(self, job: JobDocument) -> None:
-        """No slot: keep the job queued in MongoDB (its place kept by priority and age) and let the message go.
-
-        Holding the message instead would hold a worker thread, or spin it through RabbitMQ; the scheduler (or
-        the next worker freeing a slot) sends the job again when its engine has room.
-        """
+        """Its tenant is at its cap: keep the job queued in MongoDB and let the message go, so the engine's line
+        moves on for other tenants; the scheduler sends the job again when its tenant has room."""
         if self._call(lambda stores: stores.jobs.park(job.id)):
-            self._parked_at[job.engine] = time.monotonic()
             logger.debug("job %s waits for a slot of %s", job.id, job.engine)
 
-    def _hand_off(self, engine: str) -> None:
-        """Send the engine's next parked job right away, if this process parked some lately (else the scheduler
-        will, within a tick): a saturated engine then moves at the pace of its jobs, not of the scheduler."""
-        parked_at = self._parked_at.get(engine)
-        if parked_at is None or time.monotonic() - parked_at > HAND_OFF_WINDOW_S:
-            self._parked_at.pop(engine, None)
-            return
-        waiting = self._call(lambda stores: stores.jobs.parked(engine, 1))
-        if not waiting:
-            return
-        next_job = self._call(lambda stores: stores.jobs.unpark(waiting[0]))
-        if next_job is None:
-            return
-        if self._idle_enqueues.stale() and isinstance(self.broker, RabbitmqBroker):
-            del self.broker.connection  # this thread's, before RabbitMQ drops it: see core/idle.py
-        try:
-            self.broker.enqueue(job_message(self.settings, next_job))
-        except dramatiq.errors.ConnectionError:
-            logger.warning("could not hand job %s on; the scheduler will send it", next_job.id)
-            return
-        self._call(lambda stores: stores.jobs.confirm_dispatched({next_job.id: next_job.dispatch_token}))
+    # -- admission (actors/admission.py) --
+
+    def gate(self) -> SlotGate:
+        """The admission gate of this process's engine consumers, on its stores."""
+
+        def try_acquire(engine: str, job_id: str, tenant_id: str, until: datetime) -> bool:
+            return self._call(
+                lambda stores: stores.queues.try_acquire(
+                    engine, job_id=job_id, tenant_id=tenant_id, worker_id=self.worker_id, until=until, now=utcnow()
+                )
+            )
+
+        def refusal(engine: str, tenant_id: str) -> Admission:
+            queue = self._call(lambda stores: stores.queues.get(engine))
+            if queue.paused:
+                return Admission.PAUSED
+            if tenant_id and queue.only_tenant_cap_blocks(tenant_id, utcnow(), self.settings.rate_window_s):
+                return Admission.PARK
+            return Admission.WAIT
+
+        return SlotGate(self.settings, self.slots, try_acquire, refusal)
 
     def _start(self, job: JobDocument, task: Task) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
@@ -296,7 +290,6 @@ class JobRunner:
             "needs_dispatch": False,
             "next_attempt_at": None,
             "parked": False,
-            "in_line": False,
         }
         claimed = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **fields})
         detail = f"attempt {claimed.attempts} on {self.worker_id}"

@@ -25,7 +25,7 @@ from engineroom.store.queues import QueueStore
 from engineroom.store.stats import EngineFigures, JobStats
 
 
-def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | None) -> QueueStats:
+def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | None, rate_window_s: float) -> QueueStats:
     finished = figures.completed_last_hour + figures.failed_last_hour
     counts = figures.by_state
     now = utcnow()
@@ -33,7 +33,8 @@ def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | Non
         **queue.model_dump(exclude={"holders", "starts"}),
         running=len(queue.live_holders(now)),
         queued=counts.get("queued", 0),
-        waiting_for_slot=figures.parked,
+        # With no room, every queued job waits (in the engine's line or parked); with room, only parked ones do.
+        waiting_for_slot=counts.get("queued", 0) if queue.start_room(now, rate_window_s) == 0 else figures.parked,
         scheduled=counts.get("scheduled", 0),
         retrying=counts.get("retrying", 0),
         pending=counts.get("pending", 0),
@@ -81,7 +82,7 @@ class QueueControl:
         figures = await self.stats.by_engine(utcnow())
         depths = await asyncio.gather(*(self.enqueuer.depth(queue.engine) for queue in queues))
         return [
-            _stats(queue, figures.get(queue.engine, EngineFigures()), depth)
+            _stats(queue, figures.get(queue.engine, EngineFigures()), depth, self.queues.rate_window_s)
             for queue, depth in zip(queues, depths, strict=True)
         ]
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from queue import Queue
 from typing import Any
 
 import dramatiq
@@ -13,6 +16,7 @@ import pika.exceptions
 from dramatiq import Broker, Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from dramatiq.middleware import AsyncIO, CurrentMessage
 
 from engineroom.core.config import ENGINES, Settings
@@ -50,7 +54,7 @@ def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
     """
     broker: Broker
     if in_process:
-        broker = StubBroker()
+        broker = PriorityStubBroker()
     else:
         broker = RabbitmqBroker(url=settings.amqp_url, max_priority=MAX_PRIORITY, confirm_delivery=True)
     broker.add_middleware(AsyncIO())
@@ -59,12 +63,49 @@ def build_broker(settings: Settings, *, in_process: bool = False) -> Broker:
     return broker
 
 
+class _PriorityLine(Queue[bytes]):
+    """Encoded messages, highest ``broker_priority`` first and oldest first within a priority: the order
+    RabbitMQ's priority queues (``x-max-priority``) keep, for the in-process broker."""
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: list[tuple[int, int, bytes]] = []  # type: ignore[assignment]
+        self._arrivals = itertools.count()
+
+    def _qsize(self) -> int:
+        return len(self.queue)
+
+    def _put(self, item: bytes) -> None:
+        priority = int(Message.decode(item).options.get("broker_priority") or 0)
+        heapq.heappush(self.queue, (-priority, next(self._arrivals), item))
+
+    def _get(self) -> bytes:
+        return heapq.heappop(self.queue)[2]
+
+
+class PriorityStubBroker(StubBroker):
+    """Dramatiq's in-process broker, with RabbitMQ's priority order: a backlog waits in the broker's line
+    (``actors/admission.py``), so the line must keep the order RabbitMQ keeps."""
+
+    def declare_queue(self, queue_name: str) -> None:
+        # StubBroker.declare_queue with a ``_PriorityLine`` for the queue: in place before any consumer can see it.
+        if queue_name in self.queues:
+            return
+        self.emit_before("declare_queue", queue_name)
+        self.queues[queue_name] = _PriorityLine()
+        self.emit_after("declare_queue", queue_name)
+        delayed_name = dq_name(queue_name)
+        self.queues[delayed_name] = Queue()
+        self.delay_queues.add(delayed_name)
+        self.emit_after("declare_delay_queue", delayed_name)
+
+
 def job_message(settings: Settings, job: JobDocument) -> Message[None]:
     """The Dramatiq message that asks an engine to run a job: the job id, plus what RabbitMQ and Dramatiq's
     ``TimeLimit`` need before the document is read (priority, time limit in ms)."""
     if job.engine not in ENGINES:
         raise ValueError(f"unknown engine {job.engine!r}")
-    options: dict[str, Any] = {"broker_priority": job.priority}
+    # The tenant goes along for admission before the document is read (per-tenant caps: actors/admission.py).
+    options: dict[str, Any] = {"broker_priority": job.priority, "tenant_id": job.tenant_id}
     if job.timeout_s is not None:
         options["time_limit"] = int(job.timeout_s * 1000)
     return Message(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -80,6 +80,23 @@ class QueueDocument(BaseModel):
     def live_holders(self, now: datetime) -> list[SlotHolder]:
         return [holder for holder in self.holders if holder.expires_at > now]
 
+    def start_room(self, now: datetime, rate_window_s: float) -> int:
+        """Jobs the engine may start now: 0 while paused, else what concurrency and the rate window leave."""
+        if self.paused:
+            return 0
+        room = self.max_concurrency - len(self.live_holders(now))
+        if self.max_starts_per_minute is not None:
+            window_start = now - timedelta(seconds=rate_window_s)
+            room = min(room, self.max_starts_per_minute - sum(1 for start in self.starts if start > window_start))
+        return max(0, room)
+
+    def only_tenant_cap_blocks(self, tenant_id: str, now: datetime, rate_window_s: float) -> bool:
+        """Whether, of all the engine's limits, only ``tenant_id``'s cap keeps one of its jobs from starting now."""
+        cap = self.max_concurrency_per_tenant
+        if cap is None or self.start_room(now, rate_window_s) <= 0:
+            return False
+        return sum(1 for holder in self.live_holders(now) if holder.tenant_id == tenant_id) >= cap
+
 
 class ErrorCount(BaseModel):
     """How often one error type failed jobs of one task lately (failure analysis)."""
@@ -119,7 +136,8 @@ class QueueStats(BaseModel):
     max_concurrency_per_tenant: int | None
     running: int
     queued: int
-    #: Of ``queued``: jobs held back by a limit or a pause, waiting in MongoDB for a slot.
+    #: Of ``queued``: jobs held back by a limit or a pause (in the engine's line in RabbitMQ, or parked in MongoDB
+    #: under a per-tenant cap).
     waiting_for_slot: int
     scheduled: int
     retrying: int

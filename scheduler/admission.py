@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from engineroom.models.job import JobDocument
 from engineroom.models.queue import QueueDocument
@@ -11,13 +11,7 @@ from engineroom.models.queue import QueueDocument
 
 def start_room(queue: QueueDocument, now: datetime, rate_window_s: float) -> int:
     """Jobs the engine may start now: 0 while paused, else what concurrency and the rate window leave."""
-    if queue.paused:
-        return 0
-    room = queue.max_concurrency - len(queue.live_holders(now))
-    if queue.max_starts_per_minute is not None:
-        window_start = now - timedelta(seconds=rate_window_s)
-        room = min(room, queue.max_starts_per_minute - sum(1 for start in queue.starts if start > window_start))
-    return max(0, room)
+    return queue.start_room(now, rate_window_s)
 
 
 def pick_startable(queue: QueueDocument, candidates: list[JobDocument], room: int, now: datetime) -> list[JobDocument]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -14,6 +15,9 @@ from engineroom.core.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 Database = AsyncIOMotorDatabase[dict[str, Any]]
+
+#: Indexes of ``jobs`` that earlier versions made and no query uses any more: every write maintains them.
+OBSOLETE_JOB_INDEXES = ("parked_by_tenant", "line", "line_by_tenant")
 
 #: How long a query waits for a reachable server before the caller gets ``StoreUnavailable``.
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -79,15 +83,10 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
     await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
     await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")
-    await jobs.create_index(
-        [("engine", 1), ("state", 1), ("parked", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
-        name="parked_by_tenant",
-    )
-    await jobs.create_index([("engine", 1), ("state", 1), ("in_line", 1), ("priority", -1), ("_id", 1)], name="line")
-    await jobs.create_index(
-        [("engine", 1), ("state", 1), ("in_line", 1), ("tenant_id", 1), ("priority", -1), ("_id", 1)],
-        name="line_by_tenant",
-    )
+    # The line of a capped engine waits in RabbitMQ now (actors/admission.py): its indexes only cost writes.
+    for obsolete in OBSOLETE_JOB_INDEXES:
+        with contextlib.suppress(OperationFailure):
+            await jobs.drop_index(obsolete)
     # Queue positions and per-engine counts.
     await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
     # Recently finished jobs of some states (GET /queues, /status, cleanup): state first, SecantusDB plans it.

@@ -223,17 +223,15 @@ class JobStore:
             await self._update_many(query, {"$set": {"needs_dispatch": False}})
 
     async def park(self, job_id: str) -> bool:
-        """Hold a ``queued`` job in MongoDB until its engine has room (its message is consumed); False if it is
-        no longer queued."""
+        """Hold a ``queued`` job in MongoDB until its tenant has room under the engine's per-tenant cap (its
+        message is consumed); False if it is no longer queued."""
         return await self._update_one(
-            {"_id": job_id, "state": str(JobState.QUEUED)},
-            {"$set": {"parked": True, "in_line": True, "needs_dispatch": False}},
+            {"_id": job_id, "state": str(JobState.QUEUED)}, {"$set": {"parked": True, "needs_dispatch": False}}
         )
 
     async def unpark(self, job: JobDocument) -> JobDocument | None:
         """Mark a parked job for sending again (outbox flag set, with a new token); the job as it now is, or None
-        if it was not parked and queued. It stays in the line until it starts, so jobs behind it cannot overtake
-        it while its message travels."""
+        if it was not parked and queued."""
         fields = {"parked": False, "needs_dispatch": True, "dispatch_token": new_id()}
         if await self._update_one({"_id": job.id, "state": str(JobState.QUEUED), "parked": True}, {"$set": fields}):
             return job.model_copy(update=fields)
@@ -248,30 +246,6 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return [from_mongo(JobDocument, document) for document in documents]
-
-    async def has_line_ahead(self, job: JobDocument, *, same_tenant_only: bool) -> bool:
-        """Whether a job of the engine's line should start before this one (higher priority, or as high and
-        older): then this one joins the line instead of taking a slot that came free for the other.
-
-        A newcomer yields to the whole line: parked jobs and those released from it whose messages are on their
-        way (so it never jumps the line). A released job yields to parked jobs only: those released with it are
-        its peers, sent together to fill the room there was. Were it to wait for one whose start is not written
-        yet, it would go back to the line until the next release, and the engine would run one job at a time.
-        """
-        place = "parked" if job.in_line else "in_line"
-        query: dict[str, Any] = {"engine": job.engine, "state": str(JobState.QUEUED), place: True}
-        if same_tenant_only:
-            query["tenant_id"] = job.tenant_id
-        head = await self._head_of(query)
-        return head is not None and (head["priority"], job.id) > (job.priority, head["_id"])
-
-    async def _head_of(self, query: dict[str, Any]) -> dict[str, Any] | None:
-        try:
-            cursor = self.collection.find(query, {"priority": 1}).sort([("priority", DESCENDING), ("_id", 1)])
-            found: list[dict[str, Any]] = await cursor.limit(1).to_list(1)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        return found[0] if found else None
 
     async def position(self, job: JobDocument) -> int:
         """How many queued jobs of the same engine start before this one (higher priority, or as high and older).

@@ -295,4 +295,6 @@ async def test_stats_match_the_jobs_real_states(stack: Any, token_for: TokenFor)
         listed = (await http.get("/jobs", params={"state": "queued"}, headers=auth(admin))).json()["items"]
     assert {job["id"] for job in listed} == set(held)
     assert (queue["queued"], queue["running"], queue["completed_last_hour"], queue["failed_last_hour"]) == (3, 0, 5, 2)
-    assert queue["success_rate"] == 5 / 7 and queue["broker_depth"] == 0 and queue["waiting_for_slot"] == 3
+    # A paused engine is not consumed: its line waits in RabbitMQ (with, at times, a harmless second message of a job
+    # whose outbox flag the scheduler saw before the gateway's batched clear: FAST's dispatch grace is 1 s)
+    assert queue["success_rate"] == 5 / 7 and queue["broker_depth"] >= 3 and queue["waiting_for_slot"] == 3

@@ -17,17 +17,6 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 HOT_QUERIES: list[tuple[str, dict[str, Any], list[tuple[str, int]] | None]] = [
     ("parked jobs", {"engine": "general", "state": "queued", "parked": True}, [("priority", -1), ("_id", 1)]),
-    (
-        "parked jobs, of a tenant",
-        {"engine": "general", "state": "queued", "parked": True, "tenant_id": "t"},
-        [("priority", -1), ("_id", 1)],
-    ),
-    ("the line", {"engine": "general", "state": "queued", "in_line": True}, [("priority", -1), ("_id", 1)]),
-    (
-        "the line, of a tenant",
-        {"engine": "general", "state": "queued", "in_line": True, "tenant_id": "t"},
-        [("priority", -1), ("_id", 1)],
-    ),
     ("due retries", {"state": "retrying", "next_attempt_at": {"$lte": NOW}}, [("next_attempt_at", 1)]),
     ("expired leases", {"state": "running", "lease_expires_at": {"$lt": NOW}}, [("lease_expires_at", 1)]),
     ("outbox", {"needs_dispatch": True, "state": "queued", "queued_at": {"$lt": NOW}}, [("queued_at", 1)]),

@@ -1,0 +1,320 @@
+"""Admission before consumption: a worker takes a capped engine's message only while it holds a slot for it, so an
+engine's backlog waits in RabbitMQ — in priority order, at no cost to MongoDB — rather than in the database.
+
+Dramatiq has no hook between a consumer fetching a message and its worker threads running it, so the seam is
+``Broker.consume``: each engine queue's consumer is wrapped in a ``GatedConsumer``. It hands a message on only once
+``SlotGate.admit`` has taken one of the engine's slots for its job (one conditional update of the engine's document,
+``QueueStore.try_acquire``). Until then it holds that one message unacknowledged and fetches nothing more: on
+RabbitMQ its prefetch is kept at the number of admitted messages plus one, so the rest of the line stays in
+RabbitMQ, where any worker process can take it. A held message retries at once when a slot of its engine is freed
+in this process, and every ``RETRY_INTERVAL_S`` for slots freed elsewhere: the database work of a blocked engine is
+constant per worker process, whatever its backlog. A held message is the head of the line when it was fetched, so
+at most one job per worker process may start ahead of a higher-priority job submitted after it.
+
+A paused engine is not consumed at all: the held message goes back to the head of its line and the consumer is
+cancelled until a check (every ``RETRY_INTERVAL_S``) finds the engine resumed, so the whole backlog then starts in
+RabbitMQ's priority order.
+
+A per-tenant cap is the one limit the line itself cannot wait on: a capped tenant's message at the head would hold
+back every other tenant. Such a message is passed on marked ``PARK``: the runner parks its job in MongoDB and the
+scheduler sends it again when its tenant has room (``Scheduler.start_parked``).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+import pika
+from dramatiq import Broker, Consumer, MessageProxy
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
+from dramatiq.errors import ConnectionClosed
+from dramatiq.logging import get_logger
+
+from engineroom.core.clock import utcnow
+from engineroom.core.config import ENGINES, Settings
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two tries of a held message while no slot of its engine is freed in this process.
+RETRY_INTERVAL_S = 0.5
+#: Seconds a gated consumer idles per turn while it holds a message (it wakes sooner on a local release).
+IDLE_STEP_S = 0.02
+#: The message option that tells the runner what admission decided.
+ADMISSION_OPTION = "engineroom_admission"
+
+
+class Admission(enum.StrEnum):
+    #: A slot of the engine is held for the job: run it.
+    ADMITTED = "admitted"
+    #: The engine has room but the job's tenant is at its cap: park the job in MongoDB.
+    PARK = "park"
+    #: No room under the limits: keep holding the message.
+    WAIT = "wait"
+    #: The engine is paused: give the message back and stop consuming until it is resumed.
+    PAUSED = "paused"
+
+
+class HeldSlots:
+    """The slots this process holds, by job id (their engine): the heartbeat renews them, the runner frees them, and
+    a gated consumer waiting on an engine is woken when one of that engine's is freed here."""
+
+    def __init__(self) -> None:
+        self._engines: dict[str, str] = {}
+        self._freed: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def add(self, job_id: str, engine: str) -> None:
+        with self._lock:
+            self._engines[job_id] = engine
+
+    def pop(self, job_id: str) -> str | None:
+        """Forget the job's slot and wake the engine's waiting consumers; the engine, if one was held."""
+        with self._lock:
+            engine = self._engines.pop(job_id, None)
+        if engine is not None:
+            self.freed_event(engine).set()
+        return engine
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._engines)
+
+    def freed_event(self, engine: str) -> threading.Event:
+        with self._lock:
+            return self._freed.setdefault(engine, threading.Event())
+
+
+class SlotGate:
+    """Decides admission for one message: take a slot of its engine for its job, else say why not.
+
+    ``try_acquire(engine, job_id, tenant_id, until)`` takes the slot; ``refusal(engine, tenant_id)`` reads, after a
+    refusal, what stood in the way (both run on the worker's stores).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        held: HeldSlots,
+        try_acquire: Callable[[str, str, str, datetime], bool],
+        refusal: Callable[[str, str], Admission],
+    ) -> None:
+        self.settings = settings
+        self.held = held
+        self._try_acquire = try_acquire
+        self.refusal = refusal
+
+    def admit(self, engine: str, message: MessageProxy) -> Admission:
+        job_id = str(message.args[0]) if message.args else ""
+        tenant_id = str(message.options.get("tenant_id", ""))
+        until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
+        if self._try_acquire(engine, job_id, tenant_id, until):
+            self.held.add(job_id, engine)
+            return Admission.ADMITTED
+        return self.refusal(engine, tenant_id)
+
+
+class _Line:
+    """How a gated consumer works its broker's consumer beyond fetching: the in-process broker's version."""
+
+    def __init__(self, inner: Any, freed: threading.Event) -> None:
+        self.inner = inner
+        self.freed = freed
+
+    def give_back(self, message: MessageProxy) -> None:
+        """Return a fetched message to the head of its line."""
+        self.inner.queue.put(message.encode())
+        self.inner.ack(message)  # the fetched copy: its place in the queue's accounting and its prefetch slot
+
+    def stop_fetching(self) -> None:
+        """Nothing to do: a consumer that is not asked for messages takes none."""
+
+    def start_fetching(self) -> None:
+        """See ``stop_fetching``."""
+
+    def idle(self, seconds: float) -> None:
+        self.freed.wait(seconds)
+
+    def set_prefetch(self, prefetch: int) -> None:
+        """The in-process broker shares its line with no other process."""
+
+
+class _RabbitLine(_Line):
+    """On RabbitMQ, on the consumer's own thread (pika's connections are not thread-safe)."""
+
+    def __init__(self, inner: Any, freed: threading.Event, timeout_ms: int) -> None:
+        super().__init__(inner, freed)
+        self.timeout_ms = timeout_ms
+
+    def give_back(self, message: MessageProxy) -> None:
+        self.inner.known_tags.discard(message._tag)
+        self.inner.channel.basic_nack(message._tag, requeue=True)
+
+    def stop_fetching(self) -> None:
+        # Cancels the consumer; messages it buffered go back to the queue, those handed on can still be acked.
+        self.inner.channel.cancel()
+
+    def start_fetching(self) -> None:
+        timeout_s = self.timeout_ms / 1000
+        self.inner.iterator = self.inner.channel.consume(self.inner.queue_name, inactivity_timeout=timeout_s)
+
+    def idle(self, seconds: float) -> None:
+        self.inner.connection.process_data_events(time_limit=seconds)  # serves acks and heartbeats meanwhile
+
+    def set_prefetch(self, prefetch: int) -> None:
+        # Scheduled like Dramatiq schedules its acks: this may be called from a worker thread.
+        qos = partial(self.inner.channel.basic_qos, prefetch_count=prefetch, global_qos=True)
+        self.inner.connection.add_callback_threadsafe(qos)
+
+
+class _LineConsumer(_RabbitmqConsumer):
+    """Dramatiq's RabbitMQ consumer, with a channel-wide prefetch of one set before it consumes and no prefetch of
+    its own: RabbitMQ applies a new channel-wide (``global``) prefetch at once, while a consumer's own is fixed when
+    it starts — and the gate must raise it as it admits messages."""
+
+    def __init__(self, broker: RabbitmqBroker, queue_name: str, timeout_ms: int) -> None:
+        self.broker = broker
+        self.queue_name = queue_name
+        self.logger = get_logger(__name__, type(self))
+        try:
+            self.connection = pika.BlockingConnection(parameters=broker.parameters)
+            self.channel = self.connection.channel()
+            self.channel.basic_qos(prefetch_count=1, global_qos=True)
+            self.iterator = self.channel.consume(queue_name, inactivity_timeout=timeout_ms / 1000)
+            self.known_tags: set[int] = set()
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            raise ConnectionClosed(exc) from None
+
+
+class GatedConsumer(Consumer):
+    """A consumer of one engine queue that yields a message only once ``gate`` admitted it (see the module)."""
+
+    def __init__(self, inner: Consumer, line: _Line, engine: str, gate: SlotGate) -> None:
+        self.inner = inner
+        self.line = line
+        self.engine = engine
+        self.gate = gate
+        self._held: MessageProxy | None = None
+        self._next_try = 0.0
+        self._paused = False
+        self._freed = gate.held.freed_event(engine)
+        #: Admitted messages not yet acknowledged: they count against RabbitMQ's prefetch.
+        self._admitted: set[Any] = set()
+        self._admitted_lock = threading.Lock()
+
+    def __iter__(self) -> Iterator[MessageProxy | None]:
+        return self
+
+    def __next__(self) -> MessageProxy | None:
+        if self._paused:
+            return self._while_paused()
+        if self._held is None:
+            message = next(self.inner)
+            if message is None:
+                return None
+            self._held, self._next_try = message, 0.0
+        if self._freed.is_set() or time.monotonic() >= self._next_try:
+            self._freed.clear()
+            return self._try_admit(self._held)
+        self.line.idle(IDLE_STEP_S)
+        return None
+
+    def _try_admit(self, message: MessageProxy) -> MessageProxy | None:
+        try:
+            verdict = self.gate.admit(self.engine, message)
+        except Exception:  # the database is down or slow: keep the message, try again later
+            logger.warning("admission of a %s message failed; retrying", self.engine, exc_info=True)
+            verdict = Admission.WAIT
+        if verdict in (Admission.WAIT, Admission.PAUSED):
+            self._next_try = time.monotonic() + RETRY_INTERVAL_S
+            if verdict is Admission.PAUSED:
+                self._pause()
+            self.line.idle(IDLE_STEP_S)
+            return None
+        self._held = None
+        message.options[ADMISSION_OPTION] = str(verdict)
+        if verdict is Admission.ADMITTED:
+            with self._admitted_lock:
+                self._admitted.add(message.message_id)
+            self._set_prefetch()
+        return message
+
+    def _pause(self) -> None:
+        """Give the held message back and fetch nothing while the engine is paused: its whole line, in priority
+        order, waits in the broker for the resume."""
+        if self._held is not None:
+            self.line.give_back(self._held)
+            self._held = None
+        self.line.stop_fetching()
+        self._paused = True
+        logger.info("%s is paused: not consuming it", self.engine)
+
+    def _while_paused(self) -> None:
+        if time.monotonic() >= self._next_try:
+            try:
+                paused = self.gate.refusal(self.engine, "") is Admission.PAUSED
+            except Exception:
+                logger.warning("could not read whether %s is still paused; retrying", self.engine, exc_info=True)
+                paused = True
+            if not paused:
+                self._paused = False
+                self.line.start_fetching()
+                logger.info("%s is resumed: consuming it again", self.engine)
+                return None
+            self._next_try = time.monotonic() + RETRY_INTERVAL_S
+        self.line.idle(IDLE_STEP_S)
+        return None
+
+    def _set_prefetch(self) -> None:
+        """Admitted messages plus the one this consumer may hold."""
+        with self._admitted_lock:
+            prefetch = len(self._admitted) + 1
+        self.line.set_prefetch(prefetch)
+
+    def _settled(self, message: MessageProxy) -> None:
+        with self._admitted_lock:
+            if message.message_id not in self._admitted:
+                return
+            self._admitted.discard(message.message_id)
+        self._set_prefetch()
+
+    def ack(self, message: MessageProxy) -> None:
+        self.inner.ack(message)
+        self._settled(message)
+
+    def nack(self, message: MessageProxy) -> None:
+        self.inner.nack(message)
+        self._settled(message)
+
+    def requeue(self, messages: Any) -> None:
+        self.inner.requeue(messages)
+
+    def close(self) -> None:
+        self._held = None  # RabbitMQ gets it back with the connection
+        self.inner.close()
+
+
+def install_gate(broker: Broker, settings: Settings, gate: SlotGate) -> None:
+    """Wrap every consumer of an engine queue that ``broker`` makes from now on in a ``GatedConsumer``."""
+    engines = {settings.queue_name(engine): engine for engine in ENGINES}
+    consume = broker.consume
+
+    def gated_consume(queue_name: str, prefetch: int = 1, timeout: int = 30000) -> Consumer:
+        engine = engines.get(queue_name)
+        if engine is None:
+            return consume(queue_name, prefetch, timeout)
+        freed = gate.held.freed_event(engine)
+        if isinstance(broker, RabbitmqBroker):
+            broker.declare_queue(queue_name, ensure=True)  # as ``RabbitmqBroker.consume`` does
+            line_consumer = _LineConsumer(broker, queue_name, timeout)
+            return GatedConsumer(line_consumer, _RabbitLine(line_consumer, freed, timeout), engine, gate)
+        inner = consume(queue_name, prefetch, timeout)  # in-process: no line shared with other processes
+        return GatedConsumer(inner, _Line(inner, freed), engine, gate)
+
+    broker.consume = gated_consume  # type: ignore[method-assign]
