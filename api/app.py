@@ -34,6 +34,7 @@ from engineroom.core.config import Settings, get_settings
 from engineroom.core.dispatch import Dispatcher
 from engineroom.notifications.bus import EventBus, Subscription, rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
+from engineroom.notifications.preference_cache import PreferenceCache
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
 from engineroom.scheduler.loop import run_scheduler
@@ -107,11 +108,13 @@ def create_app(
         app.state.schedule_control = ScheduleControl(app.state.schedules)
         app.state.notifications = NotificationStore(db)
         app.state.preferences = PreferenceStore(db)
+        # Shared with this process's notifier, if it runs one, so that a PUT here is seen by its next event.
+        app.state.preference_cache = PreferenceCache.from_settings(app.state.preferences, settings)
         scheduler_task: asyncio.Task[None] | None = None
         notifier: Subscription | None = None
         if with_scheduler:  # the notifier runs where the scheduler runs
             scheduler_task = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
-            notifier = start_notifier(settings, db, events, publisher, enqueuer)
+            notifier = start_notifier(settings, db, events, publisher, enqueuer, app.state.preference_cache)
         try:
             yield
         finally:

@@ -19,6 +19,7 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
+from engineroom.notifications.preference_cache import PreferenceCache
 from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore
@@ -67,6 +68,7 @@ ScheduleStoreDep = Annotated[ScheduleStore, Depends(from_state("schedules", Sche
 ScheduleControlDep = Annotated[ScheduleControl, Depends(from_state("schedule_control", ScheduleControl))]
 NotificationStoreDep = Annotated[NotificationStore, Depends(from_state("notifications", NotificationStore))]
 PreferenceStoreDep = Annotated[PreferenceStore, Depends(from_state("preferences", PreferenceStore))]
+PreferenceCacheDep = Annotated[PreferenceCache, Depends(from_state("preference_cache", PreferenceCache))]
 
 
 def require_admin(who: PrincipalDep) -> Principal:

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     events_ttl_s: float = 24 * 3600.0
     #: The ``From`` of notification emails.
     smtp_from: str = "engineroom@localhost"
+    #: How long a notifier uses preferences it read (each user's, and which opt-in event types anyone enabled)
+    #: before reading them again: a preferences change reaches a notifier in another process within this; 0 reads
+    #: them for every event.
+    notification_preferences_cache_s: float = Field(5.0, ge=0)
+    #: Users whose preferences a notifier keeps (least recently used dropped first).
+    notification_preferences_cache_users: int = Field(10_000, ge=1)
     #: Email and webhook deliveries: attempts after the first, and the backoff between them (Dramatiq's
     #: ``Retries``, held in worker memory: keep the cap well under RabbitMQ's 30-minute ``consumer_timeout``).
     delivery_max_retries: int = 5

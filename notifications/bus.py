@@ -39,7 +39,10 @@ SHARED_PREFETCH = 20
 #: Seconds a shared-queue consumer waits before handing back an event its handler failed on, so a handler
 #: failing on every event (MongoDB down) does not spin.
 REDELIVERY_DELAY_S = 1.0
-#: The events the notifiers' shared queue is bound for.
+#: The events the notifiers' shared queue is bound for: every notifiable type, even one nobody enables now
+#: (``job.started`` by default). Binding a type only once someone enables it would lose, not delay, what is published
+#: before the binding, and every publisher declares these bindings again; the notifier drops such events before any
+#: read instead (``notifications/preference_cache.py``).
 NOTIFIER_ROUTING_KEYS = tuple(str(kind) for kind in NotifiableEvent)
 
 

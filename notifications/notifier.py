@@ -28,6 +28,7 @@ from engineroom.models.notification import (
     NotificationPublic,
 )
 from engineroom.notifications.bus import NOTIFIER_ROUTING_KEYS, EventBus, Subscription
+from engineroom.notifications.preference_cache import PreferenceCache
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.notifications import NotificationStore
@@ -119,13 +120,19 @@ def created_event(notification: NotificationDocument) -> Event:
 
 class Notifier:
     """Handles one event at a time, idempotently: a redelivered event finds its notification stored already and
-    only finishes what the first run may not have (announcing it, queueing its deliveries)."""
+    only finishes what the first run may not have (announcing it, queueing its deliveries).
+
+    What it costs: an event of a type nobody can want now (``job.started`` unless someone asked for it) is dropped
+    before any read, and preferences come from a ``PreferenceCache``; the event itself names the owner, job, task
+    and workflow, so no job is read. A notification then costs one write, with its ``notification.created`` record
+    in the same round trip.
+    """
 
     def __init__(
         self,
         settings: Settings,
         notifications: NotificationStore,
-        preferences: PreferenceStore,
+        preferences: PreferenceCache,
         publisher: AsyncEventPublisher,
         enqueuer: Enqueuer,
     ) -> None:
@@ -138,16 +145,22 @@ class Notifier:
     async def handle(self, event: Event) -> None:
         """Notify the event's owner on the channels that want it, if any.
 
+        Preferences changed since the event's first delivery decide a redelivery too: a channel turned off meanwhile
+        gets nothing more.
+
         Raises:
           StoreUnavailable, BrokerUnavailable: the event should come back later.
         """
         if str(event.type) not in _NOTIFIABLE or event.user_id is None or event.audience != "owner":
             return
-        notification = await self._store(event)
+        if not await self.preferences.may_want(str(event.type)):
+            return
+        channels = (await self.preferences.get(event.tenant_id, event.user_id)).channels_for(event.type)
+        if not channels:
+            return
+        notification = await self._store(build_notification(event, channels))
         if notification is None:
             return
-        if NotificationChannel.WEBSOCKET in notification.channels:
-            await self.publisher.publish(created_event(notification))
         for channel, delivery in notification.deliveries.items():
             if delivery.state == DeliveryState.PENDING:
                 await self.enqueuer.send(delivery_message(self.settings, channel, notification.id))
@@ -155,29 +168,40 @@ class Notifier:
                     notification.id, channel, expected=DeliveryState.PENDING, to=DeliveryState.QUEUED
                 )
 
-    async def _store(self, event: Event) -> NotificationDocument | None:
-        """The event's notification, stored now if no earlier delivery of the event stored it; ``None`` if no
-        channel of the owner wants this event type."""
-        existing = await self.notifications.get(event.id)
-        if existing is not None:
-            return existing
-        assert event.user_id is not None
-        channels = (await self.preferences.get(event.tenant_id, event.user_id)).channels_for(event.type)
-        if not channels:
-            return None
-        notification = build_notification(event, channels)
-        if await self.notifications.insert(notification):
+    async def _store(self, notification: NotificationDocument) -> NotificationDocument | None:
+        """Store and announce ``notification``; if an earlier delivery of its event stored it already, announce that
+        one again instead (under the id stored with it: gateways drop the repeat) and return it. ``None`` if it is
+        gone meanwhile."""
+        if NotificationChannel.WEBSOCKET not in notification.channels:
+            stored = await self.notifications.insert(notification)
+        else:
+            announcement = created_event(notification)
+            stored = await self.notifications.insert_announced(notification, announcement, self.publisher.events)
+            if stored:
+                await self.publisher.publish_recorded([announcement])
+        if stored:
             return notification
-        return await self.notifications.get(event.id)  # a concurrent delivery of the same event stored it first
+        existing = await self.notifications.get(notification.id)
+        if existing is not None and NotificationChannel.WEBSOCKET in existing.channels:
+            await self.publisher.publish(created_event(existing))
+        return existing
 
 
 def start_notifier(
-    settings: Settings, db: Database, bus: EventBus, publisher: AsyncEventPublisher, enqueuer: Enqueuer
+    settings: Settings,
+    db: Database,
+    bus: EventBus,
+    publisher: AsyncEventPublisher,
+    enqueuer: Enqueuer,
+    preferences: PreferenceCache | None = None,
 ) -> Subscription:
     """Feed events from the bus's shared notifier queue to a ``Notifier`` on the running loop; close the returned
-    subscription (off the loop: it waits for the handler in flight) to stop."""
+    subscription (off the loop: it waits for the handler in flight) to stop. Pass the ``preferences`` the gateway
+    of this process forgets users from on ``PUT``, if there is one."""
     loop = asyncio.get_running_loop()
-    notifier = Notifier(settings, NotificationStore(db), PreferenceStore(db), publisher, enqueuer)
+    if preferences is None:
+        preferences = PreferenceCache.from_settings(PreferenceStore(db), settings)
+    notifier = Notifier(settings, NotificationStore(db), preferences, publisher, enqueuer)
 
     def handle(event: Event) -> None:
         # On the bus consumer thread: the event is acknowledged when this returns, so wait for the loop's answer.

@@ -50,6 +50,11 @@ class AsyncEventPublisher:
                 logger.error("event %s for job %s was not recorded for replay: %r", event.type, event.job_id, outcome)
             elif isinstance(outcome, BaseException):
                 raise outcome
+        await self.publish_recorded(events)
+
+    async def publish_recorded(self, events: list[Event]) -> None:
+        """Announce events their caller recorded already, in the write that made them true (a notification and
+        its ``notification.created``), so recording them again would only cost a round trip."""
         await asyncio.get_running_loop().run_in_executor(self._executor, self._publish_all, events)
 
     def _publish_all(self, events: list[Event]) -> None:

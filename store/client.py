@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.monitoring import CommandListener
 
 from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
+from engineroom.models.notification import NotificationChannel
 
 logger = logging.getLogger(__name__)
 
@@ -23,13 +26,20 @@ OBSOLETE_JOB_INDEXES = ("parked_by_tenant", "line", "line_by_tenant")
 SERVER_SELECTION_TIMEOUT_MS = 3000
 
 
-def connect(settings: Settings) -> AsyncIOMotorClient[dict[str, Any]]:
-    """A motor client; it binds to the running event loop on first use, so call this from that loop."""
+def connect(
+    settings: Settings, *, event_listeners: Sequence[CommandListener] = ()
+) -> AsyncIOMotorClient[dict[str, Any]]:
+    """A motor client; it binds to the running event loop on first use, so call this from that loop.
+
+    ``event_listeners`` see every command the client sends (pymongo's command monitoring): tests count a code
+    path's round trips with them.
+    """
     return AsyncIOMotorClient(
         settings.mongodb_url,
         tz_aware=True,
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         uuidRepresentation="standard",
+        event_listeners=list(event_listeners),
     )
 
 
@@ -116,9 +126,12 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     await notifications.create_index(
         [("tenant_id", 1), ("user_id", 1), ("read_at", 1), ("_id", -1)], name="owner_unread_newest"
     )
-    await db["notification_preferences"].create_index(
-        [("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True
-    )
+    preferences = db["notification_preferences"]
+    await preferences.create_index([("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True)
+    # The notifier's "does anyone want this event type" (store/preferences.py ``enabled_types``): one query per
+    # channel, each naming both fields of its index (SecantusDB scans the collection for an ``$or`` of them).
+    for channel in NotificationChannel:
+        await preferences.create_index([(f"{channel}.events", 1), (f"{channel}.enabled", 1)], name=f"{channel}_wants")
     await db["rate_limits"].create_index([("expires_at", 1)], name="window_end", expireAfterSeconds=0)
     # GET /workers lists heartbeats still in force; lapsed ones expire (killed processes never delete theirs).
     await db["workers"].create_index([("expires_at", 1)], name="workers_ttl", expireAfterSeconds=0)

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, InsertOne
 from pymongo.errors import BulkWriteError, PyMongoError
 
 from engineroom.core.errors import StoreUnavailable
@@ -84,8 +84,16 @@ class EventStore:
                 if not recorded.done():
                     recorded.set_result(None)
 
+    def record_operation(self, event: Event) -> InsertOne[dict[str, Any]]:
+        """The insert that records ``event``, for a write that stores it together with what it announces (the
+        notification store's one-round-trip insert); a duplicate key there means "recorded already"."""
+        return InsertOne(self._document(event), namespace=f"{self.collection.database.name}.{self.collection.name}")
+
+    def _document(self, event: Event) -> dict[str, Any]:
+        return {**to_mongo(event), "expires_at": event.ts + self.ttl}
+
     async def _insert(self, events: list[Event]) -> None:
-        documents = [{**to_mongo(event), "expires_at": event.ts + self.ttl} for event in events]
+        documents = [self._document(event) for event in events]
         try:
             await self.collection.insert_many(documents, ordered=False)
         except BulkWriteError as exc:

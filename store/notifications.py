@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, cast
 
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo import InsertOne, ReturnDocument
+from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, InvalidOperation, PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.models.event import Event
 from engineroom.models.notification import (
     DeliveryAttempt,
     DeliveryState,
@@ -20,7 +22,10 @@ from engineroom.models.notification import (
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.events import DUPLICATE_KEY, EventStore
 from engineroom.store.paging import newest_first
+
+logger = logging.getLogger(__name__)
 
 
 def _owned_by(who: Principal) -> dict[str, Any]:
@@ -34,6 +39,8 @@ class NotificationStore:
 
     def __init__(self, db: Database) -> None:
         self.collection = db["notifications"]
+        #: MongoDB 8.0's cross-collection ``bulkWrite`` is there; cleared the first time pymongo says it is not.
+        self._bulk_write_across_collections = True
 
     async def insert(self, notification: NotificationDocument) -> bool:
         """Store the notification unless one with its id (its source event's) exists; True if this stored it."""
@@ -41,6 +48,50 @@ class NotificationStore:
             await self.collection.insert_one(to_mongo(notification))
         except DuplicateKeyError:
             return False
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return True
+
+    async def insert_announced(
+        self, notification: NotificationDocument, announcement: Event, events: EventStore
+    ) -> bool:
+        """Store the notification unless one with its id exists, and record ``announcement`` (its
+        ``notification.created``) for replay only if this stored it; True if it did.
+
+        One round trip from MongoDB 8.0 on: an ordered ``bulkWrite`` across the two collections stops at the
+        notification a redelivered event finds stored, so no announcement is recorded that is never made. Older
+        servers take two, one after the other.
+
+        Raises:
+          StoreUnavailable: MongoDB failed; the notification may be stored without its record (handling the event
+          again finds it and announces it, recording it then).
+        """
+        if self._bulk_write_across_collections:
+            try:
+                return await self._insert_both(notification, events.record_operation(announcement))
+            except InvalidOperation:  # pymongo refuses before sending anything when the server predates 8.0 (and
+                # on a closed client, whose every later command fails anyway)
+                logger.warning("MongoDB before 8.0: a notification and its event take two round trips")
+                self._bulk_write_across_collections = False
+        if not await self.insert(notification):
+            return False
+        await events.record(announcement)
+        return True
+
+    async def _insert_both(self, notification: NotificationDocument, record: InsertOne[dict[str, Any]]) -> bool:
+        namespace = f"{self.collection.database.name}.{self.collection.name}"
+        operations = [InsertOne(to_mongo(notification), namespace=namespace), record]
+        try:
+            await self.collection.database.client.bulk_write(operations, ordered=True)
+        except ClientBulkWriteException as exc:
+            # The server's error documents; pymongo 4.20 annotates them as ``WriteError``s, which they are not.
+            errors = cast("list[dict[str, Any]]", exc.write_errors or [])
+            only_duplicates = errors and all(error.get("code") == DUPLICATE_KEY for error in errors)
+            if exc.error is not None or exc.write_concern_errors or not only_duplicates:
+                raise StoreUnavailable() from exc
+            return all(error.get("idx") != 0 for error in errors)  # only the record existed: stored now
+        except InvalidOperation:
+            raise
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return True

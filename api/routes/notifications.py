@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from engineroom.api.deps import NotificationStoreDep, PreferenceStoreDep, PrincipalDep
+from engineroom.api.deps import NotificationStoreDep, PreferenceCacheDep, PreferenceStoreDep, PrincipalDep
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.notification import (
     NotificationPage,
@@ -52,10 +52,12 @@ async def get_preferences(preferences: PreferenceStoreDep, who: PrincipalDep) ->
 
 @router.put("/preferences", response_model=NotificationPreferencesPublic)
 async def put_preferences(
-    body: NotificationPreferencesUpdate, preferences: PreferenceStoreDep, who: PrincipalDep
+    body: NotificationPreferencesUpdate, preferences: PreferenceStoreDep, cache: PreferenceCacheDep, who: PrincipalDep
 ) -> NotificationPreferencesPublic:
     """Replace your preferences (the webhook secret is the server's and stays)."""
-    return _public(await preferences.put(who.tenant_id, who.user_id, body))
+    stored = await preferences.put(who.tenant_id, who.user_id, body)
+    cache.forget(who.tenant_id, who.user_id)  # a notifier in this process sees it at once; others within their expiry
+    return _public(stored)
 
 
 @router.post("/{notification_id}/read", response_model=NotificationPublic)

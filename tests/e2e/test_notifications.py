@@ -25,6 +25,9 @@ FAST_DELIVERY = {
     "ENGINEROOM_DELIVERY_MAX_RETRIES": "3",
 }
 TIMEOUT_S = 30.0
+#: How long the notifier (in the scheduler process) keeps preferences: the default, set here so that the runner's
+#: environment cannot change what the test promises.
+PREFERENCES_CACHE_S = 5.0
 
 
 def auth(token: str) -> dict[str, str]:
@@ -42,7 +45,13 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = TIMEOUT
 @pytest.fixture
 def running(stack: Stack, mail_sink: MailSink, token_for: TokenFor) -> Iterator[httpx.Client]:
     """api + worker + scheduler, mailing ``mail_sink``; an HTTP client signed in as alice."""
-    stack.env.update({**FAST_DELIVERY, "ENGINEROOM_SMTP_URL": mail_sink.url})
+    stack.env.update(
+        {
+            **FAST_DELIVERY,
+            "ENGINEROOM_SMTP_URL": mail_sink.url,
+            "ENGINEROOM_NOTIFICATION_PREFERENCES_CACHE_S": str(PREFERENCES_CACHE_S),
+        }
+    )
     base_url = stack.start_api()
     stack.start_worker()
     stack.start_scheduler()
@@ -64,6 +73,25 @@ def completion_of(http: httpx.Client, job_id: str, channel: str, state: str) -> 
         if item["job_id"] == job_id and item["event_type"] == "job.completed":
             return item["deliveries"][channel]["state"] == state and item
     return None
+
+
+def notified_of(http: httpx.Client, job_id: str) -> list[str]:
+    """The event types the job's notifications are about, sorted."""
+    return sorted(item["event_type"] for item in http.get("/notifications").json()["items"] if item["job_id"] == job_id)
+
+
+def test_starts_asked_for_through_the_api_notify_once_the_notifiers_cache_expires(running: httpx.Client) -> None:
+    # Given the notifier handled a job of alice's on the defaults: it has cached them, and that nobody wants starts
+    first = submit_and_wait(running)
+    wait_for(lambda: notified_of(running, first) == ["job.completed"], "the first job's completion notified")
+    # When she asks for starts through the gateway (another process than the notifier's)
+    websocket = {"enabled": True, "events": ["job.started", "job.completed"]}
+    assert running.put("/notifications/preferences", json={"websocket": websocket}).status_code == 200
+    time.sleep(PREFERENCES_CACHE_S)  # not a wait for a state: the expiry is the promise under test
+    second = submit_and_wait(running)
+    # Then a job started once the expiry has passed notifies her of its start too
+    wait_for(lambda: notified_of(running, second) == ["job.completed", "job.started"], "the second job's start")
+    assert notified_of(running, first) == ["job.completed"]
 
 
 def test_a_completed_job_is_emailed_to_the_address_in_the_preferences(

@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from fastapi.testclient import TestClient
 
+from engineroom.core.config import Settings
 from engineroom.notifications.webhooks import DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, verify_signature
+from tests.gateway import in_process_gateway
 
 if TYPE_CHECKING:
     from tests.conftest import WebhookReceiver
@@ -96,6 +98,25 @@ def test_the_default_preferences_notify_of_outcomes_and_starts_only_when_asked(
     alices = submit(client, alice)
     found = wait_for(lambda: notifications(client, alice), "alice's notification")
     assert [(item["event_type"], item["job_id"]) for item in found] == [("job.completed", alices)]
+
+
+def test_a_preferences_put_reaches_the_notifier_of_the_same_process_at_once(
+    app_settings: Settings, token_for: TokenFor
+) -> None:
+    # Given a notifier that keeps preferences for ten minutes, and has cached alice's defaults and that nobody
+    # wants starts (her first job's start came before its completion, and the notifier takes events in order)
+    with in_process_gateway(app_settings.model_copy(update={"notification_preferences_cache_s": 600.0})) as client:
+        token = token_for("alice", "acme")
+        first = submit(client, token)
+        wait_for(lambda: notifications(client, token), "the first job's notification")
+        # When she asks for starts through this gateway, and submits again at once
+        put_preferences(client, token, websocket={"enabled": True, "events": ["job.started", "job.completed"]})
+        second = submit(client, token)
+        # Then the second job's start notifies her: the PUT made this process's notifier read again
+        found = wait_for(lambda: len(items := notifications(client, token)) >= 3 and items, "three notifications")
+    assert sorted((item["job_id"], item["event_type"]) for item in found) == sorted(
+        [(first, "job.completed"), (second, "job.started"), (second, "job.completed")]
+    )
 
 
 def test_no_channel_wanting_an_event_stores_no_notification(client: TestClient, token_for: TokenFor) -> None:

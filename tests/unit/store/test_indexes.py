@@ -105,3 +105,11 @@ def test_replays_and_inbox_queries_scan_an_index(
     cursor = jobs_collection.database[collection].find(query).sort(sort).limit(1)
     stages = _stages(cursor.explain()["queryPlanner"]["winningPlan"])
     assert "IXSCAN" in stages and "COLLSCAN" not in stages, (name, stages)
+
+
+@pytest.mark.parametrize("channel", ["websocket", "email", "webhook"])
+def test_the_notifiers_probe_for_an_enabled_event_type_scans_an_index(jobs_collection: Any, channel: str) -> None:
+    preferences = jobs_collection.database["notification_preferences"]
+    query = {f"{channel}.events": "job.started", f"{channel}.enabled": True}
+    stages = _stages(preferences.find(query, {"_id": 1}).limit(1).explain()["queryPlanner"]["winningPlan"])
+    assert "IXSCAN" in stages and "COLLSCAN" not in stages, stages
