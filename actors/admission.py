@@ -26,6 +26,7 @@ import enum
 import logging
 import threading
 import time
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
@@ -39,6 +40,7 @@ from dramatiq.logging import get_logger
 
 from engineroom.core.clock import utcnow
 from engineroom.core.config import ENGINES, Settings
+from engineroom.models.queue import QueueDocument
 
 logger = logging.getLogger(__name__)
 
@@ -59,28 +61,59 @@ class Admission(enum.StrEnum):
     WAIT = "wait"
     #: The engine is paused: give the message back and stop consuming until it is resumed.
     PAUSED = "paused"
+    #: A slot is held for the job already (a second message of a job starting elsewhere): drop the message.
+    DUPLICATE = "duplicate"
 
 
 class HeldSlots:
-    """The slots this process holds, by job id (their engine): the heartbeat renews them, the runner frees them, and
-    a gated consumer waiting on an engine is woken when one of that engine's is freed here."""
+    """The slots this process holds, by job id (their engine): the heartbeat renews them, and a job that ends hands
+    its slot over to a consumer of this process waiting for one of that engine (one database write, the
+    ``replacing`` form of ``QueueStore.try_acquire``, instead of a release and an acquire), or frees it."""
 
     def __init__(self) -> None:
         self._engines: dict[str, str] = {}
         self._freed: dict[str, threading.Event] = {}
+        self._waiting: Counter[str] = Counter()
+        self._offers: dict[str, deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
 
     def add(self, job_id: str, engine: str) -> None:
         with self._lock:
             self._engines[job_id] = engine
 
-    def pop(self, job_id: str) -> str | None:
-        """Forget the job's slot and wake the engine's waiting consumers; the engine, if one was held."""
+    def engine_of(self, job_id: str) -> str | None:
+        with self._lock:
+            return self._engines.get(job_id)
+
+    def forget(self, job_id: str, *, freed: bool) -> None:
+        """The job's slot is no longer held here (handed over, or ``freed`` back to the engine: then the engine's
+        waiting consumers are woken to try for it)."""
         with self._lock:
             engine = self._engines.pop(job_id, None)
-        if engine is not None:
+        if engine is not None and freed:
             self.freed_event(engine).set()
-        return engine
+
+    def offer(self, job_id: str) -> bool:
+        """Put the slot of a job that ended up for hand-over; False if no consumer here waits for one of its
+        engine (the caller frees it then)."""
+        with self._lock:
+            engine = self._engines.get(job_id)
+            if engine is None or self._waiting[engine] <= 0:
+                return False
+            self._offers[engine].append(job_id)
+        self.freed_event(engine).set()
+        return True
+
+    def take_offer(self, engine: str) -> str | None:
+        """A slot of ``engine`` put up for hand-over (the job id it was held for), if any."""
+        with self._lock:
+            offers = self._offers[engine]
+            return offers.popleft() if offers else None
+
+    def set_waiting(self, engine: str, waiting: bool) -> None:
+        """A consumer starts (or stops) waiting for a slot of ``engine``."""
+        with self._lock:
+            self._waiting[engine] += 1 if waiting else -1
 
     def ids(self) -> list[str]:
         with self._lock:
@@ -94,30 +127,78 @@ class HeldSlots:
 class SlotGate:
     """Decides admission for one message: take a slot of its engine for its job, else say why not.
 
-    ``try_acquire(engine, job_id, tenant_id, until)`` takes the slot; ``refusal(engine, tenant_id)`` reads, after a
-    refusal, what stood in the way (both run on the worker's stores).
+    ``try_acquire(engine, job_id, tenant_id, until, replacing)`` takes the slot (in place of the slot held for the
+    job ``replacing``, when given); ``release(engine, job_id)`` gives one back; ``read_queue(engine)`` reads the
+    engine's document (all on the worker's stores).
     """
 
     def __init__(
         self,
         settings: Settings,
         held: HeldSlots,
-        try_acquire: Callable[[str, str, str, datetime], bool],
-        refusal: Callable[[str, str], Admission],
+        try_acquire: Callable[[str, str, str, datetime, str | None], bool],
+        release: Callable[[str, str], None],
+        read_queue: Callable[[str], QueueDocument],
     ) -> None:
         self.settings = settings
         self.held = held
         self._try_acquire = try_acquire
-        self.refusal = refusal
+        self._release = release
+        self._read_queue = read_queue
+        self._queues_seen: dict[str, tuple[float, QueueDocument]] = {}
 
-    def admit(self, engine: str, message: MessageProxy) -> Admission:
+    def admit(self, engine: str, message: MessageProxy, replacing: str | None = None) -> Admission:
+        """Take a slot for the message's job: the one held for the job ``replacing`` (handed over here), if given,
+        else a free one; that handed-over slot is freed if it cannot be taken over."""
         job_id = str(message.args[0]) if message.args else ""
         tenant_id = str(message.options.get("tenant_id", ""))
         until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
-        if self._try_acquire(engine, job_id, tenant_id, until):
+        if self._try_acquire(engine, job_id, tenant_id, until, replacing):
+            if replacing is not None:
+                self.held.forget(replacing, freed=False)
             self.held.add(job_id, engine)
             return Admission.ADMITTED
-        return self.refusal(engine, tenant_id)
+        if replacing is not None:  # the limits shrank, or the engine was paused: the slot goes back
+            self.release(engine, replacing)
+        return self.refusal(engine, tenant_id, job_id)
+
+    def refusal(self, engine: str, tenant_id: str, job_id: str = "", *, fresh: bool = False) -> Admission:
+        """Why a job of ``tenant_id`` cannot start: the engine's pause and per-tenant cap are read at most every
+        ``RETRY_INTERVAL_S`` (they change rarely), the tenant's slots afresh where a cap is set."""
+        queue, read_now = self._queue(engine, fresh=fresh)
+        if queue.paused:
+            return Admission.PAUSED
+        if tenant_id and queue.max_concurrency_per_tenant is not None and not read_now:
+            queue, read_now = self._queue(engine, fresh=True)
+        # Slots are judged on a document read now only: one remembered would show slots since freed (a job whose
+        # retry this is, say).
+        if read_now and job_id and any(holder.job_id == job_id for holder in queue.live_holders(utcnow())):
+            return Admission.DUPLICATE
+        if read_now and tenant_id and queue.only_tenant_cap_blocks(tenant_id, utcnow(), self.settings.rate_window_s):
+            return Admission.PARK
+        return Admission.WAIT
+
+    def _queue(self, engine: str, *, fresh: bool) -> tuple[QueueDocument, bool]:
+        """The engine's document, and whether it was read just now."""
+        read_at, queue = self._queues_seen.get(engine, (float("-inf"), None))
+        if queue is not None and not fresh and time.monotonic() - read_at <= RETRY_INTERVAL_S:
+            return queue, False
+        queue = self._read_queue(engine)
+        self._queues_seen[engine] = (time.monotonic(), queue)
+        return queue, True
+
+    def release(self, engine: str, job_id: str) -> None:
+        """Give back the slot held for ``job_id`` (a lapse is the fallback if the database cannot be reached)."""
+        try:
+            self._release(engine, job_id)
+        except Exception:
+            logger.warning("could not free the slot of job %s on %s; its lease lapses by itself", job_id, engine)
+        self.held.forget(job_id, freed=True)
+
+    def release_offers(self, engine: str) -> None:
+        """Give back the slots handed over to no one (their consumer found no message to take them)."""
+        while (job_id := self.held.take_offer(engine)) is not None:
+            self.release(engine, job_id)
 
 
 class _Line:
@@ -203,6 +284,8 @@ class GatedConsumer(Consumer):
         self._held: MessageProxy | None = None
         self._next_try = 0.0
         self._paused = False
+        #: Whether the last admission left the engine without room (see ``_try_admit``).
+        self._full = False
         self._freed = gate.held.freed_event(engine)
         #: Admitted messages not yet acknowledged: they count against RabbitMQ's prefetch.
         self._admitted: set[Any] = set()
@@ -217,27 +300,42 @@ class GatedConsumer(Consumer):
         if self._held is None:
             message = next(self.inner)
             if message is None:
+                self.gate.release_offers(self.engine)
                 return None
-            self._held, self._next_try = message, 0.0
+            self._hold(message)
         if self._freed.is_set() or time.monotonic() >= self._next_try:
             self._freed.clear()
             return self._try_admit(self._held)
         self.line.idle(IDLE_STEP_S)
         return None
 
+    def _hold(self, message: MessageProxy | None) -> None:
+        """Hold ``message`` (waiting for a slot), or nothing; jobs ending here hand their slots over meanwhile."""
+        if (self._held is None) != (message is None):
+            self.gate.held.set_waiting(self.engine, message is not None)
+        self._held = message
+        self._next_try = time.monotonic() + RETRY_INTERVAL_S if self._full else 0.0
+
     def _try_admit(self, message: MessageProxy) -> MessageProxy | None:
+        handed_over = self.gate.held.take_offer(self.engine)
         try:
-            verdict = self.gate.admit(self.engine, message)
+            verdict = self.gate.admit(self.engine, message, handed_over)
         except Exception:  # the database is down or slow: keep the message, try again later
             logger.warning("admission of a %s message failed; retrying", self.engine, exc_info=True)
             verdict = Admission.WAIT
+        if verdict is Admission.DUPLICATE and getattr(message, "redelivered", False):
+            # Its holder may be the worker that died holding this very message: wait for that slot to lapse.
+            verdict = Admission.WAIT
+        # Still full after a hand-over (it takes one slot for another) or a refusal: the next message waits for a
+        # slot to come free instead of trying at once and failing.
+        self._full = verdict is Admission.WAIT or (verdict is Admission.ADMITTED and handed_over is not None)
         if verdict in (Admission.WAIT, Admission.PAUSED):
             self._next_try = time.monotonic() + RETRY_INTERVAL_S
             if verdict is Admission.PAUSED:
                 self._pause()
             self.line.idle(IDLE_STEP_S)
             return None
-        self._held = None
+        self._hold(None)
         message.options[ADMISSION_OPTION] = str(verdict)
         if verdict is Admission.ADMITTED:
             with self._admitted_lock:
@@ -250,7 +348,8 @@ class GatedConsumer(Consumer):
         order, waits in the broker for the resume."""
         if self._held is not None:
             self.line.give_back(self._held)
-            self._held = None
+            self._hold(None)
+        self.gate.release_offers(self.engine)
         self.line.stop_fetching()
         self._paused = True
         logger.info("%s is paused: not consuming it", self.engine)
@@ -258,7 +357,7 @@ class GatedConsumer(Consumer):
     def _while_paused(self) -> None:
         if time.monotonic() >= self._next_try:
             try:
-                paused = self.gate.refusal(self.engine, "") is Admission.PAUSED
+                paused = self.gate.refusal(self.engine, "", fresh=True) is Admission.PAUSED
             except Exception:
                 logger.warning("could not read whether %s is still paused; retrying", self.engine, exc_info=True)
                 paused = True
@@ -296,7 +395,8 @@ class GatedConsumer(Consumer):
         self.inner.requeue(messages)
 
     def close(self) -> None:
-        self._held = None  # RabbitMQ gets it back with the connection
+        self._hold(None)  # RabbitMQ gets it back with the connection
+        self.gate.release_offers(self.engine)
         self.inner.close()
 
 

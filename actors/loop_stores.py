@@ -3,6 +3,8 @@ middleware, so store/ stays one async module for the gateway and the workers ali
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, TypeVar
@@ -60,14 +62,22 @@ class LoopStores(Generic[S]):
 
     def call(self, operation: Callable[[S], Awaitable[T]]) -> T:
         """Apply ``operation`` to the stores on the loop and wait for its result."""
+        return self.run(self._apply(operation))
 
-        async def apply() -> T:
-            if self._stores is None:
-                self._client = connect(self.settings)
-                self._stores = self._build(self._client[self.settings.mongodb_db])
-            return await operation(self._stores)
+    async def _apply(self, operation: Callable[[S], Awaitable[T]]) -> T:
+        if self._stores is None:
+            self._client = connect(self.settings)
+            self._stores = self._build(self._client[self.settings.mongodb_db])
+        return await operation(self._stores)
 
-        return self.run(apply())
+    def submit(self, operation: Callable[[S], Awaitable[None]]) -> None:
+        """Apply ``operation`` to the stores on the loop without waiting for it (operations submitted from one
+        thread start in the order given); a failure is logged."""
+        loop_thread = self._loop_thread or get_event_loop_thread()
+        if loop_thread is None:
+            raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
+        future = asyncio.run_coroutine_threadsafe(self._apply(operation), loop_thread.loop)
+        future.add_done_callback(_log_failure)
 
     def close(self) -> None:
         """Close the client; the loop must still run."""
@@ -85,6 +95,11 @@ class LoopStores(Generic[S]):
         if self._client is not None:
             self._client.close()
         self._client, self._stores = None, None
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.error("a database operation submitted without waiting failed", exc_info=future.exception())
 
 
 class _WorkerLifecycle(Middleware):

@@ -6,9 +6,11 @@ Runs on Dramatiq worker threads. MongoDB is reached through motor on the event l
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -37,6 +39,7 @@ from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobError, JobState, Progress
+from engineroom.models.queue import QueueDocument
 from engineroom.notifications.bus import EventBus, Subscription
 from engineroom.notifications.publisher import publish_or_log
 from engineroom.store.client import Database
@@ -49,6 +52,9 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds a job's start or progress event waits to be recorded with the next one (a short job's start, progress
+#: and outcome then cost one write): the latency a watcher sees added to them, at most.
+EVENT_LINGER_S = 0.005
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
@@ -121,6 +127,9 @@ class JobRunner:
         self._beat_stores: LoopStores[WorkerStores] | None = None
         #: The engine slots this process holds, by job (taken by the gate or ``_take_slot``).
         self.slots = HeldSlots()
+        #: One thread publishes every event this process records, so they leave in the order they were given.
+        self._publishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-publish")
+        self._gate = self._build_gate()
         self._heartbeat: Heartbeat | None = None
         #: What each heartbeat does: renew leases, then whatever ``on_heartbeat`` added (the presence report).
         self._beats: list[Callable[[], None]] = [self.renew_leases]
@@ -147,6 +156,7 @@ class JobRunner:
             self._heartbeat.stop()
         if self._beat_stores is not None:
             self._beat_stores.close_and_stop()
+        self._publishing.shutdown(wait=True)  # events given before the stop still go out
         self._stores.close()
 
     def on_heartbeat(self, beat: Callable[[], None]) -> None:
@@ -185,23 +195,42 @@ class JobRunner:
 
     # -- a job's life --
 
-    def publish(self, job: JobDocument, event_type: EventType, data: dict[str, Any] | None = None) -> None:
-        """Tell the job's watchers."""
-        self._publish_event(job_event(job, event_type, data))
+    def publish(
+        self, job: JobDocument, event_type: EventType, data: dict[str, Any] | None = None, *, wait: bool = True
+    ) -> None:
+        """Tell the job's watchers; without ``wait``, the event is recorded and published behind the calling thread's
+        back (see ``_publish_event``)."""
+        self._publish_event(job_event(job, event_type, data), wait=wait)
 
-    def _publish_event(self, event: Event) -> None:
-        """Record the event for replay, then publish it. A lost event is logged, never fatal: the document is
-        the truth."""
+    def _publish_event(self, event: Event, *, wait: bool = True) -> None:
+        """Record the event for replay, then publish it. A lost event is logged, never fatal: the document is the
+        truth.
+
+        Every event goes the same way, in the order it was given: recorded on the loop (``EventStore.record``
+        writes the events of all threads that wait together with one ``insert_many``), then published from one
+        publishing thread. A job's start and progress do not wait for it (``wait=False``): the task runs on, and
+        their records join the next group write; its outcome waits, so it is out before the message is acked, and
+        so is everything announced before it.
+        """
+        if wait:
+            self._call(lambda stores: self._record_then_publish(stores, event))
+        else:
+            self._stores.submit(lambda stores: self._record_then_publish(stores, event, linger_s=EVENT_LINGER_S))
+
+    async def _record_then_publish(self, stores: WorkerStores, event: Event, *, linger_s: float = 0.0) -> None:
         try:
-            self._call(lambda stores: stores.events.record(event))
+            await stores.events.record(event, linger_s=linger_s)
         except EngineroomError:
             logger.exception("event %s for job %s was not recorded for replay", event.type, event.job_id)
-        publish_or_log(self.bus, event)
+        await asyncio.get_running_loop().run_in_executor(self._publishing, publish_or_log, self.bus, event)
 
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it. The slot taken for
         it (by the gate, ``actors/admission.py``) is freed whatever happens."""
         admission = _admission()
+        if admission is Admission.DUPLICATE:
+            logger.info("job %s holds a slot elsewhere already; dropping this second message", job_id)
+            return
         try:
             job = self._call(lambda stores: stores.jobs.get(job_id))
             if job is None:
@@ -244,13 +273,11 @@ class JobRunner:
         return taken
 
     def _free_slot(self, job_id: str) -> None:
-        engine = self.slots.pop(job_id)
-        if engine is None:
+        """Hand the job's slot over to a consumer here waiting for one (``actors/admission.py``), or free it."""
+        engine = self.slots.engine_of(job_id)
+        if engine is None or self.slots.offer(job_id):
             return
-        try:
-            self._call(lambda stores: stores.queues.release(engine, job_id, self.worker_id))
-        except EngineroomError:
-            logger.warning("could not free the slot of job %s on %s; its lease lapses by itself", job_id, engine)
+        self._gate.release(engine, job_id)
 
     def _park(self, job: JobDocument) -> None:
         """Its tenant is at its cap: keep the job queued in MongoDB and let the message go, so the engine's line
@@ -262,23 +289,29 @@ class JobRunner:
 
     def gate(self) -> SlotGate:
         """The admission gate of this process's engine consumers, on its stores."""
+        return self._gate
 
-        def try_acquire(engine: str, job_id: str, tenant_id: str, until: datetime) -> bool:
+    def _build_gate(self) -> SlotGate:
+        def try_acquire(engine: str, job_id: str, tenant_id: str, until: datetime, replacing: str | None) -> bool:
             return self._call(
                 lambda stores: stores.queues.try_acquire(
-                    engine, job_id=job_id, tenant_id=tenant_id, worker_id=self.worker_id, until=until, now=utcnow()
+                    engine,
+                    job_id=job_id,
+                    tenant_id=tenant_id,
+                    worker_id=self.worker_id,
+                    until=until,
+                    now=utcnow(),
+                    replacing=replacing,
                 )
             )
 
-        def refusal(engine: str, tenant_id: str) -> Admission:
-            queue = self._call(lambda stores: stores.queues.get(engine))
-            if queue.paused:
-                return Admission.PAUSED
-            if tenant_id and queue.only_tenant_cap_blocks(tenant_id, utcnow(), self.settings.rate_window_s):
-                return Admission.PARK
-            return Admission.WAIT
+        def release(engine: str, job_id: str) -> None:
+            self._call(lambda stores: stores.queues.release(engine, job_id, self.worker_id))
 
-        return SlotGate(self.settings, self.slots, try_acquire, refusal)
+        def read_queue(engine: str) -> QueueDocument:
+            return self._call(lambda stores: stores.queues.get(engine))
+
+        return SlotGate(self.settings, self.slots, try_acquire, release, read_queue)
 
     def _start(self, job: JobDocument, task: Task) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
@@ -300,7 +333,7 @@ class JobRunner:
                 return
         else:
             attempt.start.begin()
-        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts})
+        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts}, wait=False)
         try:
             self._execute(attempt, task)
         finally:
@@ -446,7 +479,7 @@ class JobRunner:
             return
         if self.progress.offer(job.id, progress):
             self._call(lambda stores: stores.jobs.set_progress(job.id, progress, self.worker_id))
-        self.publish(job, EventType.JOB_PROGRESS, progress.model_dump())
+        self.publish(job, EventType.JOB_PROGRESS, progress.model_dump(), wait=False)
 
     def is_cancelled(self, job: JobDocument) -> bool:
         if self.running.is_cancelled(job.id):

@@ -9,10 +9,11 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import OperationFailure, PyMongoError
-from pymongo.monitoring import CommandListener
+from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
+from engineroom.core.metrics import MONGODB_COMMANDS
 from engineroom.models.notification import NotificationChannel
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,25 @@ def connect(
         tz_aware=True,
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         uuidRepresentation="standard",
-        event_listeners=list(event_listeners),
+        event_listeners=[_COMMAND_COUNTER, *event_listeners],
     )
+
+
+class _CommandCounter(CommandListener):
+    """Counts every command into ``engineroom_mongodb_commands_total`` (the round trips per job, in ``/metrics``
+    and in the bench)."""
+
+    def started(self, event: CommandStartedEvent) -> None:
+        MONGODB_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: CommandSucceededEvent) -> None:
+        """Counted when started."""
+
+    def failed(self, event: CommandFailedEvent) -> None:
+        """Counted when started."""
+
+
+_COMMAND_COUNTER = _CommandCounter()
 
 
 async def _ensure_ttl(

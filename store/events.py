@@ -52,13 +52,17 @@ class EventStore:
         #: Events waiting for the next group write, each with its caller's future (all on one event loop).
         self._waiting: list[tuple[Event, asyncio.Future[None]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: The timer of lingering events (``record``'s ``linger_s``), until a write starts.
+        self._linger: asyncio.TimerHandle | None = None
 
-    async def record(self, event: Event) -> None:
+    async def record(self, event: Event, *, linger_s: float = 0.0) -> None:
         """Store an event for replay; recording the same event twice (a re-announced outcome) is a no-op.
 
         Group commit: callers that arrive while a write is in flight wait for the next one, which records them all
         with one ``insert_many`` (several times cheaper per event than one insert each). A caller alone waits for
-        no timer, so an idle system adds no latency; a busy one writes once per round trip.
+        no timer, so an idle system adds no latency; a busy one writes once per round trip. With ``linger_s``, a
+        caller that nobody waits on (a job's start or progress) lets the write wait that long for company: the
+        next event of the same job, or its outcome, which writes them all at once.
 
         Raises:
           StoreUnavailable: MongoDB failed.
@@ -66,9 +70,21 @@ class EventStore:
         loop = asyncio.get_running_loop()
         recorded: asyncio.Future[None] = loop.create_future()
         self._waiting.append((event, recorded))
+        if self._writer is not None and not self._writer.done():
+            return await recorded  # the writer under way takes it next
+        if linger_s > 0:
+            if self._linger is None:
+                self._linger = loop.call_later(linger_s, self._start_writer, loop)
+        else:
+            self._start_writer(loop)
+        await recorded
+
+    def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_waiting())
-        await recorded
 
     async def _write_waiting(self) -> None:
         while self._waiting:

@@ -91,14 +91,27 @@ class QueueStore:
         return [document["_id"] for document in documents]
 
     async def try_acquire(
-        self, engine: str, *, job_id: str, tenant_id: str, worker_id: str, until: datetime, now: datetime
+        self,
+        engine: str,
+        *,
+        job_id: str,
+        tenant_id: str,
+        worker_id: str,
+        until: datetime,
+        now: datetime,
+        replacing: str | None = None,
     ) -> bool:
-        """Take a slot of ``engine`` for the job if the engine is not paused and every limit allows a start now.
+        """Take a slot of ``engine`` for the job if the engine is not paused and every limit allows a start now;
+        with ``replacing``, take over the slot ``worker_id`` holds for that job instead (a hand-over: the limits are
+        checked as if that slot were free, and it is freed only if this one is taken).
 
         One conditional update: the filter checks the limits against the live slots (lapsed ones ignored),
         the update drops lapsed slots and start times and records this one.
         """
         holders, starts = _live("holders", now), _live("starts", now - timedelta(seconds=self.rate_window_s))
+        if replacing is not None:
+            handed_over = {"$and": [{"$eq": ["$$this.job_id", replacing]}, {"$eq": ["$$this.worker_id", worker_id]}]}
+            holders = {"$filter": {"input": holders, "cond": {"$not": [handed_over]}}}
         tenant_holders = {"$filter": {"input": holders, "cond": {"$eq": ["$$this.tenant_id", tenant_id]}}}
         query = {
             "_id": engine,

@@ -1,0 +1,69 @@
+"""The database work of a job is small and constant: MongoDB commands per job, counted by pymongo's command
+monitoring (``engineroom_mongodb_commands_total``) over a backlog behind the default limit, gateway, worker,
+scheduler and notifier together."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pymongo
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
+
+from engineroom.core.config import Settings
+from tests.gateway import gateway_settings
+
+TokenFor = Callable[..., str]
+
+#: Jobs in the backlog.
+JOBS = 300
+#: MongoDB commands a job may cost on the happy path, amortized, all processes together (issue 17 aims at 4).
+BUDGET_PER_JOB = 7.0
+
+
+def _commands() -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for metric in REGISTRY.collect():
+        if metric.name == "engineroom_mongodb_commands":
+            for sample in metric.samples:
+                if sample.name.endswith("_total"):
+                    counts[sample.labels["command"]] += int(sample.value)
+    return counts
+
+
+def _wait_until_completed(app_settings: Settings, count: int, timeout_s: float = 120) -> None:
+    """Watch the database with a client of the test's own (its commands are not counted)."""
+    with pymongo.MongoClient(app_settings.mongodb_url) as watcher:
+        jobs = watcher[app_settings.mongodb_db]["jobs"]
+        deadline = time.monotonic() + timeout_s
+        while jobs.count_documents({"state": "completed"}) < count:
+            assert time.monotonic() < deadline, f"{jobs.count_documents({'state': 'completed'})} of {count} completed"
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def app_settings(settings: Settings, mongodb_url: str) -> Settings:
+    """The in-process gateway at the scheduler's default pace (a tick's sweeps cost the same, whatever the load)."""
+    return gateway_settings(
+        settings, mongodb_url, scheduler_interval_s=Settings.model_fields["scheduler_interval_s"].default
+    )
+
+
+@pytest.mark.timeout(180)
+def test_a_backlog_behind_the_default_limit_costs_a_few_commands_per_job(
+    client: TestClient, app_settings: Settings, token_for: TokenFor
+) -> None:
+    token = token_for("alice", "acme")
+    time.sleep(1)  # let start-up work (indexes, queue documents) finish before counting
+    before = _commands()
+    jobs = [{"task": "general.demo", "payload": {"duration_s": 0, "steps": 1}} for _ in range(JOBS)]
+    response = client.post("/jobs/batch", json={"jobs": jobs}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202, response.text
+    _wait_until_completed(app_settings, JOBS)
+    spent = _commands() - before
+    per_job = sum(spent.values()) / JOBS
+    print(f"\n{per_job:.2f} MongoDB commands per job: {dict(spent.most_common())}")  # noqa: T201
+    assert per_job <= BUDGET_PER_JOB, dict(spent.most_common())
