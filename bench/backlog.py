@@ -77,7 +77,7 @@ class BacklogConfig:
     threads: int
     repeat: int
     amqp_url: str
-    #: Completions per window (first, middle, last); fewer when the run has under three windows' worth.
+    #: Completions per window (first, middle, last); a third of ``jobs`` when that is fewer.
     window: int
     #: Seconds after the first submit at which the repeat stops and reports what completed.
     time_cap_s: float
@@ -109,20 +109,22 @@ class BacklogSample:
 
     @property
     def spread(self) -> float:
-        """max/min − 1 of the window rates; infinite without three windows."""
+        """max/min − 1 of the window rates; infinite without three windows (a run capped short of them)."""
         rates = list(self.window_rates.values())
         return max(rates) / min(rates) - 1 if len(rates) == 3 and min(rates) > 0 else float("inf")
 
 
-def window_rates(times: list[float], size: int) -> tuple[int, dict[str, float]]:
-    """The window size used and the completion rate over the first, middle and last ``size`` of ``times``; a
-    window's rate is ``size - 1`` completions over the time from its first to its last. Windows never overlap:
-    with fewer than ``3 * size`` completions each is a third of them. Empty below six completions."""
-    ordered = sorted(times)
-    size = min(size, len(ordered) // 3)
-    if size < 2:
+def window_rates(times: list[float], jobs: int, window: int) -> tuple[int, dict[str, float]]:
+    """The window size and the completion rate over the first, middle and last windows of ``times``. A window's
+    rate is its completions after the first over the time from its first to its last. The size is ``window``, or a
+    third of ``jobs`` when that is smaller, so windows never overlap and a capped run has the size a complete one
+    would; a run that stopped short of three windows has only the first (if it got that far)."""
+    ordered, size = sorted(times), min(window, jobs // 3)
+    if size < 2 or len(ordered) < size:
         return size, {}
-    starts = {"first": 0, "middle": (len(ordered) - size) // 2, "last": len(ordered) - size}
+    starts = {"first": 0}
+    if len(ordered) >= 3 * size:
+        starts |= {"middle": (len(ordered) - size) // 2, "last": len(ordered) - size}
     return size, {
         name: (size - 1) / max(ordered[start + size - 1] - ordered[start], 1e-9) for name, start in starts.items()
     }
@@ -227,7 +229,7 @@ def measure_engineroom(ctx: RunContext[BacklogConfig], repeat: int) -> BacklogSa
         completed = len(progress.completed_at)
         cpu_s, db_per_job = cpu.since(), db.since(per=max(1, completed))
         queue = _queue_figures(stack)
-    window, rates = window_rates(progress.completed_at, config.window)
+    window, rates = window_rates(progress.completed_at, config.jobs, config.window)
     return BacklogSample(
         config.jobs,
         progress.accepted,
@@ -247,11 +249,12 @@ def measure_engineroom(ctx: RunContext[BacklogConfig], repeat: int) -> BacklogSa
 
 
 def _print_sample(repeat: int, sample: BacklogSample) -> None:
-    rates = "  ".join(f"{name} {rate:.1f}" for name, rate in sample.window_rates.items())
+    rates = "  ".join(f"{name} {rate:.1f}" for name, rate in sample.window_rates.items()) or "fewer than one"
+    spread = "n/a" if sample.spread == float("inf") else f"{sample.spread:.0%}"
     capped = f"  CAPPED at {sample.total_s:.0f} s" if sample.capped else ""
     print(
-        f"  #{repeat} engineroom {sample.completed}/{sample.jobs} completed, {sample.jobs_per_s:.1f} jobs/s"
-        f" (windows of {sample.window}: {rates}; spread {sample.spread:.0%}){capped}"
+        f"  #{repeat} engineroom {sample.completed}/{sample.jobs} completed, {sample.jobs_per_s:.2f} jobs/s"
+        f" (windows of {sample.window}: {rates}; spread {spread}){capped}"
         f"  limit {sample.queue.get('max_concurrency')}"
     )
 
