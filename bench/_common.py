@@ -333,9 +333,11 @@ def dramatiq_queues(queue: str) -> list[str]:
 
 
 def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> None:
-    """Delete every engine queue (with its companions), the notifiers' queue and the events exchange of
-    ``settings.namespace``, and ``extra_queues`` with theirs (deleting an absent one is not an error)."""
-    queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
+    """Delete every engine queue and the notification deliveries' queue (with their companions), the notifiers'
+    queue and the events exchange of ``settings.namespace``, and ``extra_queues`` with theirs (deleting an absent
+    one is not an error)."""
+    engine_queues = [settings.queue_name(engine) for engine in ENGINES] + [settings.notifications_queue]
+    queues = [name for queue in engine_queues for name in dramatiq_queues(queue)]
     queues += [name for queue in extra_queues for name in dramatiq_queues(queue)]
     with amqp_channel(settings.amqp_url) as channel:
         for queue in [*queues, settings.notifier_queue]:
