@@ -1,13 +1,16 @@
-"""``python -m bench [all|burst|latency|batch|delayed|ws|soak] [options]``: every benchmark with one combined table
-(``all``, the default), one of them, or the soak run (not a benchmark: memory over time and stuck jobs)."""
+"""``python -m bench [all|burst|floor|backlog|latency|batch|delayed|ws|soak] [options]``: every benchmark with one
+combined table (``all``, the default), one of them, or the soak run (not a benchmark: memory over time and stuck
+jobs)."""
 
 import sys
 
-from bench import batch_submit, burst, delayed, latency, soak, suite, ws_fanout
+from bench import backlog, batch_submit, burst, delayed, floor, latency, soak, suite, ws_fanout
 
 BENCHMARKS = {
     "all": suite.main,
     "burst": burst.main,
+    "floor": floor.main,
+    "backlog": backlog.main,
     "latency": latency.main,
     "batch": batch_submit.main,
     "delayed": delayed.main,

@@ -51,13 +51,16 @@ async def _submitter(
         done.accepted += size
 
 
-async def submit_batches(base_url: str, token: str, batches: Batches) -> tuple[SubmitProgress, float]:
+async def submit_batches(
+    base_url: str, token: str, batches: Batches, done: SubmitProgress | None = None
+) -> tuple[SubmitProgress, float]:
     """Every batch, ``batches.concurrency`` in flight; returns the progress and the seconds it took. Bodies are
-    encoded before the clock starts: the client's JSON work is not the server's."""
+    encoded before the clock starts: the client's JSON work is not the server's. Pass ``done`` to read the
+    progress while it runs, or after it was cancelled."""
     sizes = list(chunks(batches.jobs, batches.size))
     bodies = {size: json.dumps({"jobs": [batches.job] * size}).encode() for size in set(sizes)}
     shared = iter(sizes)  # each submitter takes the next one
-    done = SubmitProgress()
+    done = SubmitProgress() if done is None else done
     limits = httpx.Limits(max_connections=batches.concurrency, max_keepalive_connections=batches.concurrency)
     async with httpx.AsyncClient(base_url=base_url, headers=auth(token), limits=limits, timeout=120) as client:
         deadline = time.monotonic() + batches.timeout_s

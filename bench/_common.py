@@ -160,6 +160,19 @@ def mongo_client(mongodb_url: str) -> pymongo.MongoClient[dict[str, Any]]:
     return pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=5000)
 
 
+def db_reading(mongodb_url: str) -> Callable[[], dict[str, float]]:
+    """The database's ``serverStatus`` counters (the database serves this run only). SecantusDB counts one per
+    command, not per document: ``insert_many`` of 1,000 is one ``insert``, a ``bulk_write`` one ``update``.
+    ``requests`` (``network.numRequests``) is every round trip, driver heartbeats and this reading included."""
+
+    def read() -> dict[str, float]:
+        with mongo_client(mongodb_url) as client:
+            status = client.admin.command("serverStatus")
+            return {**status["opcounters"], "requests": status["network"]["numRequests"]}
+
+    return read
+
+
 # --- /proc readings ----------------------------------------------------------------------------------------
 
 Reading = Callable[[], dict[str, float]]
@@ -320,9 +333,11 @@ def dramatiq_queues(queue: str) -> list[str]:
 
 
 def delete_topology(settings: Settings, extra_queues: Sequence[str] = ()) -> None:
-    """Delete every engine queue (with its companions), the notifiers' queue and the events exchange of
-    ``settings.namespace``, and ``extra_queues`` with theirs (deleting an absent one is not an error)."""
-    queues = [name for engine in ENGINES for name in dramatiq_queues(settings.queue_name(engine))]
+    """Delete every engine queue and the notification deliveries' queue (with their companions), the notifiers'
+    queue and the events exchange of ``settings.namespace``, and ``extra_queues`` with theirs (deleting an absent
+    one is not an error)."""
+    engine_queues = [settings.queue_name(engine) for engine in ENGINES] + [settings.notifications_queue]
+    queues = [name for queue in engine_queues for name in dramatiq_queues(queue)]
     queues += [name for queue in extra_queues for name in dramatiq_queues(queue)]
     with amqp_channel(settings.amqp_url) as channel:
         for queue in [*queues, settings.notifier_queue]:
@@ -364,17 +379,32 @@ class _WorkerConfig(Protocol):
 
 
 @contextlib.contextmanager
+def dramatiq_worker(
+    ctx: RunContext[Any], module: str, queue: str, log_name: str, env: dict[str, str]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A plain ``dramatiq <module>`` worker (``ctx.config``'s processes and threads) on ``queue``, with ``env``;
+    yields it once every process consumes ``queue``, stops it on leaving."""
+    config: _WorkerConfig = ctx.config
+    log = ctx.log(log_name)
+    argv = [sys.executable, "-m", "dramatiq", module, "--path", str(REPO_ROOT)]
+    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", queue]
+    with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}) as worker:
+        wait_until(consumers_at_least(config.amqp_url, queue, config.processes), module, worker, log)
+        yield worker
+
+
+@contextlib.contextmanager
 def raw_worker(ctx: RunContext[Any], repeat: int, counter: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A plain ``dramatiq`` worker on ``bench.raw_worker`` (``ctx.config``'s processes and threads) appending to
     ``counter``; yields it once every process consumes ``ctx.raw_queue``, stops it on leaving."""
-    config: _WorkerConfig = ctx.config
-    log = ctx.log(f"raw-worker-{repeat}")
-    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter), "BENCH_AMQP_URL": config.amqp_url}
-    argv = [sys.executable, "-m", "dramatiq", "bench.raw_worker", "--path", str(REPO_ROOT)]
-    argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", ctx.raw_queue]
-    with running(argv, log, env) as worker:
-        wait_until(consumers_at_least(config.amqp_url, ctx.raw_queue, config.processes), "raw worker", worker, log)
+    env = {"BENCH_RAW_QUEUE": ctx.raw_queue, "BENCH_RAW_COUNTER": str(counter)}
+    with dramatiq_worker(ctx, "bench.raw_worker", ctx.raw_queue, f"raw-worker-{repeat}", env) as worker:
         yield worker
+
+
+def finish_times(counter: Path) -> list[float]:
+    """The first field of each line a baseline's actor appended to ``counter``: when each message finished."""
+    return [float(line.split()[0]) for line in counter.read_text().splitlines()]
 
 
 # --- options -------------------------------------------------------------------------------------------------
@@ -564,6 +594,11 @@ class RunContext(Generic[C]):
     def raw_queue(self) -> str:
         return f"bench{self.tag}-{self.raw_suffix}"
 
+    @property
+    def floor_queue(self) -> str:
+        """The floor baseline's queue (``bench/floor_worker.py``)."""
+        return f"bench{self.tag}-floor"
+
     def log(self, name: str) -> Path:
         return self.work_dir / f"{name}.log"
 
@@ -578,14 +613,14 @@ class RunContext(Generic[C]):
 @contextlib.contextmanager
 def run_context(config: C, prefix: str, raw_suffix: str = "raw") -> Iterator[RunContext[C]]:
     """A run's shared state: a temporary log directory (printed), a SecantusDB process, a fresh namespace; on
-    leaving, on error too, the namespace's queues (and the raw queue) and events exchange are deleted."""
+    leaving, on error too, the namespace's queues (and the raw and floor queues) and events exchange are deleted."""
     work_dir = Path(tempfile.mkdtemp(prefix=f"engineroom-bench-{prefix}-"))
     print(f"logs: {work_dir}")
     with contextlib.ExitStack() as stack:
         mongodb_url, database_pid = stack.enter_context(database(work_dir))
         tag, secret = secrets.token_hex(4), secrets.token_urlsafe(32)
         ctx = RunContext(config, tag, work_dir, mongodb_url, database_pid, secret, raw_suffix)
-        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue])
+        stack.callback(delete_topology, ctx.settings, [ctx.raw_queue, ctx.floor_queue])
         print(f"namespace: {ctx.settings.namespace}  raw queue: {ctx.raw_queue}")
         yield ctx
 
@@ -597,13 +632,15 @@ def machine(load_before: tuple[float, float, float]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Stack:
-    """A running ``engineroom api`` and ``engineroom worker``, and an admin token for the API."""
+    """A running ``engineroom api``, ``engineroom worker`` and ``engineroom scheduler``, and an admin token."""
 
     api: subprocess.Popen[bytes]
     #: None when started without one (the batch benchmark measures acceptance alone).
     worker: subprocess.Popen[bytes] | None
     port: int
     token: str
+    #: None unless asked for: it releases parked jobs within a tick, and runs the notifier.
+    scheduler: subprocess.Popen[bytes] | None = None
 
     @property
     def base_url(self) -> str:
@@ -613,31 +650,72 @@ class Stack:
     def ws_url(self) -> str:
         return f"ws://{HOST}:{self.port}/ws?token={self.token}"
 
+    def process_groups(self, database_pid: int) -> dict[str, int]:
+        """The process group of each running part, named, and the database's: what ``cpu_reading`` reads."""
+        parts = {"api": self.api, "worker": self.worker, "scheduler": self.scheduler}
+        return {name: process.pid for name, process in parts.items() if process is not None} | {
+            "secantusd": database_pid
+        }
+
+
+def _scheduler_leads(base_url: str, token: str) -> bool:
+    """``GET /workers`` lists a scheduler that holds the leader lease."""
+    try:
+        listed = httpx.get(f"{base_url}/workers", headers=auth(token), timeout=2)
+    except httpx.HTTPError:
+        return False
+    return listed.status_code == 200 and any(
+        process["kind"] == "scheduler" and process.get("leader") for process in listed.json()
+    )
+
+
+def _start_worker(
+    stack: contextlib.ExitStack, ctx: RunContext[Any], engine: str, log: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    config: _WorkerConfig = ctx.config
+    argv = [*ENGINEROOM, "worker", "--engines", engine, "--processes", str(config.processes)]
+    argv += ["--threads", str(config.threads)]
+    worker = stack.enter_context(running(argv, log, env))
+    consuming = consumers_at_least(config.amqp_url, ctx.settings.queue_name(engine), config.processes)
+    wait_until(consuming, "engineroom worker", worker, log)
+    return worker
+
 
 @contextlib.contextmanager
-def engineroom_stack(ctx: RunContext[Any], repeat: int, engine: str, *, worker: bool = True) -> Iterator[Stack]:
-    """An API and (unless ``worker`` is false) a worker for ``engine`` on database ``bench_<repeat>``, ready: the
-    API answers ``/readyz`` and every worker process consumes. The engine's cluster-wide concurrency is raised to
-    the worker's threads (``general`` defaults to 2), so every worker thread may run a job, as raw Dramatiq's do.
-    Rate limits stay unset (``process_env`` drops inherited ``ENGINEROOM_*``): unset means no limit."""
+def engineroom_stack(
+    ctx: RunContext[Any],
+    repeat: int,
+    engine: str,
+    *,
+    worker: bool = True,
+    raise_limit: bool = True,
+    scheduler: bool = False,
+) -> Iterator[Stack]:
+    """An API, (unless ``worker`` is false) a worker for ``engine`` and (if ``scheduler``) a scheduler on database
+    ``bench_<repeat>``, ready: the API answers ``/readyz``, every worker process consumes, the scheduler leads.
+    With ``raise_limit`` the engine's cluster-wide concurrency is raised to the worker's threads (``general``
+    defaults to 2), so every worker thread may run a job, as raw Dramatiq's do; without it the engine keeps its
+    default limit, as a user's does. Rate limits stay unset (``process_env`` drops inherited ``ENGINEROOM_*``):
+    unset means no limit."""
     settings, port, env = ctx.settings, free_port(HOST), ctx.engineroom_env(f"bench_{repeat}")
-    api_log, worker_log = ctx.log(f"api-{repeat}"), ctx.log(f"worker-{repeat}")
+    base_url = f"http://{HOST}:{port}"
     with contextlib.ExitStack() as stack:
+        api_log = ctx.log(f"api-{repeat}")
         api = stack.enter_context(running([*ENGINEROOM, "api", "--host", HOST, "--port", str(port)], api_log, env))
-        wait_until(lambda: http_ok(f"http://{HOST}:{port}/readyz"), "engineroom api", api, api_log)
+        wait_until(lambda: http_ok(f"{base_url}/readyz"), "engineroom api", api, api_log)
         token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
-        worker_process = None
-        if worker:
+        scheduler_process = None
+        if scheduler:
+            log = ctx.log(f"scheduler-{repeat}")
+            scheduler_process = stack.enter_context(running([*ENGINEROOM, "scheduler"], log, env))
+            wait_until(lambda: _scheduler_leads(base_url, token), "engineroom scheduler", scheduler_process, log)
+        worker_process = _start_worker(stack, ctx, engine, ctx.log(f"worker-{repeat}"), env) if worker else None
+        if worker and raise_limit:
             config: _WorkerConfig = ctx.config
-            worker_argv = [*ENGINEROOM, "worker", "--engines", engine]
-            worker_argv += ["--processes", str(config.processes), "--threads", str(config.threads)]
-            worker_process = stack.enter_context(running(worker_argv, worker_log, env))
-            consuming = consumers_at_least(config.amqp_url, settings.queue_name(engine), config.processes)
-            wait_until(consuming, "engineroom worker", worker_process, worker_log)
             limits = {"max_concurrency": config.processes * config.threads}
-            raised = httpx.put(f"http://{HOST}:{port}/queues/{engine}/limits", json=limits, headers=auth(token))
+            raised = httpx.put(f"{base_url}/queues/{engine}/limits", json=limits, headers=auth(token))
             raised.raise_for_status()
-        yield Stack(api, worker_process, port, token)
+        yield Stack(api, worker_process, port, token, scheduler_process)
 
 
 def percentile(ordered: Sequence[float], share: float) -> float:

@@ -8,14 +8,20 @@ a WebSocket client, connected before the burst, has seen ``job.completed`` for e
 the submit-only rate (accepted/s, first submit to last 202) and per-job latency (request sent to ``job.completed``
 seen; for a batch, from its request).
 
-(b) raw Dramatiq: as many no-op messages through ``RabbitmqBroker`` to a ``dramatiq`` worker with the same
+(b) the floor: a plain Dramatiq actor keeping a minimal job document on the same SecantusDB (``bench/floor.py``
+says how), as many jobs, inserted ``insert_many`` of ``--batch-size`` at a time (one ``insert_one`` per job
+without it). Timed from the first insert until the last job completed. ``--no-floor`` skips it.
+
+(c) raw Dramatiq: as many no-op messages through ``RabbitmqBroker`` to a ``dramatiq`` worker with the same
 processes and threads (``bench/raw_worker.py``). Timed from the first enqueue until the last message's actor
 ran (each writes its finish time to a file; the benchmark waits for every line).
 
-Repeats interleave (engineroom, raw, engineroom, raw, ...). Each run uses its own namespace for queues and
+Repeats interleave (engineroom, floor, raw, engineroom, ...). Each run uses its own namespace for queues and
 the events exchange and deletes them at the end; every process started is stopped, on error too. Subprocess
 output goes to a temporary directory whose path is printed, with a count of warnings and errors per log. CPU
-seconds per burst are read from ``/proc`` for each process group (API, worker, SecantusDB) and for this process.
+seconds per burst are read from ``/proc`` for each process group (API, worker, SecantusDB) and for this process,
+and reported per job too; so are SecantusDB's ``serverStatus`` counters (``opcounters`` and
+``network.numRequests``: database round trips per job), for engineroom and the floor alike.
 """
 
 from __future__ import annotations
@@ -25,22 +31,30 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 
+from bench._baselines import (
+    FloorSample,
+    RawSample,
+    cost_comparisons,
+    floor_figures,
+    floor_mode,
+    measure_floor,
+    measure_raw,
+    per_job_figures,
+)
 from bench._common import (
     RESULTS_DIR,
     Comparison,
     Delta,
     Figure,
-    Reading,
     RunContext,
     Stack,
     add_run_options,
@@ -48,13 +62,11 @@ from bench._common import (
     chunks,
     config_from_args,
     cpu_reading,
+    db_reading,
     engineroom_stack,
-    enqueue_noops,
     machine,
-    mongo_client,
     parser_for,
     publish,
-    raw_worker,
     run_context,
     run_report,
 )
@@ -81,6 +93,8 @@ class BenchConfig:
     timeout_s: float
     #: 0: one ``POST /jobs`` per job; N: ``POST /jobs/batch`` with N jobs per request.
     batch_size: int = 0
+    #: Measure the floor baseline too (``bench/_baselines.py``): inserts as the batch size says, one per job at 0.
+    floor: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,33 +114,6 @@ class EngineroomSample:
     @property
     def jobs_per_s(self) -> float:
         return self.jobs / self.total_s
-
-
-@dataclass(frozen=True)
-class RawSample:
-    messages: int
-    enqueue_s: float
-    total_s: float
-    cpu_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def enqueued_per_s(self) -> float:
-        return self.messages / self.enqueue_s
-
-    @property
-    def messages_per_s(self) -> float:
-        return self.messages / self.total_s
-
-
-def db_reading(mongodb_url: str) -> Reading:
-    """The database's ``serverStatus`` operation counters (the database serves this run only)."""
-
-    def read() -> dict[str, float]:
-        with mongo_client(mongodb_url) as client:
-            counters: dict[str, float] = client.admin.command("serverStatus")["opcounters"]
-            return counters
-
-    return read
 
 
 # --- (a) engineroom ------------------------------------------------------------------------------------------
@@ -230,7 +217,7 @@ async def _await_completions(listener: asyncio.Task[None], tracker: Tracker, tim
         raise RuntimeError(f"{len(tracker.completed)}/{tracker.jobs} completions seen after {timeout_s} s")
 
 
-async def discard(task: asyncio.Task[None]) -> None:
+async def discard(task: asyncio.Task[Any]) -> None:
     """Cancel ``task`` and drop its outcome: by now it was either re-raised or superseded by another error."""
     task.cancel()
     await asyncio.wait({task})
@@ -265,66 +252,43 @@ async def engineroom_burst(stack: Stack, config: BenchConfig) -> EngineroomSampl
 def measure_engineroom(ctx: RunContext[BenchConfig], repeat: int) -> EngineroomSample:
     """Start an API and a worker on a fresh database, run one burst, stop both."""
     with engineroom_stack(ctx, repeat, ENGINE) as stack:
-        assert stack.worker is not None
-        cpu = Delta(cpu_reading({"api": stack.api.pid, "worker": stack.worker.pid, "secantusd": ctx.database_pid}))
+        cpu = Delta(cpu_reading(stack.process_groups(ctx.database_pid)))
         db_ops = Delta(db_reading(ctx.mongodb_url))
         sample = asyncio.run(engineroom_burst(stack, ctx.config))
         return replace(sample, cpu_s=cpu.since(), db_ops_per_job=db_ops.since(per=ctx.config.jobs))
-
-
-# --- (b) raw Dramatiq ----------------------------------------------------------------------------------------
-
-
-def _finish_times(counter: Path) -> list[float]:
-    return [float(line) for line in counter.read_text().splitlines()]
-
-
-def _raw_burst(ctx: RunContext[BenchConfig], counter: Path, worker: subprocess.Popen[bytes], log: Path) -> RawSample:
-    start = time.time()
-    enqueue_noops(ctx.config.amqp_url, ctx.raw_queue, ctx.config.jobs)
-    enqueued = time.time()
-    deadline = time.monotonic() + ctx.config.timeout_s
-    while len(times := _finish_times(counter)) < ctx.config.jobs:
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"raw dramatiq: {len(times)}/{ctx.config.jobs} processed; see {log}")
-        time.sleep(POLL_S)
-    return RawSample(messages=ctx.config.jobs, enqueue_s=enqueued - start, total_s=max(times) - start)
-
-
-def measure_raw(ctx: RunContext[BenchConfig], repeat: int) -> RawSample:
-    """Start a plain ``dramatiq`` worker, run one burst of no-op messages, stop it."""
-    counter = ctx.work_dir / f"raw-{repeat}.times"
-    counter.touch()
-    with raw_worker(ctx, repeat, counter) as worker:
-        cpu = Delta(cpu_reading({"worker": worker.pid}))
-        sample = _raw_burst(ctx, counter, worker, ctx.log(f"raw-worker-{repeat}"))
-        return replace(sample, cpu_s=cpu.since())
 
 
 # --- the run -------------------------------------------------------------------------------------------------
 
 
 def run(config: BenchConfig) -> dict[str, Any]:
-    """All repeats, interleaved; returns the report (samples, summary, log findings)."""
+    """All repeats, interleaved (engineroom, floor, raw); returns the report (samples, summary, log findings)."""
     engineroom_samples: list[EngineroomSample] = []
+    floor_samples: list[FloorSample] = []
     raw_samples: list[RawSample] = []
     load_before = os.getloadavg()
     with run_context(config, "burst") as ctx:
         for repeat in range(1, config.repeat + 1):
             engineroom_samples.append(sample := measure_engineroom(ctx, repeat))
             print(f"  #{repeat} engineroom {sample.jobs_per_s:8.1f} jobs/s  ({sample.accepted_per_s:.1f} accepted/s)")
-            raw_samples.append(raw := measure_raw(ctx, repeat))
+            if config.floor:
+                floor = measure_floor(ctx, repeat, config.jobs, max(1, config.batch_size), config.timeout_s)
+                floor_samples.append(floor)
+                print(f"  #{repeat} floor      {floor.jobs_per_s:8.1f} jobs/s  ({floor_mode(floor.insert_batch)})")
+            raw_samples.append(raw := measure_raw(ctx, repeat, config.jobs, config.timeout_s))
             print(f"  #{repeat} raw        {raw.messages_per_s:8.1f} msgs/s  ({raw.enqueued_per_s:.1f} enqueued/s)")
-    return {**report(config, ctx.work_dir, engineroom_samples, raw_samples), **machine(load_before)}
+    figures_ = figures(engineroom_samples, floor_samples, raw_samples)
+    report = run_report(config, ctx.work_dir, engineroom_samples, raw_samples, figures_)
+    return {**report, "floor": [asdict(floor) for floor in floor_samples], **machine(load_before)}
 
 
 # --- the report ----------------------------------------------------------------------------------------------
 
 
-def figures(engineroom: list[EngineroomSample], raw: list[RawSample]) -> list[Figure]:
-    """Each reported figure with its value per repeat; the ratio pairs each repeat with its raw neighbour."""
+def figures(engineroom: list[EngineroomSample], floor: list[FloorSample], raw: list[RawSample]) -> list[Figure]:
+    """Each reported figure with its value per repeat; a ratio pairs each repeat with its neighbour's."""
     ratios = [e.jobs_per_s / r.messages_per_s for e, r in zip(engineroom, raw, strict=True)]
-    return [
+    rows: list[Figure] = [
         ("engineroom end-to-end jobs/s", [s.jobs_per_s for s in engineroom]),
         ("engineroom submit-only accepted/s", [s.accepted_per_s for s in engineroom]),
         ("engineroom latency p50 s", [s.latency_p50_s for s in engineroom]),
@@ -333,9 +297,23 @@ def figures(engineroom: list[EngineroomSample], raw: list[RawSample]) -> list[Fi
         ("raw dramatiq enqueue-only msgs/s", [s.enqueued_per_s for s in raw]),
         ("ratio engineroom/raw (jobs/s)", ratios),
         *breakdown("engineroom cpu-s", [s.cpu_s for s in engineroom]),
+        *per_job_figures(
+            "engineroom",
+            [s.cpu_s for s in engineroom],
+            [s.db_ops_per_job for s in engineroom],
+            [s.jobs for s in engineroom],
+        ),
         *breakdown("raw cpu-s", [s.cpu_s for s in raw]),
-        *breakdown("engineroom db ops/job:", [s.db_ops_per_job for s in engineroom]),
     ]
+    if floor:
+        rows += floor_figures("floor", floor)
+        rows.append(
+            (
+                "ratio engineroom/floor (jobs/s)",
+                [e.jobs_per_s / f.jobs_per_s for e, f in zip(engineroom, floor, strict=True)],
+            )
+        )
+    return rows
 
 
 def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
@@ -344,18 +322,13 @@ def breakdown(label: str, readings: list[dict[str, float]]) -> list[Figure]:
     return [(f"{label} {name}", [reading[name] for reading in readings]) for name in names]
 
 
-def report(
-    config: BenchConfig, work_dir: Path, engineroom: list[EngineroomSample], raw: list[RawSample]
-) -> dict[str, Any]:
-    return run_report(config, work_dir, engineroom, raw, figures(engineroom, raw))
-
-
 def comparisons(result: dict[str, Any]) -> list[Comparison]:
-    """The suite's throughput line: end-to-end jobs/s against raw Dramatiq's msgs/s, ratio per repeat pair."""
+    """The suite's throughput lines: end-to-end jobs/s against raw Dramatiq's msgs/s (the target), then against
+    the floor, and the floor's database round trips and SecantusDB CPU per job beside engineroom's."""
     summary, config = result["summary"], result["config"]
     ratio = summary["ratio engineroom/raw (jobs/s)"]["median"]
     path = f"batch {config['batch_size']}" if config.get("batch_size") else "POST /jobs"
-    return [
+    lines = [
         Comparison(
             figure=f"throughput jobs/s ({config['jobs']} jobs, {path})",
             engineroom=summary["engineroom end-to-end jobs/s"],
@@ -366,6 +339,21 @@ def comparisons(result: dict[str, Any]) -> list[Comparison]:
             ratio=ratio,
         )
     ]
+    if "floor jobs/s" in summary:
+        mode = floor_mode(max(1, config.get("batch_size", 0)))
+        lines.append(
+            Comparison(
+                figure=f"throughput jobs/s vs floor ({config['jobs']} jobs)",
+                engineroom=summary["engineroom end-to-end jobs/s"],
+                baseline=summary["floor jobs/s"],
+                baseline_is=f"plain Dramatiq actor, minimal job document on the same SecantusDB, {mode}",
+                target="-",
+                met=None,
+                ratio=summary["ratio engineroom/floor (jobs/s)"]["median"],
+            )
+        )
+        lines += cost_comparisons(summary, "throughput", "engineroom", "floor")
+    return lines
 
 
 def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path]:
@@ -375,6 +363,9 @@ def parse_args(argv: list[str] | None) -> tuple[BenchConfig, Path]:
     parser.add_argument("--concurrency", type=int, default=48, help="HTTP requests in flight (submits or batches)")
     parser.add_argument("--batch-size", type=int, default=0, help="submit over POST /jobs/batch, N jobs per request")
     parser.add_argument("--timeout-s", type=float, default=300.0, help="per burst")
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="skip the floor baseline (plain actor, same database)"
+    )
     args = parser.parse_args(argv)
     return config_from_args(BenchConfig, args), args.output
 

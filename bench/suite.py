@@ -1,14 +1,18 @@
-"""The whole suite: every benchmark, one combined table of engineroom against its baseline, one JSON file.
+"""The whole suite: every benchmark, one combined table of engineroom against its baselines, one JSON file.
 
-Runs, in order: throughput (``burst`` with ``--batch-size``, jobs through ``POST /jobs/batch``), latency
-(``latency``), batch submit (``batch``), memory (``delayed``) and WebSocket fan-out (``ws``). Each benchmark
-interleaves its own repeats (engineroom, baseline, engineroom, baseline, ...) and measures its baseline in the same
-run; the WebSocket one runs each side once (it has no repeats). Each line of the table gives the engineroom median
-and min..max, the baseline's, their ratio, the target and whether it is met.
+Runs, in order: throughput (``burst`` with ``--batch-size``, jobs through ``POST /jobs/batch``, the engine's limit
+raised to the worker's threads, beside the floor and raw Dramatiq), the floor alone (``floor``: the plain
+Dramatiq actor with a minimal job document, one insert per job and ``insert_many``), the backlog (``backlog``:
+jobs behind ``general``'s default limit, with a scheduler, beside the floor), latency (``latency``), batch submit
+(``batch``), memory (``delayed``) and WebSocket fan-out (``ws``). Each benchmark interleaves its own repeats
+(engineroom, baseline, engineroom, baseline, ...) and measures its baselines in the same run; the WebSocket one
+runs each side once (it has no repeats). Each line of the table gives the engineroom median and min..max, the
+baseline's, their ratio, the target and whether it is met.
 
-Sizes: the benchmarks' defaults, except that throughput runs 2,000 jobs (``--full``: 10,000, the brief's figure);
-``--quick`` shrinks everything to a smoke run whose figures check that the suite works, not how fast anything is.
-A benchmark that fails is reported (its error in the JSON and the table) and the others still run.
+Sizes: the benchmarks' defaults, except that throughput and the backlog run 2,000 jobs (``--full``: 10,000, the
+issues' figure); ``--quick`` shrinks everything to a smoke run whose figures check that the suite works, not how
+fast anything is. A benchmark that fails is reported (its error in the JSON and the table) and the others still
+run.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import batch_submit, burst, delayed, latency, ws_fanout
+from bench import backlog, batch_submit, burst, delayed, floor, latency, ws_fanout
 from bench._common import (
     RESULTS_DIR,
     Comparison,
@@ -86,13 +90,23 @@ def ws_comparisons(result: dict[str, Any]) -> list[Comparison]:
     ]
 
 
-def parts(repeat: int, quick: bool, full: bool, amqp_url: str) -> list[Part]:
+def parts(repeat: int, quick: bool, full: bool, amqp_url: str, backlog_cap_s: float) -> list[Part]:
     """The benchmarks with the suite's sizes; ``--repeat`` and ``--amqp-url`` go to each that has them."""
     common = ["--repeat", str(repeat), "--amqp-url", amqp_url]
-    throughput_jobs = "200" if quick else "10000" if full else "2000"
-    throughput = ["--jobs", throughput_jobs, "--batch-size", "100" if quick else "1000", "--concurrency", "2"]
+    jobs = "200" if quick else "10000" if full else "2000"
+    batch_size = "100" if quick else "1000"
+    throughput = ["--jobs", jobs, "--batch-size", batch_size, "--concurrency", "2"]
+    backlog_size = ["--jobs", "300", "--window", "100"] if quick else ["--jobs", jobs]
+    backlog_argv = [*common, *backlog_size, "--batch-size", batch_size, "--time-cap-s", f"{backlog_cap_s:g}"]
     return [
         Part("throughput", [*common, *throughput], _runner(burst.parse_args, burst.run), burst.comparisons),
+        Part(
+            "floor",
+            [*common, "--jobs", "200" if quick else "2000", "--batch-size", batch_size],
+            _runner(floor.parse_args, floor.run),
+            floor.comparisons,
+        ),
+        Part("backlog", backlog_argv, _runner(backlog.parse_args, backlog.run), backlog.comparisons),
         Part(
             "latency",
             [*common, *(["--jobs", "100", "--warmup", "5"] if quick else [])],
@@ -157,13 +171,16 @@ def parse_args(argv: list[str] | None) -> tuple[list[Part], Path]:
     add_run_options(parser, repeat=3, output=DEFAULT_OUTPUT, workers=False)
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="smoke-run sizes: checks the suite, not the speed")
-    sizes.add_argument("--full", action="store_true", help="throughput with 10,000 jobs, the brief's figure")
-    names = ("throughput", "latency", "batch", "memory", "ws")
+    sizes.add_argument("--full", action="store_true", help="throughput and backlog with 10,000 jobs")
+    names = ("throughput", "floor", "backlog", "latency", "batch", "memory", "ws")
     parser.add_argument("--only", nargs="+", choices=names, help="run these benchmarks only")
+    parser.add_argument(
+        "--backlog-cap-s", type=float, default=600.0, help="stop each backlog repeat this long after it started"
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    every = parts(args.repeat, args.quick, args.full, args.amqp_url)
+    every = parts(args.repeat, args.quick, args.full, args.amqp_url, args.backlog_cap_s)
     return [part for part in every if not args.only or part.name in args.only], args.output
 
 

@@ -170,8 +170,16 @@ def client_processes(
             plan.write_text(json.dumps({"sockets": sockets, "wave": config.wave, "compression": config.compression}))
             argv = [sys.executable, "-m", "bench._ws_clients", str(plan)]
             with (work_dir / f"{tag}-clients-{number}.log").open("ab") as log:
-                pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": log}
-                processes.append(subprocess.Popen(argv, **pipes, cwd=REPO_ROOT, env=process_env({})))
+                processes.append(
+                    subprocess.Popen(
+                        argv,
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=log,
+                        cwd=REPO_ROOT,
+                        env=process_env({}),
+                    )
+                )
         openings = [_read_report(process, work_dir, time.monotonic() + CONNECT_TIMEOUT_S) for process in processes]
         yield processes, openings
     finally:
