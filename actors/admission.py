@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -262,7 +262,7 @@ class _LineConsumer(_RabbitmqConsumer):
     def __init__(self, broker: RabbitmqBroker, queue_name: str, timeout_ms: int) -> None:
         self.broker = broker
         self.queue_name = queue_name
-        self.logger = get_logger(__name__, type(self))
+        self.logger = get_logger(__name__, type(self))  # type: ignore[no-untyped-call]
         try:
             self.connection = pika.BlockingConnection(parameters=broker.parameters)
             self.channel = self.connection.channel()
@@ -270,7 +270,7 @@ class _LineConsumer(_RabbitmqConsumer):
             self.iterator = self.channel.consume(queue_name, inactivity_timeout=timeout_ms / 1000)
             self.known_tags: set[int] = set()
         except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
-            raise ConnectionClosed(exc) from None
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
 
 class GatedConsumer(Consumer):
@@ -291,19 +291,20 @@ class GatedConsumer(Consumer):
         self._admitted: set[Any] = set()
         self._admitted_lock = threading.Lock()
 
-    def __iter__(self) -> Iterator[MessageProxy | None]:
+    def __iter__(self) -> GatedConsumer:
         return self
 
     def __next__(self) -> MessageProxy | None:
         if self._paused:
-            return self._while_paused()
+            self._while_paused()
+            return None
         if self._held is None:
             message = next(self.inner)
             if message is None:
                 self.gate.release_offers(self.engine)
                 return None
             self._hold(message)
-        if self._freed.is_set() or time.monotonic() >= self._next_try:
+        if self._held is not None and (self._freed.is_set() or time.monotonic() >= self._next_try):
             self._freed.clear()
             return self._try_admit(self._held)
         self.line.idle(IDLE_STEP_S)
@@ -365,10 +366,10 @@ class GatedConsumer(Consumer):
                 self._paused = False
                 self.line.start_fetching()
                 logger.info("%s is resumed: consuming it again", self.engine)
-                return None
+                return
             self._next_try = time.monotonic() + RETRY_INTERVAL_S
         self.line.idle(IDLE_STEP_S)
-        return None
+        return
 
     def _set_prefetch(self) -> None:
         """Admitted messages plus the one this consumer may hold."""

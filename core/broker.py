@@ -68,7 +68,7 @@ class _PriorityLine(Queue[bytes]):
     RabbitMQ's priority queues (``x-max-priority``) keep, for the in-process broker."""
 
     def _init(self, maxsize: int) -> None:
-        self.queue: list[tuple[int, int, bytes]] = []  # type: ignore[assignment]
+        self.queue: list[tuple[int, int, bytes]] = []
         self._arrivals = itertools.count()
 
     def _qsize(self) -> int:

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     #: Where ``engineroom worker`` serves its processes' metrics (Dramatiq's exposition server); 0 turns it off.
     worker_metrics_host: str = "0.0.0.0"
     worker_metrics_port: int = 9191
+    #: Count every MongoDB command into ``engineroom_mongodb_commands_total`` (pymongo's command monitoring, a small
+    #: cost per command): the round trips per job, for the bench and for diagnosing load. Off by default.
+    count_mongodb_commands: bool = False
     #: ``engineroom worker --autoscale MIN:MAX`` adds a process when its engines' ready jobs per process stay above
     #: this for ``autoscale_sustain_s``, and removes one once none has been ready for ``autoscale_cooldown_s``.
     autoscale_backlog_per_process: float = 4.0

@@ -66,6 +66,8 @@ def count_published(event_type: str) -> None:
 
 def count_delivered(event_type: str) -> None:
     EVENTS_DELIVERED.labels(event_type).inc()
+
+
 MONGODB_COMMANDS = Counter(
     "engineroom_mongodb_commands_total",
     "Commands (round trips) this process sent to MongoDB, by command name: the database work per job.",

@@ -40,7 +40,7 @@ def connect(
         tz_aware=True,
         serverSelectionTimeoutMS=SERVER_SELECTION_TIMEOUT_MS,
         uuidRepresentation="standard",
-        event_listeners=[_COMMAND_COUNTER, *event_listeners],
+        event_listeners=[*([_COMMAND_COUNTER] if settings.count_mongodb_commands else []), *event_listeners],
     )
 
 

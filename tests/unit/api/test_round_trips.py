@@ -47,9 +47,8 @@ def _wait_until_completed(app_settings: Settings, count: int, timeout_s: float =
 @pytest.fixture
 def app_settings(settings: Settings, mongodb_url: str) -> Settings:
     """The in-process gateway at the scheduler's default pace (a tick's sweeps cost the same, whatever the load)."""
-    return gateway_settings(
-        settings, mongodb_url, scheduler_interval_s=Settings.model_fields["scheduler_interval_s"].default
-    )
+    default_interval_s = Settings.model_fields["scheduler_interval_s"].default
+    return gateway_settings(settings, mongodb_url, scheduler_interval_s=default_interval_s, count_mongodb_commands=True)
 
 
 @pytest.mark.timeout(180)
