@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: A tick phase slower than this is logged (a stalled scheduler releases no retries, parked or unsent jobs).
 SLOW_PHASE_S = 2.0
 
+#: Seconds between two sweeps for due pauses and due cron ticks (both are whole-second affairs).
+PACED_PHASE_S = 1.0
+
 #: The lease that makes one scheduler the leader.
 LEADER_LEASE = "scheduler"
 #: Jobs one sweep handles at most; the next tick takes the rest.
@@ -90,6 +93,9 @@ class Scheduler:
         grace_s = max(SKIP_GRACE_S, 2 * self.leader_ttl_s)
         self.schedule_firer = ScheduleFirer(stores.schedules, submitter, grace_s=grace_s)
         self.broker_watch = BrokerWatch(settings, stores.jobs, dispatcher)
+        self._phases = self._paced_phases()
+        #: When each phase runs next (``time.monotonic()``); a phase not in it yet runs at the next tick.
+        self._next_run: dict[str, float] = {}
 
     async def run_forever(self) -> None:
         """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
@@ -114,25 +120,39 @@ class Scheduler:
             logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
 
     async def tick(self) -> None:
-        phases: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("release_due_scheduled", self.release_due_scheduled),
-            ("release_ready_dependents", self.release_ready_dependents),
-            ("finish_workflows", lambda: finish_workflows(self.workflows, self.jobs, self.publisher)),
-            ("release_due_retries", self.release_due_retries),
-            ("recover_orphans", self.recover_orphans),
-            ("resume_due_pauses", self.resume_due_pauses),
-            ("fire_due_schedules", self.fire_due_schedules),
-            ("start_parked", self.start_parked),
-            ("send_undispatched", self.send_undispatched),
-            ("resend_lost_messages", self.broker_watch.tick),  # scheduler/reconcile.py: after the outbox's sends
-        ]
-        for name, phase in phases:
+        """Run every phase that is due: most each tick, the sweeps for rare events at their own pace."""
+        now = time.monotonic()
+        for name, phase, every_s in self._phases:
+            if now < self._next_run.get(name, 0.0):
+                continue
+            self._next_run[name] = now + every_s
             started = time.monotonic()
             await phase()
             took_s = time.monotonic() - started
             # The lease is renewed between ticks only: a phase this slow risks another scheduler taking over.
             if took_s > SLOW_PHASE_S:
                 logger.warning("scheduler tick: %s took %.1f s", name, took_s)
+
+    def _paced_phases(self) -> list[tuple[str, Callable[[], Awaitable[None]], float]]:
+        """The tick's phases in order, each with the seconds between its runs. Each sweep is a query or more on
+        an idle system too, so those for rare events (a lost worker, a due pause or cron tick, an unsent message)
+        run only as often as their own timescale asks: the database then answers a handful of queries a second
+        at rest, not a dozen per tick."""
+        tick_s, every_tick = self.settings.scheduler_interval_s, 0.0
+        return [
+            ("release_due_scheduled", self.release_due_scheduled, every_tick),
+            ("release_ready_dependents", self.release_ready_dependents, every_tick),
+            ("finish_workflows", lambda: finish_workflows(self.workflows, self.jobs, self.publisher), every_tick),
+            ("release_due_retries", self.release_due_retries, every_tick),
+            # A lease lapses after job_lease_s: looking four times as often finds an orphan soon enough.
+            ("recover_orphans", self.recover_orphans, max(tick_s, self.settings.job_lease_s / 4)),
+            ("resume_due_pauses", self.resume_due_pauses, max(tick_s, PACED_PHASE_S)),
+            ("fire_due_schedules", self.fire_due_schedules, max(tick_s, PACED_PHASE_S)),
+            ("start_parked", self.start_parked, every_tick),
+            # A message is late only after dispatch_grace_s.
+            ("send_undispatched", self.send_undispatched, max(tick_s, self.settings.dispatch_grace_s / 2)),
+            ("resend_lost_messages", self.broker_watch.tick, every_tick),  # scheduler/reconcile.py: after the outbox
+        ]
 
     async def resume_due_pauses(self) -> None:
         """Resume engines paused ``until`` a time that has come."""
