@@ -152,7 +152,7 @@ class SlotGate:
         else a free one; that handed-over slot is freed if it cannot be taken over."""
         job_id = str(message.args[0]) if message.args else ""
         tenant_id = str(message.options.get("tenant_id", ""))
-        until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
+        until = utcnow() + timedelta(seconds=self.settings.slot_lease_s)
         if self._try_acquire(engine, job_id, tenant_id, until, replacing):
             if replacing is not None:
                 self.held.forget(replacing, freed=False)

@@ -186,12 +186,13 @@ class JobRunner:
 
     def renew_leases(self) -> None:
         """Extend the job and slot leases of every job this process runs (on the heartbeat's own connection)."""
-        until = utcnow() + timedelta(seconds=self.settings.job_lease_s)
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.job_lease_s)
         running = self.running.ids()
         if running:
             self.call_heartbeat_stores(lambda stores: stores.jobs.renew_leases(running, self.worker_id, until))
-        held = self.slots.ids()
-        self.call_heartbeat_stores(lambda stores: stores.queues.renew(held, self.worker_id, until))
+        held, slots_until = self.slots.ids(), now + timedelta(seconds=self.settings.slot_lease_s)
+        self.call_heartbeat_stores(lambda stores: stores.queues.renew(held, self.worker_id, slots_until))
 
     # -- a job's life --
 
@@ -262,7 +263,7 @@ class JobRunner:
     def _take_slot(self, job: JobDocument) -> bool:
         """Take a slot for a job whose message came by no gated consumer (a direct call): one try."""
         now = utcnow()
-        until = now + timedelta(seconds=self.settings.job_lease_s)
+        until = now + timedelta(seconds=self.settings.slot_lease_s)
         taken = self._call(
             lambda stores: stores.queues.try_acquire(
                 job.engine, job_id=job.id, tenant_id=job.tenant_id, worker_id=self.worker_id, until=until, now=now

@@ -26,6 +26,10 @@ DEFAULT_ENGINE_CONCURRENCY: dict[str, int] = {
 ENGINES: tuple[str, ...] = tuple(DEFAULT_ENGINE_CONCURRENCY)
 
 
+#: An engine slot's lease, in job leases (``Settings.slot_lease_s``).
+SLOT_LEASE_JOB_LEASES = 4
+
+
 class Settings(BaseSettings):
     """Everything configurable about an engineroom process."""
 
@@ -158,6 +162,13 @@ class Settings(BaseSettings):
     def notifier_queue(self) -> str:
         """The durable RabbitMQ queue, bound to the events exchange, that the notifiers share."""
         return f"{self.namespace}engineroom.notifier"
+
+    @property
+    def slot_lease_s(self) -> float:
+        """How long an engine slot stays held without renewal. Longer than a job's lease: a worker's slots must not
+        lapse because its heartbeat is late (a saturated database), or another would start a job over the limit;
+        the scheduler frees the slots of a worker that is gone once its heartbeat stops (``reclaim_slots``)."""
+        return SLOT_LEASE_JOB_LEASES * self.job_lease_s
 
     def queue_name(self, engine: str) -> str:
         """The RabbitMQ queue that carries an engine's jobs."""

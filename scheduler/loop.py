@@ -146,6 +146,7 @@ class Scheduler:
             ("release_due_retries", self.release_due_retries, every_tick),
             # A lease lapses after job_lease_s: looking four times as often finds an orphan soon enough.
             ("recover_orphans", self.recover_orphans, max(tick_s, self.settings.job_lease_s / 4)),
+            ("reclaim_slots", self.reclaim_slots, max(tick_s, self.settings.job_lease_s / 4)),
             ("resume_due_pauses", self.resume_due_pauses, max(tick_s, PACED_PHASE_S)),
             ("fire_due_schedules", self.fire_due_schedules, max(tick_s, PACED_PHASE_S)),
             ("start_parked", self.start_parked, every_tick),
@@ -233,6 +234,28 @@ class Scheduler:
                 await self._requeue(job, JobState.RUNNING, detail=lost, lease_expires_at=job.lease_expires_at)
             else:
                 await self._fail_lost(job, lost)
+
+    async def reclaim_slots(self) -> None:
+        """Free the engine slots of workers that are gone: not live (``GET /workers``) and not renewing for a job
+        lease. A slot's own lease is longer (``Settings.slot_lease_s``), so a live worker's slots never lapse
+        because its heartbeat is late; a dead one's come back here, about as soon as its jobs are re-queued."""
+        now = utcnow()
+        queues = [queue for queue in await self.queues.all() if queue.holders]
+        if not queues:
+            return
+        live_workers = {worker.id for worker in await self.workers.live()}
+        # A holder renewed at r expires at r + slot_lease_s: one not renewed for a job lease expires before this.
+        stale_before = now + timedelta(seconds=self.settings.slot_lease_s - self.settings.job_lease_s)
+        for queue in queues:
+            for holder in queue.live_holders(now):
+                if holder.worker_id not in live_workers and holder.expires_at < stale_before:
+                    logger.info(
+                        "freeing the %s slot held for job %s by worker %s: the worker is gone",
+                        queue.engine,
+                        holder.job_id,
+                        holder.worker_id,
+                    )
+                    await self.queues.release(queue.engine, holder.job_id, holder.worker_id)
 
     async def send_undispatched(self) -> None:
         """Send the messages of jobs stored while RabbitMQ was unreachable (or whose sender died)."""

@@ -15,6 +15,7 @@ from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
+from engineroom.models.queue import QueueLimits
 from engineroom.models.worker import ProcessKind, WorkerPublic
 from engineroom.notifications.bus import LocalEventBus
 from engineroom.notifications.publisher import AsyncEventPublisher
@@ -145,3 +146,25 @@ async def test_a_worker_that_lost_its_job_cannot_record_an_outcome_over_the_next
     assert not await jobs.set_progress(job.id, job.progress, "old-holder")
     stored = await jobs.get(job.id)
     assert stored is not None and stored.state == JobState.RUNNING
+
+
+async def _hold_slot(cluster: _Cluster, job_id: str, worker_id: str, *, renewed_s_ago: float) -> None:
+    """A slot of ``general`` that ``worker_id`` last renewed ``renewed_s_ago`` seconds ago."""
+    settings = cluster.scheduler.settings
+    renewed = utcnow() - timedelta(seconds=renewed_s_ago)
+    until = renewed + timedelta(seconds=settings.slot_lease_s)
+    acquired = await cluster.stores.queues.try_acquire(
+        "general", job_id=job_id, tenant_id="acme", worker_id=worker_id, until=until, now=utcnow()
+    )
+    assert acquired
+
+
+async def test_the_slots_of_a_gone_worker_are_freed_and_a_late_live_one_keeps_its_own(cluster: _Cluster) -> None:
+    lease_s = cluster.scheduler.settings.job_lease_s
+    await cluster.stores.queues.set_limits("general", QueueLimits(max_concurrency=3))
+    await _hold_slot(cluster, "late", "slow-worker", renewed_s_ago=2 * lease_s)
+    await _beat(cluster, "slow-worker", ["late"])
+    await _hold_slot(cluster, "orphan", "gone-worker", renewed_s_ago=2 * lease_s)
+    await _hold_slot(cluster, "fresh", "just-started-worker", renewed_s_ago=0)  # no heartbeat document yet
+    await cluster.scheduler.reclaim_slots()
+    assert sorted(await _holders(cluster)) == [("fresh", "just-started-worker"), ("late", "slow-worker")]
