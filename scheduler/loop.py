@@ -21,6 +21,7 @@ from engineroom.core.ids import new_id, process_identity
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
+from engineroom.models.worker import WorkerPublic
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
 from engineroom.scheduler.cron import SKIP_GRACE_S
@@ -223,7 +224,7 @@ class Scheduler:
         lapsed = await self.jobs.expired_leases(utcnow(), SWEEP_BATCH)
         if not lapsed:
             return
-        live_workers = {worker.id: worker for worker in await self.workers.live()}
+        live_workers = {worker.id: worker for worker in await self._not_gone_workers()}
         for job in lapsed:
             if not is_orphaned(job, live_workers):
                 logger.debug("the lease of job %s lapsed, but worker %s is alive and runs it", job.id, job.worker_id)
@@ -235,6 +236,11 @@ class Scheduler:
             else:
                 await self._fail_lost(job, lost)
 
+    async def _not_gone_workers(self) -> list[WorkerPublic]:
+        """Workers that beat within two job leases: one late heartbeat (a loaded host, a saturated database) does not
+        make a worker gone, so its jobs and slots are not taken while it runs them."""
+        return await self.workers.live(utcnow() - timedelta(seconds=self.settings.job_lease_s))
+
     async def reclaim_slots(self) -> None:
         """Free the engine slots of workers that are gone: not live (``GET /workers``) and not renewing for a job
         lease. A slot's own lease is longer (``Settings.slot_lease_s``), so a live worker's slots never lapse
@@ -243,7 +249,7 @@ class Scheduler:
         queues = [queue for queue in await self.queues.all() if queue.holders]
         if not queues:
             return
-        live_workers = {worker.id for worker in await self.workers.live()}
+        live_workers = {worker.id for worker in await self._not_gone_workers()}
         # A holder renewed at r expires at r + slot_lease_s: one not renewed for a job lease expires before this.
         stale_before = now + timedelta(seconds=self.settings.slot_lease_s - self.settings.job_lease_s)
         for queue in queues:
