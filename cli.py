@@ -20,13 +20,16 @@ logger = logging.getLogger("engineroom.cli")
 
 #: Subcommands that talk to the API as a client and need none of the server's settings.
 CLIENT_COMMANDS = frozenset({"submit", "watch"})
+#: Default ``engineroom api --grace-s``: with the 5 s exit margin, within Kubernetes' default 30 s termination grace.
+API_GRACE_S = 20.0
+#: Default ``engineroom scheduler --grace-s``.
+SCHEDULER_GRACE_S = 10.0
 
 
 def _api(args: argparse.Namespace) -> int:
-    import uvicorn
+    from engineroom.api.server import serve_api
 
-    uvicorn.run("engineroom.api.app:create_app", factory=True, host=args.host, port=args.port, log_level="info")
-    return 0
+    return serve_api(args.host, args.port, args.grace_s)
 
 
 def _worker(args: argparse.Namespace) -> int:
@@ -34,10 +37,12 @@ def _worker(args: argparse.Namespace) -> int:
         return _supervise(args)
     from engineroom.actors.worker_metrics import worker_metrics_environment
     from engineroom.autoscale.children import follow_supervisor
+    from engineroom.core.shutdown import worker_grace_environment
 
     follow_supervisor()  # a child of ``--autoscale``: drain when the supervisor dies, even by SIGKILL
     with worker_metrics_environment(get_settings()):  # before dramatiq is imported: see its docstring
-        return _run_dramatiq(args)
+        with worker_grace_environment(args.grace_s):  # Dramatiq does not tell its worker processes
+            return _run_dramatiq(args)
 
 
 def _supervise(args: argparse.Namespace) -> int:
@@ -45,6 +50,7 @@ def _supervise(args: argparse.Namespace) -> int:
 
     from engineroom.autoscale.children import WorkerCommand
     from engineroom.autoscale.supervisor import policy_from, supervise
+    from engineroom.core.shutdown import ExitDeadline
 
     if args.processes is not None:
         raise SystemExit("--autoscale MIN:MAX decides the number of processes: drop --processes")
@@ -54,7 +60,9 @@ def _supervise(args: argparse.Namespace) -> int:
     command = WorkerCommand(
         _engines(args.engines), args.threads, args.grace_s, args.notifications, settings.worker_metrics_port
     )
-    return asyncio.run(supervise(settings, command, policy_from(settings, min_processes, max_processes)))
+    deadline = ExitDeadline()
+    policy = policy_from(settings, min_processes, max_processes)
+    return deadline.finish(asyncio.run(supervise(settings, command, policy, deadline)))
 
 
 def _process_range(value: str) -> tuple[int, int]:
@@ -89,10 +97,12 @@ def _run_dramatiq(args: argparse.Namespace) -> int:
 def _scheduler(args: argparse.Namespace) -> int:
     import asyncio
 
+    from engineroom.core.shutdown import ExitDeadline
     from engineroom.scheduler.process import serve_scheduler
 
-    asyncio.run(serve_scheduler(get_settings()))
-    return 0
+    deadline = ExitDeadline()
+    asyncio.run(serve_scheduler(get_settings(), deadline, grace_s=args.grace_s))
+    return deadline.finish(0)
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -206,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="run the REST + WebSocket gateway")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
+    api.add_argument(
+        "--grace-s",
+        type=float,
+        default=API_GRACE_S,
+        help="on SIGTERM, how long open requests may finish; it exits within this plus a few seconds",
+    )
     api.set_defaults(run=_api)
 
     worker = commands.add_parser("worker", help="run Dramatiq workers for engine queues")
@@ -228,11 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace-s",
         type=float,
         default=600.0,
-        help="on SIGTERM, how long running jobs may finish before the rest go back to the queue",
+        help="on SIGTERM, how long running jobs may finish before the rest go back to the queue; it exits within "
+        "this plus a few seconds",
     )
     worker.set_defaults(run=_worker)
 
     scheduler = commands.add_parser("scheduler", help="release retries, recover orphaned jobs, send the outbox")
+    scheduler.add_argument(
+        "--grace-s",
+        type=float,
+        default=SCHEDULER_GRACE_S,
+        help="on SIGTERM, how long handing over (its lease, the notification in flight) may take; it exits within "
+        "this plus a few seconds",
+    )
     scheduler.set_defaults(run=_scheduler)
 
     token = commands.add_parser("token", help="print a JWT signed with ENGINEROOM_JWT_SECRET")

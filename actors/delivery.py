@@ -59,6 +59,10 @@ class Deliverer:
     def close(self) -> None:
         self._stores.close()
 
+    def stop_waiting_after(self, seconds: float) -> None:
+        """The worker is stopping: database calls of deliveries, waiting or new, give up ``seconds`` from now."""
+        self._stores.stop_waiting_after(seconds)
+
     def deliver(self, channel: NotificationChannel, notification_id: str) -> None:
         """Attempt the delivery unless it already succeeded or failed for good (a repeated message sends nothing
         twice), and record the attempt.

@@ -74,6 +74,11 @@ class WorkerPresence(Middleware):
         self.runner.on_heartbeat(self.beat)
         on_worker_lifecycle(broker, shutdown=self._forget)
 
+    @property
+    def exit_code(self) -> int:
+        """The code this process exits with once stopped: ``RECYCLE_EXIT_CODE`` if it is recycling itself, else 0."""
+        return RECYCLE_EXIT_CODE if self._exiting else 0
+
     # -- Dramatiq hooks --
 
     def after_worker_boot(self, broker: Broker, worker: Worker) -> None:

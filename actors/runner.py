@@ -159,6 +159,13 @@ class JobRunner:
         self._publishing.shutdown(wait=True)  # events given before the stop still go out
         self._stores.close()
 
+    def stop_waiting_after(self, seconds: float) -> None:
+        """The worker is stopping: database calls of this runner and its heartbeat, waiting or new, give up
+        ``seconds`` from now."""
+        for stores in (self._stores, self._beat_stores):
+            if stores is not None:
+                stores.stop_waiting_after(seconds)
+
     def on_heartbeat(self, beat: Callable[[], None]) -> None:
         """Also call ``beat`` on every heartbeat (from the heartbeat thread), after the leases are renewed."""
         self._beats.append(beat)

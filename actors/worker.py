@@ -10,9 +10,11 @@ from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.presence import WorkerPresence
 from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
+from engineroom.actors.shutdown import ShutdownDeadline
 from engineroom.core.broker import build_broker
 from engineroom.core.config import get_settings
 from engineroom.core.logs import configure_logging
+from engineroom.core.shutdown import worker_grace_s
 from engineroom.notifications.bus import rabbit_event_bus
 
 settings = get_settings()
@@ -21,9 +23,13 @@ load_task_modules(settings.task_module_names)
 broker = build_broker(settings)
 runner = JobRunner(settings, rabbit_event_bus(settings), broker)
 actors = declare_engine_actors(broker, settings, runner)
-delivery_actors = declare_delivery_actors(broker, settings, Deliverer(settings))
+deliverer = Deliverer(settings)
+delivery_actors = declare_delivery_actors(broker, settings, deliverer)
 # After the engine actors: its shutdown hook must run before the runner closes its stores (actors/presence.py).
 if settings.worker_metrics_port:  # Dramatiq's exposition server; why it fits: actors/worker_metrics.py
     broker.add_middleware(Prometheus())
 presence = WorkerPresence(settings, runner)
 presence.install(broker)
+# Last: its shutdown hook runs first, bounding the database calls of the others (actors/shutdown.py).
+shutdown = ShutdownDeadline(runner, presence, [runner, deliverer], grace_s=worker_grace_s())
+shutdown.install(broker)

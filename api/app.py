@@ -32,13 +32,14 @@ from engineroom.api.workflows import WorkflowService
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.dispatch import Dispatcher
+from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.notifications.bus import EventBus, Subscription, rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.preference_cache import PreferenceCache
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
 from engineroom.scheduler.loop import run_scheduler
-from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.client import bounded, connect, ensure_indexes
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
@@ -118,19 +119,20 @@ def create_app(
         try:
             yield
         finally:
-            if notifier is not None:
-                await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
-            if scheduler_task is not None:
-                scheduler_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler_task
-            subscription.close()
-            await dispatcher.close()
-            publisher.close()
-            enqueuer.close()
-            if bus is None:
-                events.close()
-            client.close()
+            with bounded(SHUTDOWN_DB_BUDGET_S):  # MongoDB may be gone: stopping must not wait on it
+                if notifier is not None:
+                    await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
+                if scheduler_task is not None:
+                    scheduler_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await scheduler_task
+                subscription.close()
+                await dispatcher.close()
+                publisher.close()
+                enqueuer.close()
+                if bus is None:
+                    events.close()
+                client.close()
 
     app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
     app.state.settings = settings

@@ -130,3 +130,7 @@ class WorkerProcesses:
     @property
     def alive(self) -> bool:
         return any(child.popen.poll() is None for child in self._children)
+
+    def running_pids(self) -> list[int]:
+        """The pids of the children that have not exited."""
+        return [child.popen.pid for child in self._children if child.popen.poll() is None]

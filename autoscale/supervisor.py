@@ -21,8 +21,9 @@ from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
 from engineroom.core.ids import process_identity
+from engineroom.core.shutdown import EXIT_MARGIN_S, SHUTDOWN_DB_BUDGET_S, ExitDeadline
 from engineroom.models.worker import Autoscale, ProcessKind, WorkerPublic
-from engineroom.store.client import connect
+from engineroom.store.client import bounded, connect
 from engineroom.store.stats import JobStats
 from engineroom.store.workers import WorkerStore
 
@@ -70,9 +71,16 @@ class Supervisor:
         self.last_change: tuple[str, datetime] | None = None
 
     async def run(self, stop: asyncio.Event, interval_s: float) -> None:
-        """Check every ``interval_s`` until ``stop`` is set, then drain every child and wait for it."""
+        """Check every ``interval_s`` until ``stop`` is set, then drain every child and wait for it. A check under way
+        when ``stop`` is set is cancelled: it may be waiting on a MongoDB that stopped answering."""
         while not stop.is_set():
-            await self.check()
+            check = asyncio.create_task(self.check())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({check, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (check, stopping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval_s)
         await self.stop()
@@ -93,15 +101,19 @@ class Supervisor:
         await self._beat()
 
     async def stop(self) -> None:
-        """SIGTERM every child (Dramatiq's graceful stop) and wait until each has finished its jobs and exited."""
+        """SIGTERM every child (Dramatiq's graceful stop), leave ``GET /workers``, and wait until each child has
+        finished its jobs and exited (each within its own grace and margin: ``core/shutdown.py``)."""
         logger.info("stopping: draining %d worker process(es)", self.children.active)
         self.children.forward(signal.SIGTERM)
+        try:
+            with bounded(SHUTDOWN_DB_BUDGET_S):  # while the children drain; MongoDB may be gone
+                await self.workers.remove(self.identity)
+        except StoreUnavailable:
+            logger.warning("could not remove the supervisor's heartbeat document; it lapses by itself")
         while self.children.alive:
             await asyncio.sleep(STOP_POLL_S)
             self._reap()
         self._reap()
-        with contextlib.suppress(StoreUnavailable):
-            await self.workers.remove(self.identity)
 
     def _apply(self, decision: Decision, processes: int) -> None:
         engines = ",".join(self.command.engines)
@@ -155,8 +167,10 @@ class Supervisor:
             logger.warning("could not write the supervisor's heartbeat document")
 
 
-async def supervise(settings: Settings, command: WorkerCommand, policy: Policy) -> int:
-    """Run a supervisor until SIGTERM or SIGINT; SIGHUP is passed to the children (Dramatiq's reload)."""
+async def supervise(settings: Settings, command: WorkerCommand, policy: Policy, deadline: ExitDeadline) -> int:
+    """Run a supervisor until SIGTERM or SIGINT; SIGHUP is passed to the children (Dramatiq's reload). Once told to
+    stop, ``deadline`` ends it if its children are not gone within their grace plus twice ``EXIT_MARGIN_S`` (theirs,
+    then its own): a child left behind then stops by its own deadline."""
     client = connect(settings)
     db = client[settings.mongodb_db]
     # Beats come every interval: the document must outlive the gap between two of them.
@@ -168,13 +182,21 @@ async def supervise(settings: Settings, command: WorkerCommand, policy: Policy) 
         workers=WorkerStore(db, stale_after_s=stale_after_s),
         read_host=HostReader(),
     )
+    deadline.describe = lambda: [f"worker process {pid}, still draining" for pid in supervisor.children.running_pids()]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def begin_stop() -> None:
+        why = f"its children's {command.grace_s:g} s grace and twice the {EXIT_MARGIN_S:g} s margin ran out"
+        deadline.arm(command.grace_s + 2 * EXIT_MARGIN_S, why)
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, begin_stop)
     loop.add_signal_handler(signal.SIGHUP, supervisor.children.forward, signal.SIGHUP)
     try:
         await supervisor.run(stop, settings.autoscale_interval_s)
     finally:
-        client.close()
+        with bounded(SHUTDOWN_DB_BUDGET_S):
+            client.close()
     return 0

@@ -77,7 +77,10 @@ class Dispatcher:
             logger.warning("could not clear the outbox flag of %d jobs; they may be sent twice (harmless)", len(sent))
 
     async def close(self) -> None:
+        """Clear the flags of every job sent so far, at once. The pending flush is cancelled rather than awaited: it
+        may be waiting on a MongoDB that stopped answering, without the caller's bound (``store.client.bounded``)."""
         if self._flusher is not None:
+            self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
         await self.flush()

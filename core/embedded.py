@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -101,7 +102,18 @@ class EmbeddedDatabase:
             self._process.wait()
         self._process = None
 
+    def freeze(self) -> None:
+        """SIGSTOP the server: its connections stay open and nothing answers, as with a hung host or a network
+        partition, where a driver waits on its sockets instead of being refused (fault tests); ``thaw`` resumes it."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
+        self.thaw()  # a frozen server would take SIGTERM only once continued
         if self._process is not None and self._process.poll() is None:
             self._process.terminate()
             try:

@@ -19,6 +19,7 @@ from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
 from engineroom.core.ids import new_id, process_identity
 from engineroom.core.metrics import count_finished
+from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.models.worker import WorkerPublic
@@ -31,7 +32,7 @@ from engineroom.scheduler.presence import SchedulerPresence
 from engineroom.scheduler.reconcile import BrokerWatch
 from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
-from engineroom.store.client import Database
+from engineroom.store.client import Database, bounded
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore
 from engineroom.store.queues import QueueStore
@@ -115,8 +116,9 @@ class Scheduler:
 
     async def _resign(self) -> None:
         try:
-            await self.leases.release(LEADER_LEASE, self.identity)
-            await self.presence.forget()
+            with bounded(SHUTDOWN_DB_BUDGET_S):  # stopping: a MongoDB that does not answer is left to the lease's TTL
+                await self.leases.release(LEADER_LEASE, self.identity)
+                await self.presence.forget()
         except StoreUnavailable:
             logger.warning("could not release the scheduler lease; it expires in %.0f s", self.leader_ttl_s)
 

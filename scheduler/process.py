@@ -10,18 +10,20 @@ from engineroom.actors.registry import load_task_modules
 from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings
 from engineroom.core.dispatch import Dispatcher
+from engineroom.core.shutdown import EXIT_MARGIN_S, SHUTDOWN_DB_BUDGET_S, ExitDeadline
 from engineroom.notifications.bus import rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
 from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
-from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.client import bounded, connect, ensure_indexes
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.queues import QueueStore
 
 
-async def serve_scheduler(settings: Settings) -> None:
-    """Run the scheduler and the notifier until SIGINT or SIGTERM, then resign leadership and close every client."""
+async def serve_scheduler(settings: Settings, deadline: ExitDeadline, *, grace_s: float) -> None:
+    """Run the scheduler and the notifier until SIGINT or SIGTERM, then resign leadership and close every client;
+    ``deadline`` ends the process if that takes longer than ``grace_s`` plus ``EXIT_MARGIN_S``."""
     load_task_modules(settings.task_module_names)  # cron schedules submit jobs, checked against their tasks
     client = connect(settings)
     db = client[settings.mongodb_db]
@@ -34,15 +36,21 @@ async def serve_scheduler(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     scheduler = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
     notifier = start_notifier(settings, db, bus, publisher, enqueuer)
+
+    def stop() -> None:
+        deadline.arm(grace_s + EXIT_MARGIN_S, f"its {grace_s:g} s grace and the {EXIT_MARGIN_S:g} s margin ran out")
+        scheduler.cancel()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, scheduler.cancel)
+        loop.add_signal_handler(signum, stop)
     try:
         with contextlib.suppress(asyncio.CancelledError):
             await scheduler
     finally:
-        await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
-        await dispatcher.close()
-        publisher.close()
-        enqueuer.close()
-        bus.close()
-        client.close()
+        with bounded(SHUTDOWN_DB_BUDGET_S):  # MongoDB may be gone: stopping must not wait on it
+            await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
+            await dispatcher.close()
+            publisher.close()
+            enqueuer.close()
+            bus.close()
+            client.close()

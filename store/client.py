@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import pymongo
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import OperationFailure, PyMongoError
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
@@ -59,6 +60,19 @@ class _CommandCounter(CommandListener):
 
 
 _COMMAND_COUNTER = _CommandCounter()
+
+
+def bounded(seconds: float) -> contextlib.AbstractContextManager[None]:
+    """Database calls started inside the block give up once ``seconds`` have passed since it began, all together
+    (server selection, socket reads, retries: pymongo's client-side operation timeout), and fail with
+    ``StoreUnavailable`` as any driver error does; once the time is up, they fail at once.
+
+    For a process that is stopping: a MongoDB that does not answer must not hold it. Motor copies the caller's
+    context to the thread it runs each call on, so the bound reaches the driver; tasks started inside inherit it.
+    """
+    if seconds <= 0:
+        raise ValueError("a bound must be positive (pymongo reads 0 as no timeout)")
+    return pymongo.timeout(seconds)
 
 
 async def _ensure_ttl(

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -124,10 +124,18 @@ class Stack:
         self.processes.append(process)
         return process
 
-    def start_api(self, name: str = "api", *, env: Mapping[str, str] | None = None, port: int | None = None) -> str:
-        """Start a gateway (on ``port``, else a free one) and return its base URL once ``/readyz`` answers 200."""
+    def start_api(
+        self,
+        name: str = "api",
+        *,
+        env: Mapping[str, str] | None = None,
+        port: int | None = None,
+        extra: Sequence[str] = (),
+    ) -> str:
+        """Start a gateway (on ``port``, else a free one, with ``extra`` options) and return its base URL once
+        ``/readyz`` answers 200."""
         port = port or free_port()
-        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port), env=env)
+        process = self.start(name, "api", "--host", "127.0.0.1", "--port", str(port), *extra, env=env)
         base_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
