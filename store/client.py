@@ -72,7 +72,23 @@ def bounded(seconds: float) -> contextlib.AbstractContextManager[None]:
     """
     if seconds <= 0:
         raise ValueError("a bound must be positive (pymongo reads 0 as no timeout)")
-    return pymongo.timeout(seconds)
+    return _Bounded(seconds)
+
+
+class _Bounded(contextlib.AbstractContextManager[None]):
+    """``pymongo.timeout``, tolerating an exit in another context: a coroutine abandoned inside the block when a
+    stopping process's loop closes is closed by the garbage collector, where resetting pymongo's context variables
+    raises ``ValueError`` ("created in a different Context") — there is nothing of that context left to reset."""
+
+    def __init__(self, seconds: float) -> None:
+        self._timeout = pymongo.timeout(seconds)
+
+    def __enter__(self) -> None:
+        self._timeout.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        with contextlib.suppress(ValueError):
+            self._timeout.__exit__(*exc_info)
 
 
 async def _ensure_ttl(
