@@ -55,6 +55,9 @@ T = TypeVar("T")
 #: Seconds a job's start or progress event waits to be recorded with the next one (a short job's start, progress
 #: and outcome then cost one write): the latency a watcher sees added to them, at most.
 EVENT_LINGER_S = 0.005
+#: Seconds lingering event records may wait further while a job's outcome is written (its outcome event, recorded
+#: next, takes them along; this bounds the wait if it never comes).
+OUTCOME_WRITE_WAIT_S = 0.05
 #: Seconds between two database checks of ``ctx.raise_if_cancelled()`` for one job (the cancel signal itself
 #: arrives over RabbitMQ at once; the check covers a signal that was lost).
 CANCEL_POLL_INTERVAL_S = 1.0
@@ -466,20 +469,24 @@ class JobRunner:
                 # again elsewhere, this late outcome must not land on the other attempt.
                 expected, fence = JobState.RUNNING, {"worker_id": self.worker_id, "attempts": job.attempts}
         stored_fields = {key: _storable(value) for key, value in fields.items()}
-        try:
-            self._call(
-                lambda stores: stores.jobs.transition(
-                    job.id,
-                    expected=[expected],
-                    to=to,
-                    fields=stored_fields,
-                    detail=detail,
-                    error=error,
-                    passed_through=passed_through,
-                    increment_attempts=passed_through is not None,
-                    extra_conditions=fence,
-                )
+
+        async def write(stores: WorkerStores) -> None:
+            # The job's start and progress records, if still lingering, wait for its outcome's: one write for all.
+            stores.events.postpone_lingering(OUTCOME_WRITE_WAIT_S)
+            await stores.jobs.transition(
+                job.id,
+                expected=[expected],
+                to=to,
+                fields=stored_fields,
+                detail=detail,
+                error=error,
+                passed_through=passed_through,
+                increment_attempts=passed_through is not None,
+                extra_conditions=fence,
             )
+
+        try:
+            self._call(write)
         except InvalidTransition:
             logger.info("job %s left %s before it could be marked %s", job.id, expected, to)
             return False

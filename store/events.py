@@ -79,6 +79,14 @@ class EventStore:
             self._start_writer(loop)
         await recorded
 
+    def postpone_lingering(self, seconds: float) -> None:
+        """Let the lingering events (if any wait for their timer) wait ``seconds`` more, or until a caller that waits
+        comes: a job about to record its outcome takes its own start and progress along."""
+        if self._linger is not None:
+            self._linger.cancel()
+            loop = asyncio.get_running_loop()
+            self._linger = loop.call_later(seconds, self._start_writer, loop)
+
     def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._linger is not None:
             self._linger.cancel()

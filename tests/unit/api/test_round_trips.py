@@ -1,6 +1,7 @@
 """The database work of a job is small and constant: MongoDB commands per job, counted by pymongo's command
-monitoring (``engineroom_mongodb_commands_total``) over a backlog behind the default limit, gateway, worker,
-scheduler and notifier together."""
+monitoring (``engineroom_mongodb_commands_total``) over a backlog behind the default limit: the gateway, the worker
+and the notifier together (the scheduler's sweeps cost the same per tick whatever the load; ``bench`` counts
+everything)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ TokenFor = Callable[..., str]
 
 #: Jobs in the backlog.
 JOBS = 300
-#: MongoDB commands a job may cost on the happy path, amortized, all processes together (issue 17 aims at 4).
-BUDGET_PER_JOB = 7.0
+#: MongoDB commands a job may cost on the happy path, amortized (issue 17 aims at 4; see the README's benchmarks):
+#: its share of the batch insert and announcement, a slot hand-over, a read, its outcome, its events (start, progress
+#: and outcome, grouped), and its notification.
+BUDGET_PER_JOB = 5.5
 
 
 def _commands() -> Counter[str]:
@@ -46,9 +49,11 @@ def _wait_until_completed(app_settings: Settings, count: int, timeout_s: float =
 
 @pytest.fixture
 def app_settings(settings: Settings, mongodb_url: str) -> Settings:
-    """The in-process gateway at the scheduler's default pace (a tick's sweeps cost the same, whatever the load)."""
-    default_interval_s = Settings.model_fields["scheduler_interval_s"].default
-    return gateway_settings(settings, mongodb_url, scheduler_interval_s=default_interval_s, count_mongodb_commands=True)
+    """The in-process gateway with the scheduler's sweeps spaced out: their cost is per tick, not per job (a few
+    queries a tick however many jobs there are), and would make the figure depend on how long the run takes."""
+    return gateway_settings(
+        settings, mongodb_url, scheduler_interval_s=30.0, broker_check_interval_s=300.0, count_mongodb_commands=True
+    )
 
 
 @pytest.mark.timeout(180)
