@@ -122,12 +122,13 @@ function start(token) {
     onStatus: (status, detail) => {
       showStatus(status, detail);
       if (status === "open") {
+        // The bell reads its count again each time the socket opens, the first time included: a notification made
+        // between the page's first read and the socket's subscription would otherwise never show (a short job's
+        // notification can come that fast).
+        if (bell) bell.refresh();
         // Back after a disconnect: the client replays missed events, but figures built from other users' work
         // (queue cards) only come back with a fetch.
-        if (everOpen) {
-          if (bell) bell.refresh();
-          if (current && current.refresh) current.refresh();
-        }
+        if (everOpen && current && current.refresh) current.refresh();
         everOpen = true;
       }
       if (status === "unauthorized") signOut("Your token was refused (expired or invalid); sign in again.");
