@@ -123,6 +123,23 @@ async def test_the_limit_holds_across_two_worker_processes(
     assert most_at_once(intervals(jobs)) == 3
 
 
+@pytest.mark.timeout(300)
+async def test_three_hundred_jobs_on_two_loaded_workers_never_exceed_the_limit_and_none_starts_twice(
+    stack: Any, token_for: TokenFor, loaded_cores: None
+) -> None:
+    base_url = start_cluster(stack)  # 2 worker processes x 8 threads, leases of 3 s
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        await put_limits(http, admin, "general", max_concurrency=3)
+        jobs = [{"task": "general.demo", "payload": {"duration_s": 0.05, "steps": 1}} for _ in range(300)]
+        response = await http.post("/jobs/batch", json={"jobs": jobs}, headers=auth(admin))
+        assert response.status_code == 202, response.text
+        job_ids = response.json()["ids"]
+        done = await wait_all(http, admin, job_ids, {"completed"}, timeout_s=240)
+    assert [job["id"] for job in done if len(starts_of(job)) != 1 or job["attempts"] != 1] == []
+    assert most_at_once(intervals(done)) <= 3
+
+
 STALLING_TASK_MODULE = """
 import threading
 import time

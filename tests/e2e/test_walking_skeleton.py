@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -91,7 +92,7 @@ async def test_a_job_runs_on_a_worker_process_and_its_life_streams_over_the_webs
     from_worker = [event["id"] for event in events[1:]]
     assert from_worker == sorted(from_worker) and events[0]["id"][:10] <= events[1]["id"][:10]
     assert stored["state"] == "completed" and stored["result"]["result"] == "hello"
-    assert stored["started_at"] <= stored["finished_at"]
+    assert datetime.fromisoformat(stored["started_at"]) <= datetime.fromisoformat(stored["finished_at"])
     assert [entry["state"] for entry in stored["history"]] == ["queued", "running", "completed"]
 
 
