@@ -50,6 +50,8 @@ RETRY_INTERVAL_S = 0.5
 IDLE_STEP_S = 0.02
 #: The message option that tells the runner what admission decided.
 ADMISSION_OPTION = "engineroom_admission"
+#: The message option that tells the runner when its job took its slot (ISO 8601).
+ADMITTED_AT_OPTION = "engineroom_admitted_at"
 
 
 class Admission(enum.StrEnum):
@@ -127,7 +129,7 @@ class HeldSlots:
 class SlotGate:
     """Decides admission for one message: take a slot of its engine for its job, else say why not.
 
-    ``try_acquire(engine, job_id, tenant_id, until, replacing)`` takes the slot (in place of the slot held for the
+    ``try_acquire(engine, job_id, tenant_id, now, until, replacing)`` takes the slot (in place of the slot held for the
     job ``replacing``, when given); ``release(engine, job_id)`` gives one back; ``read_queue(engine)`` reads the
     engine's document (all on the worker's stores).
     """
@@ -136,7 +138,7 @@ class SlotGate:
         self,
         settings: Settings,
         held: HeldSlots,
-        try_acquire: Callable[[str, str, str, datetime, str | None], bool],
+        try_acquire: Callable[[str, str, str, datetime, datetime, str | None], bool],
         release: Callable[[str, str], None],
         read_queue: Callable[[str], QueueDocument],
     ) -> None:
@@ -152,11 +154,15 @@ class SlotGate:
         else a free one; that handed-over slot is freed if it cannot be taken over."""
         job_id = str(message.args[0]) if message.args else ""
         tenant_id = str(message.options.get("tenant_id", ""))
-        until = utcnow() + timedelta(seconds=self.settings.slot_lease_s)
-        if self._try_acquire(engine, job_id, tenant_id, until, replacing):
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.slot_lease_s)
+        if self._try_acquire(engine, job_id, tenant_id, now, until, replacing):
             if replacing is not None:
                 self.held.forget(replacing, freed=False)
             self.held.add(job_id, engine)
+            # The job starts when it takes its slot: the time its start counts against a rate limit is its
+            # ``started_at`` too, however long the message then waits for a worker thread.
+            message.options[ADMITTED_AT_OPTION] = now.isoformat()
             return Admission.ADMITTED
         if replacing is not None:  # the limits shrank, or the engine was paused: the slot goes back
             self.release(engine, replacing)

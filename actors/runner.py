@@ -20,7 +20,7 @@ from dramatiq.middleware import CurrentMessage, Interrupt
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from engineroom.actors.admission import ADMISSION_OPTION, Admission, HeldSlots, SlotGate
+from engineroom.actors.admission import ADMISSION_OPTION, ADMITTED_AT_OPTION, Admission, HeldSlots, SlotGate
 from engineroom.actors.context import JobContext
 from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
@@ -81,6 +81,13 @@ def _admission() -> Admission | None:
     message = CurrentMessage.get_current_message()
     decided = message.options.get(ADMISSION_OPTION) if message is not None else None
     return Admission(decided) if decided is not None else None
+
+
+def _admitted_at() -> datetime | None:
+    """When the gate took the job's slot (its start), for a message that came through a gated consumer."""
+    message = CurrentMessage.get_current_message()
+    admitted_at = message.options.get(ADMITTED_AT_OPTION) if message is not None else None
+    return datetime.fromisoformat(admitted_at) if isinstance(admitted_at, str) else None
 
 
 def _storable(value: Any) -> Any:
@@ -308,7 +315,9 @@ class JobRunner:
         return self._gate
 
     def _build_gate(self) -> SlotGate:
-        def try_acquire(engine: str, job_id: str, tenant_id: str, until: datetime, replacing: str | None) -> bool:
+        def try_acquire(
+            engine: str, job_id: str, tenant_id: str, now: datetime, until: datetime, replacing: str | None
+        ) -> bool:
             return self._call(
                 lambda stores: stores.queues.try_acquire(
                     engine,
@@ -316,7 +325,7 @@ class JobRunner:
                     tenant_id=tenant_id,
                     worker_id=self.worker_id,
                     until=until,
-                    now=utcnow(),
+                    now=now,
                     replacing=replacing,
                 )
             )
@@ -331,7 +340,7 @@ class JobRunner:
 
     def _start(self, job: JobDocument, task: Task) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
-        started_at = utcnow()
+        started_at = _admitted_at() or utcnow()
         fields = {
             "started_at": started_at,
             "worker_id": self.worker_id,
