@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 import pika
-from dramatiq import Broker, Consumer, MessageProxy
+from dramatiq import Broker, Consumer, MessageProxy, Middleware, Worker
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.errors import ConnectionClosed
 from dramatiq.logging import get_logger
@@ -74,6 +74,10 @@ class HeldSlots:
 
     def __init__(self) -> None:
         self._engines: dict[str, str] = {}
+        #: Slots this process may hold at once: its worker threads (set at boot, ``set_capacity``). A slot held
+        #: beyond them would wait in memory for a thread, starting no sooner while another process, idle, cannot
+        #: take it; and its job's lease would run down before the job ran.
+        self._capacity: int | None = None
         self._freed: dict[str, threading.Event] = {}
         self._waiting: Counter[str] = Counter()
         self._offers: dict[str, deque[str]] = defaultdict(deque)
@@ -87,13 +91,25 @@ class HeldSlots:
         with self._lock:
             return self._engines.get(job_id)
 
+    def set_capacity(self, capacity: int) -> None:
+        with self._lock:
+            self._capacity = capacity
+
+    def has_room(self) -> bool:
+        """Whether this process may take one more slot (see ``_capacity``)."""
+        with self._lock:
+            return self._capacity is None or len(self._engines) < self._capacity
+
     def forget(self, job_id: str, *, freed: bool) -> None:
-        """The job's slot is no longer held here (handed over, or ``freed`` back to the engine: then the engine's
-        waiting consumers are woken to try for it)."""
+        """The job's slot is no longer held here (handed over, or ``freed`` back to the engine: then every waiting
+        consumer is woken, those of its engine to try for it and the others because this process has room again)."""
         with self._lock:
             engine = self._engines.pop(job_id, None)
+            woken = [self._freed.setdefault(name, threading.Event()) for name, count in self._waiting.items() if count]
         if engine is not None and freed:
             self.freed_event(engine).set()
+            for event in woken:
+                event.set()
 
     def offer(self, job_id: str) -> bool:
         """Put the slot of a job that ended up for hand-over; False if no consumer here waits for one of its
@@ -325,6 +341,11 @@ class GatedConsumer(Consumer):
 
     def _try_admit(self, message: MessageProxy) -> MessageProxy | None:
         handed_over = self.gate.held.take_offer(self.engine)
+        if handed_over is None and not self.gate.held.has_room():
+            # Every worker thread has a job: wait for one to end (it wakes this consumer) without asking MongoDB.
+            self._next_try = time.monotonic() + RETRY_INTERVAL_S
+            self.line.idle(IDLE_STEP_S)
+            return None
         try:
             verdict = self.gate.admit(self.engine, message, handed_over)
         except Exception:  # the database is down or slow: keep the message, try again later
@@ -407,8 +428,21 @@ class GatedConsumer(Consumer):
         self.inner.close()
 
 
+class _ThreadCapacity(Middleware):
+    """Bounds the slots a worker process holds by its worker threads, known once its ``Worker`` boots (before its
+    consumers start)."""
+
+    def __init__(self, held: HeldSlots) -> None:
+        self.held = held
+
+    def before_worker_boot(self, broker: Broker, worker: Worker) -> None:
+        self.held.set_capacity(worker.worker_threads)
+
+
 def install_gate(broker: Broker, settings: Settings, gate: SlotGate) -> None:
-    """Wrap every consumer of an engine queue that ``broker`` makes from now on in a ``GatedConsumer``."""
+    """Wrap every consumer of an engine queue that ``broker`` makes from now on in a ``GatedConsumer``, and hold no
+    more slots than the worker has threads."""
+    broker.add_middleware(_ThreadCapacity(gate.held))
     engines = {settings.queue_name(engine): engine for engine in ENGINES}
     consume = broker.consume
 

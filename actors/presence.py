@@ -124,7 +124,7 @@ class WorkerPresence(Middleware):
             pid=os.getpid(),
             engines=[engine for engine in ENGINES if self.settings.queue_name(engine) in queues],
             threads=worker.worker_threads if worker is not None else None,
-            current_job_ids=sorted(self.runner.running.ids()),
+            current_job_ids=self.runner.held_job_ids(),
             backpressure=Backpressure(
                 paused=self._paused,
                 reasons=verdict.reasons,

@@ -216,6 +216,10 @@ class JobRunner:
 
         self.call_heartbeat_stores(renew)
 
+    def held_job_ids(self) -> list[str]:
+        """The jobs this process answers for: running, or admitted (their slot taken) and about to run."""
+        return sorted({*self.running.ids(), *self.slots.ids()})
+
     # -- a job's life --
 
     def publish(
@@ -340,11 +344,13 @@ class JobRunner:
 
     def _start(self, job: JobDocument, task: Task) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
-        started_at = _admitted_at() or utcnow()
+        now = utcnow()
+        started_at = _admitted_at() or now
         fields = {
             "started_at": started_at,
             "worker_id": self.worker_id,
-            "lease_expires_at": started_at + timedelta(seconds=self.settings.job_lease_s),
+            # From the run's own start: the heartbeat renews the jobs that run, not those admitted and waiting.
+            "lease_expires_at": now + timedelta(seconds=self.settings.job_lease_s),
             "needs_dispatch": False,
             "next_attempt_at": None,
             "parked": False,

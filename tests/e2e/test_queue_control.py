@@ -29,13 +29,13 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def start_cluster(stack: Any, *, workers: int = 2, engines: str = "general") -> str:
-    """A gateway, a scheduler and ``workers`` worker processes (1 process × 8 threads each)."""
+def start_cluster(stack: Any, *, workers: int = 2, engines: str = "general", threads: int = 8) -> str:
+    """A gateway, a scheduler and ``workers`` worker processes (1 process × ``threads`` threads each)."""
     stack.env.update(FAST)
     base_url: str = stack.start_api()
     stack.start("scheduler", "scheduler")
     for number in range(workers):
-        stack.start(f"worker-{number}", "worker", "--engines", engines, "--processes", "1", "--threads", "8")
+        stack.start(f"worker-{number}", "worker", "--engines", engines, "--processes", "1", "--threads", str(threads))
     return base_url
 
 
@@ -138,6 +138,34 @@ async def test_three_hundred_jobs_on_two_loaded_workers_never_exceed_the_limit_a
         done = await wait_all(http, admin, job_ids, {"completed"}, timeout_s=240)
     assert [job["id"] for job in done if len(starts_of(job)) != 1 or job["attempts"] != 1] == []
     assert most_at_once(intervals(done)) <= 3
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_process_takes_no_more_slots_than_it_has_threads(stack: Any, token_for: TokenFor) -> None:
+    # Given two worker processes of 2 threads each, and a limit far above their 4 threads
+    base_url = start_cluster(stack, threads=2)
+    admin = token_for("ops", "acme", admin=True)
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
+        await put_limits(http, admin, "general", max_concurrency=20)
+        # When 16 jobs of a second each arrive at once
+        jobs = [{"task": "general.demo", "payload": {"duration_s": 1.0, "steps": 2}} for _ in range(16)]
+        response = await http.post("/jobs/batch", json={"jobs": jobs}, headers=auth(admin))
+        assert response.status_code == 202, response.text
+        job_ids = response.json()["ids"]
+        slots_held: list[int] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            queue = (await http.get("/queues/general", headers=auth(admin))).json()
+            slots_held.append(queue["running"])
+            if queue["queued"] == 0 and queue["running"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        done = await wait_all(http, admin, job_ids, {"completed"})
+    # Then the engine's slots held at once never exceed the threads that can run them: the rest of the backlog
+    # waited in RabbitMQ, for either process, and no job waited in memory while its lease ran down
+    assert 0 < max(slots_held) <= 4, slots_held
+    assert len({starts_of(job)[0].split(" on ")[1] for job in done}) == 2
+    assert [job["id"] for job in done if len(starts_of(job)) != 1 or job["attempts"] != 1] == []
 
 
 STALLING_TASK_MODULE = """

@@ -74,6 +74,9 @@ class FakeRunner:
     def on_heartbeat(self, beat: Callable[[], None]) -> None:
         self.beats.append(beat)
 
+    def held_job_ids(self) -> list[str]:
+        return sorted(self.running.ids())
+
 
 async def _apply(operation: Callable[[Any], Awaitable[Any]], stores: Any) -> Any:
     return await operation(stores)
