@@ -170,19 +170,27 @@ class SlotGate:
         else a free one; that handed-over slot is freed if it cannot be taken over."""
         job_id = str(message.args[0]) if message.args else ""
         tenant_id = str(message.options.get("tenant_id", ""))
-        now = utcnow()
-        until = now + timedelta(seconds=self.settings.slot_lease_s)
-        if self._try_acquire(engine, job_id, tenant_id, now, until, replacing):
-            if replacing is not None:
-                self.held.forget(replacing, freed=False)
-            self.held.add(job_id, engine)
+        taken_at = self.take(engine, job_id, tenant_id, replacing)
+        if taken_at is not None:
             # The job starts when it takes its slot: the time its start counts against a rate limit is its
-            # ``started_at`` too, however long the message then waits for a worker thread.
-            message.options[ADMITTED_AT_OPTION] = now.isoformat()
+            # ``started_at`` too.
+            message.options[ADMITTED_AT_OPTION] = taken_at.isoformat()
             return Admission.ADMITTED
         if replacing is not None:  # the limits shrank, or the engine was paused: the slot goes back
             self.release(engine, replacing)
         return self.refusal(engine, tenant_id, job_id)
+
+    def take(self, engine: str, job_id: str, tenant_id: str, replacing: str | None = None) -> datetime | None:
+        """Take a slot of ``engine`` for ``job_id`` (in place of the one held for ``replacing``): when, or None if
+        the engine has no room for it."""
+        now = utcnow()
+        until = now + timedelta(seconds=self.settings.slot_lease_s)
+        if not self._try_acquire(engine, job_id, tenant_id, now, until, replacing):
+            return None
+        if replacing is not None:
+            self.held.forget(replacing, freed=False)
+        self.held.add(job_id, engine)
+        return now
 
     def refusal(self, engine: str, tenant_id: str, job_id: str = "", *, fresh: bool = False) -> Admission:
         """Why a job of ``tenant_id`` cannot start: the engine's pause and per-tenant cap are read at most every

@@ -76,18 +76,16 @@ def _is_redelivery() -> bool:
     return bool(getattr(message, "redelivered", False))
 
 
-def _admission() -> Admission | None:
-    """What the gate decided for the message being processed; None for a call that came by no gated consumer."""
+def _gate_decision() -> tuple[Admission | None, datetime | None]:
+    """What the gate decided for the message being processed, and when it took the job's slot; (None, None) for a
+    call that came by no gated consumer."""
     message = CurrentMessage.get_current_message()
-    decided = message.options.get(ADMISSION_OPTION) if message is not None else None
-    return Admission(decided) if decided is not None else None
-
-
-def _admitted_at() -> datetime | None:
-    """When the gate took the job's slot (its start), for a message that came through a gated consumer."""
-    message = CurrentMessage.get_current_message()
-    admitted_at = message.options.get(ADMITTED_AT_OPTION) if message is not None else None
-    return datetime.fromisoformat(admitted_at) if isinstance(admitted_at, str) else None
+    options = message.options if message is not None else {}
+    decided, admitted_at = options.get(ADMISSION_OPTION), options.get(ADMITTED_AT_OPTION)
+    return (
+        Admission(decided) if decided is not None else None,
+        datetime.fromisoformat(admitted_at) if isinstance(admitted_at, str) else None,
+    )
 
 
 def _storable(value: Any) -> Any:
@@ -135,7 +133,7 @@ class JobRunner:
         #: The heartbeat's own loop and client (built in ``start``): renewals must not queue behind the worker
         #: threads' database calls on the shared loop, or a busy worker's leases lapse and its jobs run twice.
         self._beat_stores: LoopStores[WorkerStores] | None = None
-        #: The engine slots this process holds, by job (taken by the gate or ``_take_slot``).
+        #: The engine slots this process holds, by job (taken by the gate).
         self.slots = HeldSlots()
         #: One thread publishes every event this process records, so they leave in the order they were given.
         self._publishing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-publish")
@@ -254,7 +252,7 @@ class JobRunner:
     def run_job(self, job_id: str) -> None:
         """Run the job if it is still ``queued``; any other state means someone else owns it. The slot taken for
         it (by the gate, ``actors/admission.py``) is freed whatever happens."""
-        admission = _admission()
+        admission, admitted_at = _gate_decision()
         if admission is Admission.DUPLICATE:
             logger.info("job %s holds a slot elsewhere already; dropping this second message", job_id)
             return
@@ -271,33 +269,22 @@ class JobRunner:
                     self._announce_outcome(job)
                 return
             with job_log_context(job.id, job.engine, job.task, job.tenant_id):
-                self._run_queued(job, admission)
+                self._run_queued(job, admission, admitted_at)
         finally:
             self._free_slot(job_id)
 
-    def _run_queued(self, job: JobDocument, admission: Admission | None) -> None:
+    def _run_queued(self, job: JobDocument, admission: Admission | None, admitted_at: datetime | None) -> None:
         try:
             task = get_task(job.task)
         except InvalidRequest as exc:
             self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)})
             return
-        if admission is Admission.PARK or (admission is None and not self._take_slot(job)):
+        if admission is None:  # a direct call, by no gated consumer: one try for a slot
+            admitted_at = self._gate.take(job.engine, job.id, job.tenant_id)
+        if admission is Admission.PARK or admitted_at is None:
             self._park(job)
             return
-        self._start(job, task)
-
-    def _take_slot(self, job: JobDocument) -> bool:
-        """Take a slot for a job whose message came by no gated consumer (a direct call): one try."""
-        now = utcnow()
-        until = now + timedelta(seconds=self.settings.slot_lease_s)
-        taken = self._call(
-            lambda stores: stores.queues.try_acquire(
-                job.engine, job_id=job.id, tenant_id=job.tenant_id, worker_id=self.worker_id, until=until, now=now
-            )
-        )
-        if taken:
-            self.slots.add(job.id, job.engine)
-        return taken
+        self._start(job, task, admitted_at)
 
     def _free_slot(self, job_id: str) -> None:
         """Hand the job's slot over to a consumer here waiting for one (``actors/admission.py``), or free it."""
@@ -342,10 +329,9 @@ class JobRunner:
 
         return SlotGate(self.settings, self.slots, try_acquire, release, read_queue)
 
-    def _start(self, job: JobDocument, task: Task) -> None:
+    def _start(self, job: JobDocument, task: Task, started_at: datetime) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
         now = utcnow()
-        started_at = _admitted_at() or now
         fields = {
             "started_at": started_at,
             "worker_id": self.worker_id,
