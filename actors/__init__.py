@@ -1,8 +1,8 @@
 """Engine actors and the task API users write against."""
 
-from engineroom.actors.context import JobContext
-from engineroom.actors.registry import task
 from engineroom.core.errors import PermanentError, TransientError
+from engineroom.services.context import JobContext
+from engineroom.services.registry import task
 
 __all__ = [
     # Declaring tasks

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from engineroom.core.cron import check_cron, next_fire_times
 from engineroom.models.workflow import WorkflowCreate
-from engineroom.scheduler.cron import check_cron, next_fire_times
 from tests.conftest import make_token
 
 FAST = settings(max_examples=60, derandomize=True, database=None, deadline=None)
