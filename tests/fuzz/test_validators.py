@@ -2,7 +2,7 @@
 accepted, any cycle is refused with a 422 naming a real cycle) and cron expressions (valid ones fire at strictly
 increasing times on their minutes and hours; anything else is a ``ValueError`` naming it, never another exception).
 
-``tests/unit/scheduler/test_cron.py`` checks fire times against a model for a fixed set of expressions around DST
+``tests/unit/core/test_cron.py`` checks fire times against a model for a fixed set of expressions around DST
 changes; these generate the expressions.
 """
 
