@@ -106,7 +106,7 @@ def _scheduler(args: argparse.Namespace) -> int:
 
 
 def _token(args: argparse.Namespace) -> int:
-    from engineroom.core.tokens import issue_token
+    from engineroom.services.tokens import issue_token
 
     print(issue_token(get_settings(), user_id=args.user, tenant_id=args.tenant, admin=args.admin, ttl_s=args.ttl_s))
     return 0
@@ -194,7 +194,7 @@ def _client_command(name: str, run: Callable[[], int]) -> int:
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from engineroom.core.dev import run_dev
+    from engineroom.dev import run_dev
 
     return run_dev(host=args.host, port=args.port, data_dir=Path(args.data_dir), threads=args.threads)
 

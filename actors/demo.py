@@ -8,10 +8,10 @@ from typing import Literal
 
 from pydantic import JsonValue
 
-from engineroom.actors.context import JobContext
-from engineroom.actors.registry import task
 from engineroom.core.config import ENGINES
 from engineroom.core.errors import PermanentError, TransientError
+from engineroom.services.context import JobContext
+from engineroom.services.registry import task
 
 logger = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import traceback
 from dramatiq.middleware import TimeLimitExceeded
 from pydantic import ValidationError
 
-from engineroom.actors.registry import Task
 from engineroom.core.errors import InvalidRequest, PermanentError
 from engineroom.models.job import JobError
+from engineroom.services.registry import Task
 
 #: Failures no retry can cure: the task said so, or the input does not fit the task.
 PERMANENT_BY_NATURE: tuple[type[BaseException], ...] = (PermanentError, ValidationError, InvalidRequest)

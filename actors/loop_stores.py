@@ -74,13 +74,15 @@ class LoopStores(Generic[S]):
 
         Raises:
           RuntimeError: no ``AsyncIO`` loop runs: the worker stopped, or the broker lacks the middleware (build it
-            with ``core.broker``).
+            with ``messaging.broker``).
           StoreUnavailable: the worker is stopping, and the deadline passed or MongoDB already failed to answer.
         """
         loop_thread = self._loop_thread or get_event_loop_thread()
         if loop_thread is None or not loop_thread.loop.is_running():
             coroutine.close()
-            raise RuntimeError("no AsyncIO loop runs (the worker stopped, or the broker was not built by core.broker)")
+            raise RuntimeError(
+                "no AsyncIO loop runs (the worker stopped, or the broker was not built by messaging.broker)"
+            )
         if self._has_given_up():
             coroutine.close()
             raise StoreUnavailable()
@@ -143,7 +145,7 @@ class LoopStores(Generic[S]):
         thread start in the order given); a failure is logged."""
         loop_thread = self._loop_thread or get_event_loop_thread()
         if loop_thread is None:
-            raise RuntimeError("the AsyncIO middleware is not running; build the broker with core.broker")
+            raise RuntimeError("the AsyncIO middleware is not running; build the broker with messaging.broker")
         future = asyncio.run_coroutine_threadsafe(self._apply(operation), loop_thread.loop)
         future.add_done_callback(_log_failure)
 

@@ -1,6 +1,6 @@
 """A worker process's presence: its heartbeat document in ``workers``, backpressure, and recycling.
 
-Every heartbeat it reads the host (``actors/pressure.py``), pauses or resumes its Dramatiq consumers (pausing
+Every heartbeat it reads the host (``core/pressure.py``), pauses or resumes its Dramatiq consumers (pausing
 stops fetching new messages; jobs already running finish), and upserts its document for ``GET /workers``.
 
 Recycling relies on how Dramatiq's CLI treats a worker process that exits (``dramatiq/cli.py`` ``main``): it
@@ -25,11 +25,11 @@ from collections.abc import Callable
 from dramatiq import Broker, Middleware, Worker
 
 from engineroom.actors.loop_stores import on_worker_lifecycle
-from engineroom.actors.pressure import HostReader, Limits, Readings, Verdict, judge
 from engineroom.actors.runner import JobRunner
 from engineroom.core.clock import utcnow
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.errors import EngineroomError
+from engineroom.core.pressure import HostReader, Limits, Readings, Verdict, judge
 from engineroom.models.worker import Backpressure, ProcessKind, WorkerPublic
 
 logger = logging.getLogger(__name__)

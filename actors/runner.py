@@ -21,12 +21,10 @@ from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from engineroom.actors.admission import ADMISSION_OPTION, ADMITTED_AT_OPTION, Admission, HeldSlots, SlotGate
-from engineroom.actors.context import JobContext
 from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
 from engineroom.actors.loop_stores import LoopStores, private_loop_thread
 from engineroom.actors.progress import ProgressCoalescer
-from engineroom.actors.registry import Task, get_task
 from engineroom.actors.running import RunningJobs
 from engineroom.actors.start_write import DeferredStart, StartWrite
 from engineroom.core.backoff import compute_backoff_s
@@ -37,11 +35,13 @@ from engineroom.core.idle import quiet_dead_connections_at_shutdown
 from engineroom.core.ids import process_identity
 from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
+from engineroom.messaging.bus import EventBus, Subscription
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobError, JobState, Progress
 from engineroom.models.queue import QueueDocument
-from engineroom.notifications.bus import EventBus, Subscription
-from engineroom.notifications.publisher import publish_or_log
+from engineroom.services.context import JobContext
+from engineroom.services.publisher import publish_or_log
+from engineroom.services.registry import Task, get_task
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore

@@ -8,14 +8,14 @@ from dramatiq.middleware.prometheus import Prometheus
 from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.presence import WorkerPresence
-from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.actors.shutdown import ShutdownDeadline
-from engineroom.core.broker import build_broker
 from engineroom.core.config import get_settings
 from engineroom.core.logs import configure_logging
 from engineroom.core.shutdown import worker_grace_s
-from engineroom.notifications.bus import rabbit_event_bus
+from engineroom.messaging.broker import build_broker
+from engineroom.messaging.bus import rabbit_event_bus
+from engineroom.services.registry import load_task_modules
 
 settings = get_settings()
 configure_logging(settings.log_format)  # the handlers dramatiq's CLI gave this worker process

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 from dramatiq import Broker
@@ -13,9 +13,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from engineroom import __version__
-from engineroom.actors.registry import load_task_modules
 from engineroom.api import ws
-from engineroom.api.control import JobControl
 from engineroom.api.errors import ERROR_RESPONSES, install_error_handlers
 from engineroom.api.limits import BodySizeLimit
 from engineroom.api.metrics import HttpMetrics
@@ -25,21 +23,21 @@ from engineroom.api.rate_limits import SubmitRateLimiter
 from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, usage, workers, workflows
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
-from engineroom.api.schedules import ScheduleControl
 from engineroom.api.status import PipelineReport
-from engineroom.api.submission import JobSubmitter
-from engineroom.api.workflows import WorkflowService
-from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings, get_settings
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
-from engineroom.notifications.bus import EventBus, Subscription, rabbit_event_bus
-from engineroom.notifications.notifier import start_notifier
+from engineroom.messaging.broker import Enqueuer, build_broker
+from engineroom.messaging.bus import EventBus, rabbit_event_bus
 from engineroom.notifications.preference_cache import PreferenceCache
-from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.notifications.websocket import Hub
-from engineroom.scheduler.loop import run_scheduler
-from engineroom.store.client import bounded, connect, ensure_indexes
+from engineroom.services.control import JobControl
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.registry import load_task_modules
+from engineroom.services.schedules import ScheduleControl
+from engineroom.services.submission import JobSubmitter
+from engineroom.services.workflows import WorkflowService
+from engineroom.store.client import Database, bounded, connect, ensure_indexes
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
@@ -54,16 +52,23 @@ from engineroom.store.workflows import WorkflowStore
 #: Browser assets shipped as package data (``engineroom.js``, the dashboard), served at ``/static``.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
+#: What runs on the gateway's loop for its lifetime, given its clients: ``engineroom dev`` and the tests' gateway
+#: pass the scheduler and the notifier (``scheduler/companion.py``), which the gateway itself does not import.
+Companion = Callable[
+    [Settings, Database, EventBus, AsyncEventPublisher, Enqueuer, Dispatcher, PreferenceCache],
+    AbstractAsyncContextManager[None],
+]
+
 
 def create_app(
     settings: Settings | None = None,
     *,
     broker: Broker | None = None,
     bus: EventBus | None = None,
-    with_scheduler: bool = False,
+    companion: Companion | None = None,
 ) -> FastAPI:
     """The gateway. ``broker`` and ``bus`` default to RabbitMQ; ``engineroom dev`` and tests pass in-process
-    ones, and may run the scheduler on the gateway's loop (``with_scheduler``) instead of as its own process."""
+    ones, and may run the scheduler on the gateway's loop (``companion``) instead of as its own process."""
     settings = settings or get_settings()
     load_task_modules(settings.task_module_names)
 
@@ -111,21 +116,17 @@ def create_app(
         app.state.preferences = PreferenceStore(db)
         # Shared with this process's notifier, if it runs one, so that a PUT here is seen by its next event.
         app.state.preference_cache = PreferenceCache.from_settings(app.state.preferences, settings)
-        scheduler_task: asyncio.Task[None] | None = None
-        notifier: Subscription | None = None
-        if with_scheduler:  # the notifier runs where the scheduler runs
-            scheduler_task = asyncio.create_task(run_scheduler(settings, db, dispatcher, publisher))
-            notifier = start_notifier(settings, db, events, publisher, enqueuer, app.state.preference_cache)
+        companions = contextlib.AsyncExitStack()
+        if companion is not None:
+            preferences = app.state.preference_cache
+            await companions.enter_async_context(
+                companion(settings, db, events, publisher, enqueuer, dispatcher, preferences)
+            )
         try:
             yield
         finally:
             with bounded(SHUTDOWN_DB_BUDGET_S):  # MongoDB may be gone: stopping must not wait on it
-                if notifier is not None:
-                    await asyncio.to_thread(notifier.close)  # off the loop: it waits for the event in flight
-                if scheduler_task is not None:
-                    scheduler_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await scheduler_task
+                await companions.aclose()
                 subscription.close()
                 await dispatcher.close()
                 publisher.close()

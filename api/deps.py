@@ -8,18 +8,18 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from engineroom.api.control import JobControl
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.schedules import ScheduleControl
 from engineroom.api.status import PipelineReport
-from engineroom.api.submission import JobSubmitter
-from engineroom.api.workflows import WorkflowService
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, Unauthenticated
-from engineroom.core.tokens import decode_token
 from engineroom.models.principal import Principal
 from engineroom.notifications.preference_cache import PreferenceCache
+from engineroom.services.control import JobControl
+from engineroom.services.schedules import ScheduleControl
+from engineroom.services.submission import JobSubmitter
+from engineroom.services.tokens import decode_token
+from engineroom.services.workflows import WorkflowService
 from engineroom.store.jobs import JobStore
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore

@@ -7,8 +7,8 @@ import time
 from dataclasses import asdict
 from datetime import datetime
 
-from engineroom.core.broker import Enqueuer
 from engineroom.core.clock import utcnow
+from engineroom.messaging.broker import Enqueuer
 from engineroom.models.event import EventType, queue_event
 from engineroom.models.principal import Principal
 from engineroom.models.queue import (
@@ -20,7 +20,7 @@ from engineroom.models.queue import (
     QueueLimits,
     QueueStats,
 )
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.queues import QueueStore
 from engineroom.store.stats import EngineFigures, JobStats
 

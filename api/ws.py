@@ -19,11 +19,11 @@ from fastapi.responses import JSONResponse
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError, Forbidden, Unauthenticated
 from engineroom.core.ids import is_valid_id, new_id
-from engineroom.core.tokens import decode_token
 from engineroom.models.event import Event
 from engineroom.models.principal import Principal
 from engineroom.notifications.topics import ADMIN_DEFAULT_TOPICS, DEFAULT_TOPICS, MAX_TOPICS, InvalidTopic, Topic
 from engineroom.notifications.websocket import ClientConnection, Hub
+from engineroom.services.tokens import decode_token
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
 from engineroom.store.workflows import WorkflowStore

@@ -1,7 +1,7 @@
 """When ``engineroom worker --autoscale`` adds or removes a worker process: pure, so tests inject the readings.
 
 One step at a time, each after a window of its own: up when ready jobs per process stayed above the threshold
-for ``sustain_s`` and the host has room (the workers' backpressure thresholds, judged by ``actors/pressure.py``:
+for ``sustain_s`` and the host has room (the workers' backpressure thresholds, judged by ``core/pressure.py``:
 a process started on a host its workers pause on would only pause too); down when nothing was ready for
 ``cooldown_s``. A step restarts both windows, so the next step waits for fresh evidence, including the effect
 of the process just added.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from engineroom.actors.pressure import Limits, Readings, judge
+from engineroom.core.pressure import Limits, Readings, judge
 
 
 @dataclass(frozen=True)

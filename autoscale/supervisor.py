@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from engineroom.actors.pressure import HostReader, Limits, Readings
 from engineroom.autoscale.children import WorkerCommand, WorkerProcesses
 from engineroom.autoscale.policy import Action, Decision, Observation, Policy, Trend, decide
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
 from engineroom.core.ids import process_identity
+from engineroom.core.pressure import HostReader, Limits, Readings
 from engineroom.core.shutdown import EXIT_MARGIN_S, SHUTDOWN_DB_BUDGET_S, ExitDeadline
 from engineroom.models.worker import Autoscale, ProcessKind, WorkerPublic
 from engineroom.store.client import bounded, connect

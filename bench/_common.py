@@ -35,10 +35,10 @@ from dramatiq import Message
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pika.adapters.blocking_connection import BlockingChannel
 
-from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
+from engineroom.messaging.broker import MAX_PRIORITY
+from engineroom.services.tokens import issue_token
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"

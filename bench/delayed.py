@@ -71,9 +71,9 @@ from bench._common import (
     unacked_counts,
     wait_until,
 )
-from engineroom.core.broker import MAX_PRIORITY
 from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
+from engineroom.messaging.broker import MAX_PRIORITY
+from engineroom.services.tokens import issue_token
 
 DEFAULT_OUTPUT = RESULTS_DIR / "delayed.json"
 ENGINE = "general"

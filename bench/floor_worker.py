@@ -21,7 +21,7 @@ from bson import ObjectId
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from pymongo.collection import Collection
 
-from engineroom.core.broker import MAX_PRIORITY
+from engineroom.messaging.broker import MAX_PRIORITY
 
 QUEUE = os.environ["BENCH_FLOOR_QUEUE"]
 COUNTER = os.environ["BENCH_FLOOR_COUNTER"]

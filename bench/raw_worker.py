@@ -15,7 +15,7 @@ import time
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
-from engineroom.core.broker import MAX_PRIORITY
+from engineroom.messaging.broker import MAX_PRIORITY
 
 QUEUE = os.environ["BENCH_RAW_QUEUE"]
 COUNTER = os.environ["BENCH_RAW_COUNTER"]

@@ -55,7 +55,7 @@ from bench._common import (
 from bench._soak_load import ENGINE, EXPECTED, Load, LoadStats, listen
 from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
+from engineroom.services.tokens import issue_token
 
 DEFAULT_OUTPUT = RESULTS_DIR / "soak.json"
 DB = "soak"

@@ -84,9 +84,9 @@ from bench._common import (
 )
 from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
-from engineroom.core.tokens import issue_token
+from engineroom.messaging.bus import RabbitEventBus
 from engineroom.models.event import EventType, new_event
-from engineroom.notifications.bus import RabbitEventBus
+from engineroom.services.tokens import issue_token
 
 DEFAULT_OUTPUT = RESULTS_DIR / "ws_fanout.json"
 TENANT = "bench"

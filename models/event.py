@@ -13,6 +13,7 @@ from engineroom.core.ids import new_id
 
 if TYPE_CHECKING:
     from engineroom.models.queue import QueueDocument
+    from engineroom.models.workflow import WorkflowDocument
 
 
 class JobLike(Protocol):
@@ -84,3 +85,14 @@ def queue_event(queue: QueueDocument, event_type: EventType, *, by: str) -> Even
     """The event that tells admins an engine was paused, resumed or given new limits."""
     data = queue.model_dump(mode="json", exclude={"holders", "starts"})
     return new_event(event_type, tenant_id="*", audience="admins", data={**data, "by": by})
+
+
+def workflow_event(workflow: WorkflowDocument, event_type: EventType, data: dict[str, Any]) -> Event:
+    """The event that tells a workflow's owner it was completed, failed or cancelled."""
+    return new_event(
+        event_type,
+        tenant_id=workflow.tenant_id,
+        user_id=workflow.user_id,
+        workflow_id=workflow.id,
+        data={"state": event_type.split(".")[1], "name": workflow.name, **data},
+    )

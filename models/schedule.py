@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from engineroom.core.cron import SKIP_GRACE_S, check_cron, next_fire_times, parse_timezone
 from engineroom.models.job import PRIORITY_NAMES, JobSpec, JobSubmit
 from engineroom.models.principal import Principal
-from engineroom.scheduler.cron import SKIP_GRACE_S, check_cron, next_fire_times, parse_timezone
 
 #: How many upcoming fire times ``SchedulePublic`` lists.
 UPCOMING_FIRE_TIMES = 5

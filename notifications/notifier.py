@@ -13,10 +13,11 @@ from typing import Any
 
 from dramatiq import Message
 
-from engineroom.core.broker import Enqueuer
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
+from engineroom.messaging.broker import Enqueuer
+from engineroom.messaging.bus import NOTIFIER_ROUTING_KEYS, EventBus, Subscription
 from engineroom.models.event import Event, EventType, new_event
 from engineroom.models.notification import (
     DELIVERED_CHANNELS,
@@ -27,9 +28,8 @@ from engineroom.models.notification import (
     NotificationDocument,
     NotificationPublic,
 )
-from engineroom.notifications.bus import NOTIFIER_ROUTING_KEYS, EventBus, Subscription
 from engineroom.notifications.preference_cache import PreferenceCache
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.notifications import NotificationStore
 from engineroom.store.preferences import PreferenceStore

@@ -12,10 +12,9 @@ from datetime import timedelta
 
 from pydantic_core import to_jsonable_python
 
-from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
+from engineroom.core.cron import SKIP_GRACE_S
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
 from engineroom.core.ids import new_id, process_identity
 from engineroom.core.metrics import count_finished
@@ -23,15 +22,16 @@ from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.models.worker import WorkerPublic
-from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.admission import pick_startable, start_room
-from engineroom.scheduler.cron import SKIP_GRACE_S
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
 from engineroom.scheduler.orphans import is_orphaned
 from engineroom.scheduler.presence import SchedulerPresence
 from engineroom.scheduler.reconcile import BrokerWatch
 from engineroom.scheduler.schedules import ScheduleFirer
 from engineroom.scheduler.workflows import finish_workflows
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.client import Database, bounded
 from engineroom.store.jobs import JobStore
 from engineroom.store.leases import LeaseStore

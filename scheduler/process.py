@@ -6,15 +6,15 @@ import asyncio
 import contextlib
 import signal
 
-from engineroom.actors.registry import load_task_modules
-from engineroom.core.broker import Enqueuer, build_broker
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.shutdown import EXIT_MARGIN_S, SHUTDOWN_DB_BUDGET_S, ExitDeadline
-from engineroom.notifications.bus import rabbit_event_bus
+from engineroom.messaging.broker import Enqueuer, build_broker
+from engineroom.messaging.bus import rabbit_event_bus
 from engineroom.notifications.notifier import start_notifier
-from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import run_scheduler
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.registry import load_task_modules
 from engineroom.store.client import bounded, connect, ensure_indexes
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore

@@ -13,12 +13,12 @@ import logging
 import time
 from datetime import timedelta
 
-from engineroom.core.broker import QueueProbe
 from engineroom.core.clock import utcnow
 from engineroom.core.config import ENGINES, Settings
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import BrokerUnavailable
+from engineroom.messaging.broker import QueueProbe
 from engineroom.scheduler.resend import LinePosition, resend_batch
+from engineroom.services.dispatch import Dispatcher
 from engineroom.store.jobs import JobStore
 
 logger = logging.getLogger(__name__)

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engineroom.core.broker import Enqueuer, QueueProbe, build_broker
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
+from engineroom.messaging.broker import Enqueuer, QueueProbe, build_broker
 from engineroom.scheduler.resend import resend_all
+from engineroom.services.dispatch import Dispatcher
 from engineroom.store.client import connect
 from engineroom.store.jobs import JobStore
 

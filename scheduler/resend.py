@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import BrokerUnavailable
 from engineroom.models.job import PRIORITIES_HIGHEST_FIRST
+from engineroom.services.dispatch import Dispatcher
 from engineroom.store.jobs import JobStore
 
 #: Jobs one batch of a walk reads and sends at most.

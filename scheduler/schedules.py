@@ -12,10 +12,10 @@ from datetime import datetime, timedelta
 
 from pydantic import ValidationError
 
-from engineroom.api.submission import JobSubmitter
+from engineroom.core.cron import SKIP_GRACE_S, plan_firing
 from engineroom.core.errors import InvalidRequest
 from engineroom.models.schedule import MissedTicks, ScheduleDocument
-from engineroom.scheduler.cron import SKIP_GRACE_S, plan_firing
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.schedules import ScheduleStore
 
 logger = logging.getLogger(__name__)

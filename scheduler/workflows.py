@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from engineroom.models.event import Event, EventType, new_event
+from engineroom.models.event import EventType, workflow_event
 from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState
 from engineroom.models.workflow import WorkflowDocument, WorkflowState
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.jobs import JobStore
 from engineroom.store.workflows import WorkflowStore
 
 #: Workflows one sweep looks at.
 WORKFLOW_BATCH = 200
-
-
-def workflow_event(workflow: WorkflowDocument, event_type: EventType, data: dict[str, Any]) -> Event:
-    return new_event(
-        event_type,
-        tenant_id=workflow.tenant_id,
-        user_id=workflow.user_id,
-        workflow_id=workflow.id,
-        data={"state": event_type.split(".")[1], "name": workflow.name, **data},
-    )
 
 
 def end_state(workflow: WorkflowDocument, steps: list[JobDocument]) -> WorkflowState | None:

@@ -18,7 +18,7 @@ import pytest
 
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import EmbeddedDatabase, free_port, is_rabbitmq_reachable
-from engineroom.core.tokens import issue_token
+from engineroom.services.tokens import issue_token
 
 AMQP_URL = os.environ.get("ENGINEROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 #: Same secret for in-process apps and the processes e2e tests start.

@@ -14,9 +14,10 @@ from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
-from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.config import Settings
-from engineroom.notifications.bus import LocalEventBus
+from engineroom.messaging.broker import build_broker, start_in_process_worker
+from engineroom.messaging.bus import LocalEventBus
+from engineroom.scheduler.companion import scheduler_and_notifier
 
 #: Retries, scheduler ticks, leases, rate windows and notification deliveries timed for tests.
 FAST_SETTINGS = {
@@ -54,7 +55,7 @@ def in_process_gateway(settings: Settings) -> Iterator[TestClient]:
     declare_delivery_actors(broker, settings, Deliverer(settings))
     worker = start_in_process_worker(broker, threads=2, worker_timeout_ms=50)
     try:
-        with TestClient(create_app(settings, broker=broker, bus=bus, with_scheduler=True)) as test_client:
+        with TestClient(create_app(settings, broker=broker, bus=bus, companion=scheduler_and_notifier)) as test_client:
             yield test_client
     finally:
         worker.stop()

@@ -7,7 +7,19 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "api", "autoscale", "client", "core", "models", "notifications", "scheduler", "store")
+PACKAGES = (
+    "actors",
+    "api",
+    "autoscale",
+    "client",
+    "core",
+    "messaging",
+    "models",
+    "notifications",
+    "scheduler",
+    "services",
+    "store",
+)
 
 
 def run(*command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -40,6 +52,8 @@ def test_mypy_strict_passes_on_every_package(tmp_path: Path) -> None:
         *targets,
         "-m",
         "engineroom.cli",
+        "-m",
+        "engineroom.dev",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout + result.stderr

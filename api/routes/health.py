@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from engineroom.core.broker import Enqueuer
 from engineroom.core.errors import EngineroomError
+from engineroom.messaging.broker import Enqueuer
 from engineroom.store.client import Database, ping
 
 router = APIRouter(tags=["health"])

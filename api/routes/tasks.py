@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from engineroom.actors.registry import all_tasks
 from engineroom.api.deps import PrincipalDep
 from engineroom.models.task import TaskInfo
+from engineroom.services.registry import all_tasks
 
 router = APIRouter(prefix="/tasks", tags=["tasks"])
 

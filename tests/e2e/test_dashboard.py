@@ -20,7 +20,7 @@ import pika
 import pytest
 
 from engineroom.core.config import ENGINES, Settings
-from engineroom.core.tokens import issue_token
+from engineroom.services.tokens import issue_token
 from tests.e2e.conftest import Stack
 
 if TYPE_CHECKING:

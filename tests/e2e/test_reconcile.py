@@ -19,8 +19,8 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from engineroom.core.broker import job_message
 from engineroom.core.config import Settings
+from engineroom.messaging.broker import job_message
 from tests.e2e.test_reliability import WORKER_READY, Job, TokenFor, is_terminal, logged, poll_job, submit
 from tests.unit.store.test_jobs import make_job
 

@@ -551,7 +551,7 @@ import os
 import signal
 
 from engineroom.actors import JobContext, task
-from engineroom.notifications import bus
+from engineroom.messaging import bus
 
 
 @task("general", name="die_before_announcing", max_retries=3, timeout_s=60)

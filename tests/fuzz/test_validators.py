@@ -2,7 +2,7 @@
 accepted, any cycle is refused with a 422 naming a real cycle) and cron expressions (valid ones fire at strictly
 increasing times on their minutes and hours; anything else is a ``ValueError`` naming it, never another exception).
 
-``tests/unit/scheduler/test_cron.py`` checks fire times against a model for a fixed set of expressions around DST
+``tests/unit/core/test_cron.py`` checks fire times against a model for a fixed set of expressions around DST
 changes; these generate the expressions.
 """
 
@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from engineroom.core.cron import check_cron, next_fire_times
 from engineroom.models.workflow import WorkflowCreate
-from engineroom.scheduler.cron import check_cron, next_fire_times
 from tests.conftest import make_token
 
 FAST = settings(max_examples=60, derandomize=True, database=None, deadline=None)

@@ -9,7 +9,7 @@ import pytest
 
 from engineroom.cli import build_parser
 from engineroom.core.config import Settings
-from engineroom.core.tokens import decode_token
+from engineroom.services.tokens import decode_token
 
 
 def test_token_prints_a_jwt_signed_with_the_configured_secret(jwt_secret: str) -> None:

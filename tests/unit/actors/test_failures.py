@@ -6,10 +6,10 @@ import pytest
 from dramatiq.middleware import TimeLimitExceeded
 from pydantic import BaseModel, ValidationError
 
-from engineroom.actors.context import InvalidProgress, JobContext
 from engineroom.actors.failures import describe_error, is_transient
-from engineroom.actors.registry import Task, get_task, task
 from engineroom.core.errors import InvalidRequest, PermanentError, TransientError
+from engineroom.services.context import InvalidProgress, JobContext
+from engineroom.services.registry import Task, get_task, task
 
 
 class _Model(BaseModel):

@@ -14,9 +14,9 @@ from dramatiq import Broker, Worker
 
 from engineroom.actors import presence as presence_module
 from engineroom.actors.presence import RECYCLE_EXIT_CODE, WorkerPresence
-from engineroom.actors.pressure import Readings
 from engineroom.actors.runner import JobRunner
 from engineroom.core.config import Settings
+from engineroom.core.pressure import Readings
 from engineroom.models.worker import WorkerPublic
 
 CALM = Readings(cpu_percent=10, memory_percent=30, rss_mb=100)

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from engineroom.actors.context import InvalidProgress, JobContext
 from engineroom.actors.progress import ProgressCoalescer
 from engineroom.models.job import JobDocument, JobState, Progress
+from engineroom.services.context import InvalidProgress, JobContext
 
 
 def test_writes_are_coalesced_but_the_latest_report_is_kept() -> None:

@@ -11,16 +11,16 @@ import pytest
 
 from engineroom.actors import runner as runner_module
 from engineroom.actors.engines import declare_engine_actors
-from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.actors.start_write import START_WRITE_DELAY_S
-from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
+from engineroom.messaging.broker import build_broker, start_in_process_worker
+from engineroom.messaging.bus import LocalEventBus
 from engineroom.models.event import Event
 from engineroom.models.job import JobDocument, JobState
-from engineroom.notifications.bus import LocalEventBus
+from engineroom.services.registry import load_task_modules
 
 
 class Recorder:

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from engineroom.actors.engines import declare_engine_actors
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
-from engineroom.core.broker import build_broker
 from engineroom.core.config import Settings
-from engineroom.notifications.bus import LocalEventBus
+from engineroom.messaging.broker import build_broker
+from engineroom.messaging.bus import LocalEventBus
 from tests.unit.api.test_jobs import TokenFor, auth
 
 JOB = {"task": "general.demo", "payload": {"duration_s": 0}}

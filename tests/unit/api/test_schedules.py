@@ -18,12 +18,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
 from engineroom.core.ids import new_id
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import MissedTicks, ScheduleDocument
 from engineroom.scheduler.schedules import ScheduleFirer
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.schedules import ScheduleStore
 
 TokenFor = Callable[..., str]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engineroom.actors.pressure import Limits, Readings
 from engineroom.autoscale.policy import Action, Decision, Observation, Policy, Trend, decide
+from engineroom.core.pressure import Limits, Readings
 
 CALM = Readings(cpu_percent=40, memory_percent=30, rss_mb=50)
 BUSY_HOST = Readings(cpu_percent=95, memory_percent=30, rss_mb=50)

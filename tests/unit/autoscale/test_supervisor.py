@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import signal
 
-from engineroom.actors.pressure import Limits, Readings
 from engineroom.autoscale.children import WorkerCommand
 from engineroom.autoscale.policy import Policy
 from engineroom.autoscale.supervisor import Supervisor
 from engineroom.core.errors import StoreUnavailable
+from engineroom.core.pressure import Limits, Readings
 from engineroom.models.worker import ProcessKind, WorkerPublic
 
 COMMAND = WorkerCommand(["general"], threads=2, grace_s=60, notifications=False, metrics_port=0)

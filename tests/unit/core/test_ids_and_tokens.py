@@ -13,7 +13,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import Unauthenticated
 from engineroom.core.ids import ID_LENGTH, is_valid_id, new_id
-from engineroom.core.tokens import decode_token, issue_token
+from engineroom.services.tokens import decode_token, issue_token
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 

@@ -15,9 +15,10 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pymongo.errors import InvalidOperation
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
-from engineroom.core.broker import Enqueuer
 from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
+from engineroom.messaging.broker import Enqueuer
+from engineroom.messaging.bus import LocalEventBus
 from engineroom.models.event import Event, EventType, new_event
 from engineroom.models.notification import (
     DeliveryState,
@@ -28,10 +29,9 @@ from engineroom.models.notification import (
     WebSocketPreference,
 )
 from engineroom.models.principal import Principal
-from engineroom.notifications.bus import LocalEventBus
 from engineroom.notifications.notifier import Notifier
 from engineroom.notifications.preference_cache import PreferenceCache
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.client import Database, connect
 from engineroom.store.events import EventStore
 from engineroom.store.notifications import NotificationStore

@@ -13,8 +13,8 @@ import pytest
 from engineroom.core.errors import JobCancelled
 from engineroom.core.idle import IdleConnections, quiet_dead_connections_at_shutdown
 from engineroom.core.ids import new_id
+from engineroom.messaging.bus import RabbitEventBus
 from engineroom.models.event import Event, EventType, new_event
-from engineroom.notifications.bus import RabbitEventBus
 
 IDLE_S = 0.2
 

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 from engineroom.core.config import Settings
 from engineroom.core.ids import new_id
+from engineroom.messaging.bus import NOTIFIER_ROUTING_KEYS, RabbitEventBus, rabbit_event_bus
 from engineroom.models.event import Event, EventType, new_event
-from engineroom.notifications.bus import NOTIFIER_ROUTING_KEYS, RabbitEventBus, rabbit_event_bus
 
 
 def completed() -> Event:

@@ -11,15 +11,15 @@ import pytest
 
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition
 from engineroom.core.ids import new_id
+from engineroom.messaging.bus import LocalEventBus
 from engineroom.models.job import JobDocument, JobState
 from engineroom.models.queue import QueueLimits
 from engineroom.models.worker import ProcessKind, WorkerPublic
-from engineroom.notifications.bus import LocalEventBus
-from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import Scheduler, SchedulerStores
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 

@@ -12,14 +12,14 @@ import pika
 import pytest
 from pika.adapters.blocking_connection import BlockingChannel
 
-from engineroom.core.broker import Enqueuer, QueueProbe, build_broker, job_message
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.ids import new_id
+from engineroom.messaging.broker import Enqueuer, QueueProbe, build_broker, job_message
 from engineroom.models.job import JobDocument, JobState
 from engineroom.scheduler.reconcile import SUSPECT_CHECKS, BrokerWatch, Verdict, judge
 from engineroom.scheduler.resend import LinePosition, resend_batch
+from engineroom.services.dispatch import Dispatcher
 from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from tests.unit.store.test_jobs import make_job

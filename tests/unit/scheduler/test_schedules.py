@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from engineroom.api.submission import JobSubmitter
 from engineroom.core.errors import InvalidRequest
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import MissedTicks, ScheduleDocument
 from engineroom.scheduler.schedules import PENDING_FIRE_GRACE_S, ScheduleFirer, idempotency_key
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.client import Database, ensure_indexes
 from engineroom.store.schedules import ScheduleStore
 

@@ -8,11 +8,11 @@ import logging
 import pytest
 
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
-from engineroom.notifications.bus import LocalEventBus
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.messaging.bus import LocalEventBus
 from engineroom.scheduler import loop
 from engineroom.scheduler.loop import Scheduler, SchedulerStores
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from engineroom.actors.registry import get_task
 from engineroom.core.clock import utcnow
+from engineroom.core.cron import next_fire_after
 from engineroom.core.ids import new_id
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import ScheduleCreate, ScheduleDocument
-from engineroom.scheduler.cron import next_fire_after
+from engineroom.services.registry import get_task
 from engineroom.store.schedules import ScheduleStore
 
 

@@ -20,7 +20,7 @@ from engineroom.core.errors import InvalidRequest
 from engineroom.models.task import TaskInfo
 
 if TYPE_CHECKING:
-    from engineroom.actors.context import JobContext
+    from engineroom.services.context import JobContext
 
 TaskFn = Callable[..., Any]
 F = TypeVar("F", bound=TaskFn)

@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 
-from engineroom.core.broker import Enqueuer
 from engineroom.core.errors import BrokerUnavailable, StoreUnavailable
+from engineroom.messaging.broker import Enqueuer
 from engineroom.models.job import JobDocument
 from engineroom.store.jobs import JobStore
 

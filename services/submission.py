@@ -6,16 +6,16 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from engineroom.actors.registry import get_task
 from engineroom.core.clock import utcnow
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidRequest
 from engineroom.core.ids import new_id
 from engineroom.core.metrics import count_submitted
 from engineroom.models.event import Event, EventType, job_event
 from engineroom.models.job import HistoryEntry, JobDocument, JobState, JobSubmit
 from engineroom.models.principal import Principal
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.registry import get_task
 from engineroom.store.jobs import JobStore
 
 #: The event that announces a new job, by the state it starts in.

@@ -9,11 +9,11 @@ from datetime import UTC, datetime
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
-from engineroom.core import dispatch
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import BrokerUnavailable
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
+from engineroom.services import dispatch
+from engineroom.services.dispatch import Dispatcher
 from engineroom.store.jobs import JobStore
 
 

@@ -9,17 +9,17 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engineroom.actors.registry import load_task_modules
-from engineroom.api.control import JobControl
-from engineroom.api.submission import JobSubmitter
 from engineroom.core.config import Settings
-from engineroom.core.dispatch import Dispatcher
+from engineroom.messaging.bus import LocalEventBus
 from engineroom.models.event import Event
 from engineroom.models.job import JobDocument, JobState, JobSubmit
 from engineroom.models.principal import Principal
-from engineroom.notifications.bus import LocalEventBus
-from engineroom.notifications.publisher import AsyncEventPublisher
 from engineroom.scheduler.loop import Scheduler, SchedulerStores
+from engineroom.services.control import JobControl
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.registry import load_task_modules
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engineroom.actors.context import JobContext
-from engineroom.actors.registry import all_tasks, get_task, load_task_modules, task
 from engineroom.core.config import ENGINES
 from engineroom.core.errors import InvalidRequest
+from engineroom.services.context import JobContext
+from engineroom.services.registry import all_tasks, get_task, load_task_modules, task
 
 
 def test_every_engine_ships_a_demo_task() -> None:

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from engineroom.core.errors import EngineroomError
 from engineroom.core.metrics import count_published
+from engineroom.messaging.bus import EventBus
 from engineroom.models.event import Event
-from engineroom.notifications.bus import EventBus
 from engineroom.store.events import EventStore
 
 logger = logging.getLogger(__name__)

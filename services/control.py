@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from engineroom.core.clock import utcnow
-from engineroom.core.dispatch import Dispatcher
 from engineroom.core.errors import InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event
 from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState, Progress
 from engineroom.models.principal import Principal
-from engineroom.notifications.publisher import AsyncEventPublisher
+from engineroom.services.dispatch import Dispatcher
+from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.jobs import JobStore
 
 #: Every state a job can be cancelled from.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engineroom.actors.pressure import HostReader, Limits, Readings, judge
+from engineroom.core.pressure import HostReader, Limits, Readings, judge
 
 CALM = Readings(cpu_percent=20, memory_percent=40, rss_mb=100)
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engineroom.scheduler.cron import (
+from engineroom.core.cron import (
     SKIP_GRACE_S,
     check_cron,
     latest_tick_between,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pika
 
-from engineroom.core.broker import build_broker, job_message
 from engineroom.core.config import Settings
+from engineroom.messaging.broker import build_broker, job_message
 from tests.unit.store.test_jobs import make_job
 
 

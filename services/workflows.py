@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from engineroom.api.control import JobControl
-from engineroom.api.submission import JobSubmitter
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import Conflict, InvalidRequest, InvalidTransition
 from engineroom.core.ids import new_id
-from engineroom.models.event import EventType
+from engineroom.models.event import EventType, workflow_event
 from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobSpec, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import (
@@ -23,8 +21,9 @@ from engineroom.models.workflow import (
     WorkflowState,
     check_graph,
 )
-from engineroom.notifications.publisher import AsyncEventPublisher
-from engineroom.scheduler.workflows import workflow_event
+from engineroom.services.control import JobControl
+from engineroom.services.publisher import AsyncEventPublisher
+from engineroom.services.submission import JobSubmitter
 from engineroom.store.jobs import JobStore
 from engineroom.store.workflows import WorkflowStore
 

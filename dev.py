@@ -12,14 +12,15 @@ import uvicorn
 
 from engineroom.actors.delivery import Deliverer, declare_delivery_actors
 from engineroom.actors.engines import declare_engine_actors
-from engineroom.actors.registry import load_task_modules
 from engineroom.actors.runner import JobRunner
 from engineroom.api.app import create_app
-from engineroom.core.broker import build_broker, start_in_process_worker
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
-from engineroom.core.tokens import issue_token
-from engineroom.notifications.bus import EventBus, LocalEventBus, rabbit_event_bus
+from engineroom.messaging.broker import build_broker, start_in_process_worker
+from engineroom.messaging.bus import EventBus, LocalEventBus, rabbit_event_bus
+from engineroom.scheduler.companion import scheduler_and_notifier
+from engineroom.services.registry import load_task_modules
+from engineroom.services.tokens import issue_token
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,10 @@ def _serve(settings: Settings, *, host: str, port: int, threads: int) -> None:
     print(f"dashboard, signed in: http://{host}:{port}/?token={token}\n", flush=True)  # noqa: T201
     try:
         uvicorn.run(
-            create_app(settings, broker=broker, bus=bus, with_scheduler=True), host=host, port=port, log_level="info"
+            create_app(settings, broker=broker, bus=bus, companion=scheduler_and_notifier),
+            host=host,
+            port=port,
+            log_level="info",
         )
     finally:
         worker.stop()
