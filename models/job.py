@@ -205,8 +205,6 @@ class JobDocument(_JobFields):
     outcome_event: dict[str, Any] | None = None
     #: ``queued`` but held in MongoDB (its message consumed) until its engine's limits or pause let it start.
     parked: bool = False
-    #: Parked, or sent on from parking and not started yet: newcomers ranked behind it must wait.
-    in_line: bool = False
     #: While ``running``: the worker process that runs it, and until when its heartbeat vouches for it.
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
