@@ -7,12 +7,14 @@ client's connection, as a MongoDB failing over would), and from a client pointed
 
 from __future__ import annotations
 
+import ast
 import shutil
 import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,6 +27,7 @@ from engineroom.core.embedded import free_port, wait_for_port
 from engineroom.core.errors import StoreUnavailable
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
+from engineroom.store import errors as errors_module
 from engineroom.store.client import Database, ping
 from engineroom.store.errors import RETRY_BUDGET_S, RETRY_PAUSES_S, run_once, safe_to_repeat
 from engineroom.store.jobs import JobStore
@@ -175,3 +178,42 @@ async def test_run_once_never_repeats() -> None:
     with pytest.raises(StoreUnavailable):
         await run_once(operation)()
     assert operation.calls == 1
+
+
+#: What the driver is asked to do: a function that awaits one of these talks to MongoDB.
+_DRIVER_CALLS = frozenset(
+    {
+        "aggregate", "bulk_write", "command", "count_documents", "create_index", "delete_many", "delete_one",
+        "drop_index", "find", "find_one", "find_one_and_update", "insert_many", "insert_one", "replace_one",
+        "update_many", "update_one",
+    }
+)  # fmt: skip
+#: Functions that talk to MongoDB undecorated, and why.
+_UNDECORATED = {
+    # Start-up: a MongoDB that fails there stops the process with the driver's own error.
+    ("client.py", "_ensure_ttl"),
+    ("client.py", "ensure_indexes"),
+    # Called only by insert_announced (run_once), which must tell pymongo's InvalidOperation (a server before 8.0)
+    # from a failure before it is translated.
+    ("notifications.py", "_insert_both"),
+    # Called only by put and get_or_create (safe_to_repeat), which try again on a DuplicateKeyError first.
+    ("preferences.py", "_find_one_and_upsert"),
+}
+
+
+def test_every_store_function_that_talks_to_mongodb_says_whether_it_may_be_repeated() -> None:
+    store = Path(errors_module.__file__).parent
+    unmarked = []
+    for path in sorted(store.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef):
+                continue
+            decorators = {ast.unparse(decorator) for decorator in node.decorator_list}
+            calls = {
+                call.func.attr
+                for call in ast.walk(node)
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            }
+            if calls & _DRIVER_CALLS and not decorators & {"safe_to_repeat", "run_once"}:
+                unmarked.append((path.name, node.name))
+    assert sorted(set(unmarked) - _UNDECORATED) == []
