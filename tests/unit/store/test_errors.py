@@ -102,7 +102,7 @@ async def test_a_failure_that_stays_leaves_as_store_unavailable_with_its_cause_i
     elapsed_s = time.monotonic() - started
     assert isinstance(raised.value.__cause__, PyMongoError)
     # The first try (pymongo's own retry waits up to 0.5 s for the server's next check), then the retries' budget
-    assert elapsed_s < 0.6 + RETRY_BUDGET_S + 0.3
+    assert elapsed_s < 0.6 + RETRY_BUDGET_S + 1.0  # slack for a loaded machine
 
 
 async def test_a_write_that_must_not_be_repeated_is_tried_once(db: Database, flaky_db: Database) -> None:
@@ -129,7 +129,7 @@ async def test_no_server_at_all_fails_at_once_without_a_retry(settings: Settings
     elapsed = time.monotonic() - started
     client.close()
     assert isinstance(raised.value.__cause__, ServerSelectionTimeoutError)
-    assert 1.0 <= elapsed < 1.5  # one selection timeout: a repeat would wait as long again
+    assert 1.0 <= elapsed < 2.0  # one selection timeout: a repeat would wait as long again
 
 
 class _Flaky:
@@ -163,7 +163,7 @@ async def test_tries_are_bounded() -> None:
         await safe_to_repeat(operation)()
     assert operation.calls == len(RETRY_PAUSES_S) + 1
     assert isinstance(raised.value.__cause__, AutoReconnect)
-    assert time.monotonic() - started < sum(RETRY_PAUSES_S) + 0.1
+    assert time.monotonic() - started < RETRY_BUDGET_S
 
 
 async def test_an_error_that_is_not_transient_is_not_tried_again() -> None:
