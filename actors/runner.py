@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 
 from dramatiq import Broker
 from dramatiq.middleware import CurrentMessage, Interrupt
-from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
 from engineroom.actors.admission import ADMISSION_OPTION, ADMITTED_AT_OPTION, Admission, HeldSlots, SlotGate
@@ -37,7 +36,16 @@ from engineroom.core.logs import job_log_context
 from engineroom.core.metrics import count_finished
 from engineroom.messaging.bus import EventBus, Subscription
 from engineroom.models.event import Event, EventType, job_event
-from engineroom.models.job import HistoryEntry, JobDocument, JobError, JobState, Progress
+from engineroom.models.job import (
+    AttemptState,
+    JobDocument,
+    JobError,
+    JobStart,
+    JobState,
+    Progress,
+    RunningAttempt,
+    Usage,
+)
 from engineroom.models.queue import QueueDocument
 from engineroom.services.context import JobContext
 from engineroom.services.publisher import publish_or_log
@@ -88,17 +96,12 @@ def _gate_decision() -> tuple[Admission | None, datetime | None]:
     )
 
 
-def _storable(value: Any) -> Any:
-    return value.model_dump(mode="python") if isinstance(value, BaseModel) else value
-
-
 @dataclass(frozen=True)
 class Attempt:
-    """One run of a job on this worker: the job as it runs, what its start write sets, and that write's timer."""
+    """One run of a job on this worker: the job as it runs, what its start write records, and that write's timer."""
 
     job: JobDocument
-    start_fields: dict[str, Any]
-    start_entry: HistoryEntry
+    claim: JobStart
     start: DeferredStart
 
 
@@ -277,7 +280,7 @@ class JobRunner:
         try:
             task = get_task(job.task)
         except InvalidRequest as exc:
-            self._finish(job, JobState.FAILED, {"error": describe_error(exc, None)})
+            self._finish(job, None, error=describe_error(exc, None))
             return
         if admission is None:  # a direct call, by no gated consumer: one try for a slot
             admitted_at = self._gate.take(job.engine, job.id, job.tenant_id)
@@ -332,19 +335,15 @@ class JobRunner:
     def _start(self, job: JobDocument, task: Task, started_at: datetime) -> None:
         """Announce the start at once and run the task; the start is written later, or with the outcome."""
         now = utcnow()
-        fields = {
-            "started_at": started_at,
-            "worker_id": self.worker_id,
+        claim = JobStart(
+            worker_id=self.worker_id,
+            started_at=started_at,
             # From the run's own start: the heartbeat renews the jobs that run, not those admitted and waiting.
-            "lease_expires_at": now + timedelta(seconds=self.settings.job_lease_s),
-            "needs_dispatch": False,
-            "next_attempt_at": None,
-            "parked": False,
-        }
-        claimed = job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **fields})
-        detail = f"attempt {claimed.attempts} on {self.worker_id}"
-        entry = HistoryEntry(state=JobState.RUNNING, at=started_at, detail=detail)
-        attempt = Attempt(claimed, fields, entry, DeferredStart(lambda: self._write_start(job.id, fields, detail)))
+            lease_until=now + timedelta(seconds=self.settings.job_lease_s),
+            detail=f"attempt {job.attempts + 1} on {self.worker_id}",
+        )
+        claimed = claim.applied_to(job)
+        attempt = Attempt(claimed, claim, DeferredStart(lambda: self._write_start(job.id, claim)))
         if _is_redelivery():
             if attempt.start.write_now() is StartWrite.REFUSED:
                 return
@@ -356,18 +355,9 @@ class JobRunner:
         finally:
             attempt.start.settle()  # a cancelled job's timer must not write its start afterwards
 
-    def _write_start(self, job_id: str, fields: dict[str, Any], detail: str) -> bool:
+    def _write_start(self, job_id: str, claim: JobStart) -> bool:
         try:
-            self._call(
-                lambda stores: stores.jobs.transition(
-                    job_id,
-                    expected=[JobState.QUEUED],
-                    to=JobState.RUNNING,
-                    fields=fields,
-                    detail=detail,
-                    increment_attempts=True,
-                )
-            )
+            self._call(lambda stores: stores.jobs.mark_running(job_id, claim))
         except InvalidTransition:
             logger.info("job %s was cancelled before its start was written", job_id)
             return False
@@ -393,48 +383,81 @@ class JobRunner:
             self.running.leave(job.id)
             self._last_cancel_poll.pop(job.id, None)
         self.progress.pop_latest(job.id)
-        fields = {"result": result, "usage": ctx.usage, "progress": Progress(percent=100.0, message="done")}
-        self._finish(job, JobState.COMPLETED, fields, attempt=attempt)
+        self._finish(job, attempt, result=result, usage=ctx.usage)
 
     def _record_failure(self, attempt: Attempt, task: Task, exc: BaseException, ctx: JobContext) -> None:
         job = attempt.job
         error = describe_error(exc, task)
-        fields: dict[str, Any] = {"error": error, "usage": ctx.usage}
         latest = self.progress.pop_latest(job.id)
-        if latest is not None:
-            fields["progress"] = latest
         if error.transient and job.may_retry:
-            self._schedule_retry(attempt, error, fields)
+            self._schedule_retry(attempt, error, ctx.usage, latest)
         else:
             logger.info("job %s failed for good after %d attempt(s): %s", job.id, job.attempts, error.type)
-            self._finish(job, JobState.FAILED, fields, attempt=attempt)
+            self._finish(job, attempt, error=error, usage=ctx.usage, progress=latest)
 
-    def _schedule_retry(self, attempt: Attempt, error: JobError, fields: dict[str, Any]) -> None:
+    def _schedule_retry(self, attempt: Attempt, error: JobError, usage: Usage, progress: Progress | None) -> None:
         job = attempt.job
         delay_s = compute_backoff_s(
             job.attempts - 1, base_s=self.settings.retry_backoff_base_s, cap_s=self.settings.retry_backoff_cap_s
         )
-        next_attempt_at = utcnow() + timedelta(seconds=delay_s)
+        retry_at = utcnow() + timedelta(seconds=delay_s)
         detail = f"attempt {job.attempts} failed ({error.type}); next attempt in {delay_s:.1f} s"
-        fields = {**fields, "next_attempt_at": next_attempt_at, "worker_id": None, "lease_expires_at": None}
-        if self._transition(job, JobState.RETRYING, fields, attempt=attempt, detail=detail, error=error):
+
+        def write(jobs: JobStore, state: AttemptState) -> Awaitable[None]:
+            return jobs.schedule_retry(
+                job.id,
+                attempt=state,
+                error=error,
+                retry_at=retry_at,
+                detail=detail,
+                usage=usage,
+                progress=progress,
+            )
+
+        if self._write_outcome(job, JobState.RETRYING, attempt, write):
             retrying = job.model_copy(update={"state": JobState.RETRYING})
-            data = {"attempt": job.attempts, "next_attempt_at": next_attempt_at.isoformat(), "error": error}
+            data = {"attempt": job.attempts, "next_attempt_at": retry_at.isoformat(), "error": error}
             self.publish(retrying, EventType.JOB_RETRYING, to_jsonable_python(data))
 
-    def _finish(self, job: JobDocument, to: JobState, fields: dict[str, Any], attempt: Attempt | None = None) -> None:
-        """Record the outcome (of a started ``attempt``, or of a job that could not start) and announce it."""
-        error: JobError | None = fields.get("error")
-        outcome = _outcome_event(job.model_copy(update={"state": to, "result": fields.get("result"), "error": error}))
+    def _finish(
+        self,
+        job: JobDocument,
+        attempt: Attempt | None,
+        *,
+        result: Any = None,
+        error: JobError | None = None,
+        usage: Usage | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Record the outcome (of a started ``attempt``, or of a job that could not start): completed with
+        ``result``, or failed with ``error``; then announce it."""
+        to = JobState.COMPLETED if error is None else JobState.FAILED
         # The outcome event's id is stored with the outcome, so a redelivered message can re-publish the very
         # same event (and gateways drop the repeat).
-        outcome_ref = {"id": outcome.id, "ts": outcome.ts}
-        fields = {**fields, "finished_at": utcnow(), "lease_expires_at": None, "outcome_event": outcome_ref}
-        if not self._transition(job, to, fields, attempt=attempt, error=error):
+        outcome = _outcome_event(job.model_copy(update={"state": to, "result": result, "error": error}))
+        finished_at = utcnow()
+
+        def write(jobs: JobStore, state: AttemptState) -> Awaitable[None]:
+            if error is None:
+                done = usage or Usage()
+                return jobs.complete(
+                    job.id, attempt=state, result=result, usage=done, finished_at=finished_at, outcome=outcome
+                )
+            return jobs.fail(
+                job.id,
+                attempt=state,
+                error=error,
+                finished_at=finished_at,
+                outcome=outcome,
+                usage=usage,
+                progress=progress,
+            )
+
+        if not self._write_outcome(job, to, attempt, write):
             return
         ran_s = None
         if attempt is not None and job.started_at is not None:
-            ran_s = (fields["finished_at"] - job.started_at).total_seconds()
+            ran_s = (finished_at - job.started_at).total_seconds()
         count_finished(job.engine, job.task, to, duration_s=ran_s)
         self._publish_event(outcome)
 
@@ -443,52 +466,37 @@ class JobRunner:
         if job.outcome_event is not None:
             self._publish_event(_outcome_event(job).model_copy(update=job.outcome_event))
 
-    def _transition(
+    def _write_outcome(
         self,
         job: JobDocument,
         to: JobState,
-        fields: dict[str, Any],
-        *,
         attempt: Attempt | None,
-        detail: str | None = None,
-        error: JobError | None = None,
+        write: Callable[[JobStore, AttemptState], Awaitable[None]],
     ) -> bool:
         """Write the outcome if the job is still where this worker left it; False if it moved on (cancelled).
 
         Where ``attempt``'s start is not written yet, this one write records it too: queued → running → ``to``.
+        Where it is, the write is fenced to this worker's attempt (``RunningAttempt``).
         """
-        expected, passed_through, fence = JobState.QUEUED, None, None
+        state: AttemptState = None
         if attempt is not None:
             written = attempt.start.settle()
             if written is StartWrite.REFUSED:
                 return False
             if written is StartWrite.PENDING:
-                fields = {**attempt.start_fields, **fields}
-                passed_through = attempt.start_entry
+                state = attempt.claim
             else:
-                # Fenced to this worker's attempt: were the job taken from it (its lease judged lost) and started
-                # again elsewhere, this late outcome must not land on the other attempt.
-                expected, fence = JobState.RUNNING, {"worker_id": self.worker_id, "attempts": job.attempts}
-        stored_fields = {key: _storable(value) for key, value in fields.items()}
+                state = RunningAttempt(worker_id=self.worker_id, attempts=job.attempts)
 
-        async def write(stores: WorkerStores) -> None:
+        async def record(stores: WorkerStores) -> None:
             # The job's start and progress records, if still lingering, wait for its outcome's: one write for all.
             stores.events.postpone_lingering(OUTCOME_WRITE_WAIT_S)
-            await stores.jobs.transition(
-                job.id,
-                expected=[expected],
-                to=to,
-                fields=stored_fields,
-                detail=detail,
-                error=error,
-                passed_through=passed_through,
-                increment_attempts=passed_through is not None,
-                extra_conditions=fence,
-            )
+            await write(stores.jobs, state)
 
         try:
-            self._call(write)
+            self._call(record)
         except InvalidTransition:
+            expected = JobState.RUNNING if isinstance(state, RunningAttempt) else JobState.QUEUED
             logger.info("job %s left %s before it could be marked %s", job.id, expected, to)
             return False
         return True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import asdict
 from datetime import datetime
 
 from engineroom.core.clock import utcnow
@@ -12,8 +11,6 @@ from engineroom.messaging.broker import Enqueuer
 from engineroom.models.event import EventType, queue_event
 from engineroom.models.principal import Principal
 from engineroom.models.queue import (
-    DurationPoint,
-    ErrorCount,
     FailureAnalysis,
     PauseRequest,
     QueueDocument,
@@ -50,11 +47,9 @@ def _stats(queue: QueueDocument, figures: EngineFigures, broker_depth: int | Non
 
 async def failure_analysis(stats: JobStats, now: datetime, engine: str | None = None) -> FailureAnalysis:
     """The commonest errors over the last day and the run-time trend per hour, of one engine or all."""
-    errors = await stats.top_errors(now, engine=engine)
-    trend = await stats.duration_trend(now, engine=engine)
     return FailureAnalysis(
-        top_errors=[ErrorCount(**asdict(figures)) for figures in errors],
-        duration_trend=[DurationPoint(**asdict(figures)) for figures in trend],
+        top_errors=await stats.top_errors(now, engine=engine),
+        duration_trend=await stats.duration_trend(now, engine=engine),
     )
 
 

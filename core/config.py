@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = 0.5
     #: The window of ``max_starts_per_minute``: 60 s, shorter only to test rate limits quickly.
     rate_window_s: float = 60.0
-    #: A job still flagged ``needs_dispatch`` this long after it was queued is (re)sent by the scheduler.
+    #: A job still flagged for sending (the outbox) this long after it was queued is (re)sent by the scheduler.
     dispatch_grace_s: float = 5.0
     #: How often the scheduler checks that each engine's RabbitMQ queue can still hold the jobs MongoDB holds as
     #: queued in it; a job queued within the last interval (or ``dispatch_grace_s``) is not yet expected there.

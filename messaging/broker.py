@@ -6,10 +6,11 @@ import asyncio
 import heapq
 import itertools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import Queue
-from typing import Any
+from typing import Any, TypeVar
 
 import dramatiq
 import pika.exceptions
@@ -25,10 +26,23 @@ from engineroom.models.job import JobDocument
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: RabbitMQ priority levels; job priorities 0-10 map one to one (``x-max-priority``).
 MAX_PRIORITY = 10
 #: The AMQP reply code of a passive declare of a queue that does not exist.
 _NOT_FOUND = 404
+#: What a RabbitMQ that cannot be reached (down, restarting, the network lost) raises: pika's connection failures
+#: (refused, lost, closed, blocked, timed out), a connection or channel used once it had closed, Dramatiq's wrappers
+#: of those, and socket errors. Anything else (RabbitMQ refusing a declare, a bug) is not "unavailable" and keeps
+#: its traceback.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    dramatiq.errors.BrokerConnectionError,
+    OSError,
+)
 
 
 @dataclass(frozen=True)
@@ -177,7 +191,7 @@ class Enqueuer:
             loop = asyncio.get_running_loop()
             try:
                 await loop.run_in_executor(self._executor, self._touch_connection)
-            except Exception as exc:  # any pika failure means "not ready"; the cause is logged
+            except CONNECTION_ERRORS as exc:
                 logger.warning("RabbitMQ readiness check failed: %r", exc)
                 raise BrokerUnavailable() from exc
 
@@ -185,19 +199,14 @@ class Enqueuer:
         assert isinstance(self.broker, RabbitmqBroker)
         try:
             self.broker.connection.process_data_events(time_limit=0)
-        except Exception:
+        except CONNECTION_ERRORS:
             del self.broker.connection  # drop the broken connection; the next access reconnects
             self.broker.connection.process_data_events(time_limit=0)
 
     async def depth(self, engine: str) -> int | None:
         """Messages waiting in the engine's queue, or ``None`` if the broker cannot say right now."""
         queue = self.settings.queue_name(engine)
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._depth, queue)
-        except Exception as exc:  # stats must not fail on a broker hiccup; the cause is logged
-            logger.warning("could not read the depth of %s: %r", queue, exc)
-            return None
+        return await self._ask(f"read the depth of {queue}", lambda: self._depth(queue))
 
     def _depth(self, queue: str) -> int:
         if isinstance(self.broker, StubBroker):
@@ -213,11 +222,19 @@ class Enqueuer:
         if not isinstance(self.broker, RabbitmqBroker):
             return None
         queue = self.settings.queue_name(engine)
+        return await self._ask(f"look at {queue}", lambda: self._probe(queue))
+
+    async def _ask(self, what: str, question: Callable[[], T]) -> T | None:
+        """``question``'s answer, on the enqueue thread, or ``None`` if RabbitMQ cannot say right now: figures and
+        probes must not fail on a broker hiccup. An unreachable RabbitMQ is a warning; anything else is logged with
+        its traceback (still ``None``: a figure is not worth failing a request over)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, self._probe, queue)
-        except Exception as exc:  # a probe must not fail on a broker hiccup; the cause is logged
-            logger.warning("could not look at %s: %r", queue, exc)
-            return None
+            return await asyncio.get_running_loop().run_in_executor(self._executor, question)
+        except CONNECTION_ERRORS as exc:
+            logger.warning("could not %s: %r", what, exc)
+        except Exception:
+            logger.exception("could not %s", what)
+        return None
 
     def _probe(self, queue: str) -> QueueProbe:
         assert isinstance(self.broker, RabbitmqBroker)

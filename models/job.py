@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
+
+from engineroom.core.ids import new_id
 
 
 class JobState(StrEnum):
@@ -183,7 +186,6 @@ class _JobFields(BaseModel):
     inputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
     history: list[HistoryEntry] = Field(default_factory=list)
-    version: int = 0
     #: When a ``retrying`` job is due for its next attempt.
     next_attempt_at: datetime | None = None
     #: ``attempts`` when the job was last retried by hand; automatic retries count from there.
@@ -203,8 +205,6 @@ class JobDocument(_JobFields):
     outcome_event: dict[str, Any] | None = None
     #: ``queued`` but held in MongoDB (its message consumed) until its engine's limits or pause let it start.
     parked: bool = False
-    #: Parked, or sent on from parking and not started yet: newcomers ranked behind it must wait.
-    in_line: bool = False
     #: While ``running``: the worker process that runs it, and until when its heartbeat vouches for it.
     worker_id: str | None = None
     lease_expires_at: datetime | None = None
@@ -213,10 +213,73 @@ class JobDocument(_JobFields):
     def is_terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
+    def with_outbox_flag(self) -> JobDocument:
+        """The new job as first stored: flagged for sending (the outbox) if it is queued, with a token of its own."""
+        return self.model_copy(update={"needs_dispatch": self.state == JobState.QUEUED, "dispatch_token": new_id()})
+
+    def waiting_on(self, depends_on: list[str], condition: StartCondition, detail: str) -> JobDocument:
+        """The new job made to wait ``pending`` for ``depends_on`` instead: not queued, so nothing to send."""
+        return self.model_copy(
+            update={
+                "depends_on": depends_on,
+                "condition": condition,
+                "state": JobState.PENDING,
+                "queued_at": None,
+                "needs_dispatch": False,
+                "history": [HistoryEntry(state=JobState.PENDING, at=self.created_at, detail=detail)],
+            }
+        )
+
     @property
     def may_retry(self) -> bool:
         """Whether a transient failure of the attempt just made leaves automatic retries."""
         return self.attempts - self.attempts_before_retry <= self.max_retries
+
+
+class JobStart(BaseModel):
+    """A worker's start of a queued job. Besides the move to ``running`` and one more attempt, the start records who
+    runs it, since when and until when its lease holds, and clears the marks of a waiting job."""
+
+    worker_id: str
+    started_at: datetime
+    #: Until when the job's lease holds, from the run's own start: the heartbeat renews the jobs that run, not those
+    #: admitted and waiting.
+    lease_until: datetime
+    #: The detail of its ``running`` history entry.
+    detail: str
+
+    def changes(self) -> dict[str, Any]:
+        """The job's fields the start sets, besides its state and attempts."""
+        return {
+            "started_at": self.started_at,
+            "worker_id": self.worker_id,
+            "lease_expires_at": self.lease_until,
+            "needs_dispatch": False,
+            "next_attempt_at": None,
+            "parked": False,
+        }
+
+    def entry(self) -> HistoryEntry:
+        return HistoryEntry(state=JobState.RUNNING, at=self.started_at, detail=self.detail)
+
+    def applied_to(self, job: JobDocument) -> JobDocument:
+        """The queued ``job`` as this start leaves it (before any write)."""
+        return job.model_copy(update={"state": JobState.RUNNING, "attempts": job.attempts + 1, **self.changes()})
+
+
+@dataclass(frozen=True)
+class RunningAttempt:
+    """An attempt whose start is written: its outcome lands only while the job still runs that very attempt on that
+    worker. Were the job taken from it (its lease judged lost) and started again elsewhere, a late outcome must not land
+    on the other attempt."""
+
+    worker_id: str
+    attempts: int
+
+
+#: How an attempt whose outcome is being written stands: its start not written yet (the outcome's write records it
+#: too: queued → running → outcome), written (the outcome is fenced to it), or never made (the job could not start).
+AttemptState: TypeAlias = JobStart | RunningAttempt | None
 
 
 class JobPublic(_JobFields):

@@ -7,10 +7,10 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from engineroom.core.metrics import count_delivered
 from engineroom.models.event import Event
@@ -28,6 +28,14 @@ CLOSE_TOO_SLOW = 1013
 
 #: Reads the stored events after an id under some routing keys: (events, more exist).
 ReplaySource = Callable[[list[str], str], Awaitable[tuple[list[Event], bool]]]
+#: How uvicorn refuses a frame for a socket that has closed (its client went away, or we closed it).
+_SERVER_SAYS_CLOSED = "after sending 'websocket.close'"
+
+
+def _closed_already(error: RuntimeError) -> bool:
+    """Whether ``error`` only says the socket had closed before a send or close: Starlette's refusal after our own
+    close, or the server's after the connection ended. Any other ``RuntimeError`` is a fault."""
+    return isinstance(error, WebSocketDisconnected) or _SERVER_SAYS_CLOSED in str(error)
 
 
 class RecentIds:
@@ -133,13 +141,25 @@ class ClientConnection:
         asyncio.create_task(self._close_too_slow())
 
     async def _close_too_slow(self) -> None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        with self._unless_closed("closing"):
             await self.websocket.close(code=CLOSE_TOO_SLOW, reason="client too slow")
 
     async def _drain(self) -> None:
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        with self._unless_closed("sending"):
             while True:
                 await self.websocket.send_text(await self._buffer.get())
+
+    @contextlib.contextmanager
+    def _unless_closed(self, doing: str) -> Iterator[None]:
+        """A socket that closed (its client left, or we closed it) ends the block quietly; any other failure is
+        logged with its traceback (a background task's failure would otherwise go unseen)."""
+        try:
+            yield
+        except WebSocketDisconnect:
+            pass
+        except RuntimeError as exc:
+            if not _closed_already(exc):
+                logger.exception("%s on the socket of %s failed", doing, self.principal.user_id)
 
     async def close(self) -> None:
         self._sender.cancel()

@@ -10,13 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
-from pydantic_core import to_jsonable_python
-
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.cron import SKIP_GRACE_S
 from engineroom.core.errors import InvalidTransition, StoreUnavailable
-from engineroom.core.ids import new_id, process_identity
+from engineroom.core.ids import process_identity
 from engineroom.core.metrics import count_finished
 from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.models.event import EventType, job_event, queue_event
@@ -203,11 +201,8 @@ class Scheduler:
             after = batch[-1].id
 
     async def _skip(self, job: JobDocument, reason: str) -> None:
-        fields = {"finished_at": utcnow()}
         try:
-            await self.jobs.transition(
-                job.id, expected=[JobState.PENDING], to=JobState.CANCELLED, fields=fields, detail=reason
-            )
+            await self.jobs.cancel(job.id, expected=[JobState.PENDING], detail=reason)
         except InvalidTransition:
             return
         skipped = job.model_copy(update={"state": JobState.CANCELLED})
@@ -234,7 +229,7 @@ class Scheduler:
             lost = f"worker {job.worker_id} stopped renewing the lease of attempt {job.attempts}"
             await self.queues.release(job.engine, job.id, job.worker_id or "")
             if job.may_retry:
-                await self._requeue(job, JobState.RUNNING, detail=lost, lease_expires_at=job.lease_expires_at)
+                await self._requeue(job, JobState.RUNNING, detail=lost)  # only while its lease is the lapsed one
             else:
                 await self._fail_lost(job, lost)
 
@@ -273,42 +268,19 @@ class Scheduler:
                 return  # RabbitMQ is still down: try again next tick
 
     async def _requeue(
-        self,
-        job: JobDocument,
-        source: JobState,
-        *,
-        detail: str,
-        inputs: dict[str, object] | None = None,
-        **conditions: object,
+        self, job: JobDocument, source: JobState, *, detail: str, inputs: dict[str, object] | None = None
     ) -> None:
-        now = utcnow()
-        fields: dict[str, object] = {
-            "queued_at": now,
-            "needs_dispatch": True,
-            "dispatch_token": new_id(),
-            "next_attempt_at": None,
-            "worker_id": None,
-            "lease_expires_at": None,
-        }
-        if inputs is not None:
-            fields["inputs"] = to_jsonable_python(inputs)
         try:
-            await self.jobs.transition(
-                job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, extra_conditions=conditions
-            )
+            queued = await self.jobs.requeue(job, source=source, detail=detail, inputs=inputs)
         except InvalidTransition:
             return  # it moved on meanwhile (cancelled, or its worker came back)
-        queued = job.model_copy(update={"state": JobState.QUEUED, **fields})
         await self.publisher.publish(job_event(queued, EventType.JOB_QUEUED, {"priority": job.priority}))
         await self.dispatcher.dispatch(queued)  # announced first: its worker's job.started must come after
 
     async def _fail_lost(self, job: JobDocument, detail: str) -> None:
         error = JobError(type="WorkerLost", message=detail, transient=True)
-        fields = {"error": error.model_dump(), "finished_at": utcnow(), "lease_expires_at": None}
         try:
-            await self.jobs.transition(
-                job.id, expected=[JobState.RUNNING], to=JobState.FAILED, fields=fields, detail=detail, error=error
-            )
+            await self.jobs.fail_lost(job.id, error=error, detail=detail)
         except InvalidTransition:
             return
         failed = job.model_copy(update={"state": JobState.FAILED})

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition
-from engineroom.core.ids import new_id
 from engineroom.core.metrics import count_finished
 from engineroom.models.event import EventType, job_event
-from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState, Progress
+from engineroom.models.job import TERMINAL_STATES, JobDocument, JobState
 from engineroom.models.principal import Principal
 from engineroom.services.dispatch import Dispatcher
 from engineroom.services.publisher import AsyncEventPublisher
@@ -35,10 +33,7 @@ class JobControl:
         job = await self.jobs.get_visible(job_id, who)
         if job.state in TERMINAL_STATES:
             raise InvalidTransition(f"job {job_id} is {job.state}; only unfinished jobs can be cancelled")
-        fields = {"finished_at": utcnow(), "needs_dispatch": False, "lease_expires_at": None, "next_attempt_at": None}
-        await self.jobs.transition(
-            job_id, expected=CANCELLABLE_STATES, to=JobState.CANCELLED, fields=fields, detail=f"by {who.user_id}"
-        )
+        await self.jobs.cancel(job_id, expected=CANCELLABLE_STATES, detail=f"by {who.user_id}")
         cancelled = await self.jobs.get_visible(job_id, who)
         count_finished(cancelled.engine, cancelled.task, JobState.CANCELLED)
         await self.publisher.publish(job_event(cancelled, EventType.JOB_CANCELLED, {"previous_state": str(job.state)}))
@@ -54,20 +49,7 @@ class JobControl:
         job = await self.jobs.get_visible(job_id, who)
         if job.state not in RETRYABLE_STATES:
             raise InvalidTransition(f"job {job_id} is {job.state}; only failed or cancelled jobs can be retried")
-        now = utcnow()
-        fields = {
-            "queued_at": now,
-            "finished_at": None,
-            "result": None,
-            "progress": Progress().model_dump(),
-            "needs_dispatch": True,
-            "dispatch_token": new_id(),
-            # attempts keep counting across manual retries; the budget of automatic retries starts afresh
-            "attempts_before_retry": job.attempts,
-        }
-        await self.jobs.transition(
-            job_id, expected=RETRYABLE_STATES, to=JobState.QUEUED, fields=fields, detail=f"retried by {who.user_id}"
-        )
+        await self.jobs.retry(job, expected=RETRYABLE_STATES, detail=f"retried by {who.user_id}")
         queued = await self.jobs.get_visible(job_id, who)
         await self.publisher.publish(job_event(queued, EventType.JOB_QUEUED, {"priority": queued.priority}))
         await self.dispatcher.dispatch(queued)  # after the announcement, as for a submit: see announce_and_send

@@ -1,8 +1,8 @@
-"""The outbox: a job moves to ``queued`` with ``needs_dispatch`` set, its message is sent, then the flag is cleared.
+"""The outbox: a job moves to ``queued`` flagged for sending, its message is sent, then the flag is cleared.
 
 If RabbitMQ is down the flag stays and the scheduler sends the message later; if this process dies between
 send and clear, the scheduler sends it again and the duplicate is harmless (workers only run ``queued`` jobs,
-claiming them with a conditional write). A clear names the ``dispatch_token`` of the flag it answers: a flag set
+claiming them with a conditional write). A clear names the token of the flag it answers: a flag set
 again since (a parked job released anew, a retry) is not wiped by the clear of an earlier send, whatever the
 process — else a job whose new send failed would wait, queued, with no message, for good (seen when RabbitMQ
 restarted under load: the gateway's clear of a submit landed after the scheduler re-flagged the job, released from
@@ -33,7 +33,7 @@ class Dispatcher:
     def __init__(self, jobs: JobStore, enqueuer: Enqueuer) -> None:
         self.jobs = jobs
         self.enqueuer = enqueuer
-        #: Jobs sent and not yet cleared, each with the ``dispatch_token`` of the flag its message answers.
+        #: Jobs sent and not yet cleared, each with the token of the flag its message answers.
         self._sent: dict[str, str | None] = {}
         self._flusher: asyncio.Task[None] | None = None
 

@@ -73,9 +73,7 @@ class JobSubmitter:
             idempotency_key=idempotency_key or body.idempotency_key,
             depends_on=body.depends_on,
             history=[HistoryEntry(state=state, at=now, detail=detail)],
-            needs_dispatch=state == JobState.QUEUED,
-            dispatch_token=new_id(),
-        )
+        ).with_outbox_flag()
 
     async def submit(
         self, body: JobSubmit, who: Principal, idempotency_key: str | None = None

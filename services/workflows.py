@@ -6,7 +6,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.errors import Conflict, InvalidRequest, InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.models.event import EventType, workflow_event
-from engineroom.models.job import TERMINAL_STATES, HistoryEntry, JobDocument, JobSpec, JobState, JobSubmit
+from engineroom.models.job import TERMINAL_STATES, JobDocument, JobSpec, JobState, JobSubmit
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import (
     MAX_WORKFLOW_STEPS,
@@ -141,19 +141,9 @@ class WorkflowService:
             raise InvalidRequest(f"step {step.id!r}: {exc.detail}") from None
         if not step.depends_on:
             return job.model_copy(update={"id": job_ids[step.id], "workflow_id": workflow_id, "step_id": step.id})
-        return job.model_copy(
-            update={
-                "id": job_ids[step.id],
-                "workflow_id": workflow_id,
-                "step_id": step.id,
-                "depends_on": [job_ids[dependency] for dependency in step.depends_on],
-                "condition": step.condition,
-                "state": JobState.PENDING,
-                "queued_at": None,
-                "needs_dispatch": False,
-                "history": [HistoryEntry(state=JobState.PENDING, at=job.created_at, detail="waiting for its steps")],
-            }
-        )
+        step_job = job.model_copy(update={"id": job_ids[step.id], "workflow_id": workflow_id, "step_id": step.id})
+        dependencies = [job_ids[dependency] for dependency in step.depends_on]
+        return step_job.waiting_on(dependencies, step.condition, "waiting for its steps")
 
     async def get(self, workflow_id: str, who: Principal) -> WorkflowPublic:
         return await self.describe(await self.workflows.get_visible(workflow_id, who))

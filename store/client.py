@@ -7,15 +7,15 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import pymongo
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import OperationFailure
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
 
 from engineroom.core.config import Settings
-from engineroom.core.errors import StoreUnavailable
 from engineroom.core.metrics import MONGODB_COMMANDS
 from engineroom.models.notification import NotificationChannel
+from engineroom.store.errors import bounded as bounded  # where callers have always found it
+from engineroom.store.errors import safe_to_repeat
 
 logger = logging.getLogger(__name__)
 
@@ -62,35 +62,6 @@ class _CommandCounter(CommandListener):
 _COMMAND_COUNTER = _CommandCounter()
 
 
-def bounded(seconds: float) -> contextlib.AbstractContextManager[None]:
-    """Database calls started inside the block give up once ``seconds`` have passed since it began, all together
-    (server selection, socket reads, retries: pymongo's client-side operation timeout), and fail with
-    ``StoreUnavailable`` as any driver error does; once the time is up, they fail at once.
-
-    For a process that is stopping: a MongoDB that does not answer must not hold it. Motor copies the caller's
-    context to the thread it runs each call on, so the bound reaches the driver; tasks started inside inherit it.
-    """
-    if seconds <= 0:
-        raise ValueError("a bound must be positive (pymongo reads 0 as no timeout)")
-    return _Bounded(seconds)
-
-
-class _Bounded(contextlib.AbstractContextManager[None]):
-    """``pymongo.timeout``, tolerating an exit in another context: a coroutine abandoned inside the block when a
-    stopping process's loop closes is closed by the garbage collector, where resetting pymongo's context variables
-    raises ``ValueError`` ("created in a different Context") — there is nothing of that context left to reset."""
-
-    def __init__(self, seconds: float) -> None:
-        self._timeout = pymongo.timeout(seconds)
-
-    def __enter__(self) -> None:
-        self._timeout.__enter__()
-
-    def __exit__(self, *exc_info: Any) -> None:
-        with contextlib.suppress(ValueError):
-            self._timeout.__exit__(*exc_info)
-
-
 async def _ensure_ttl(
     collection: AsyncIOMotorCollection[dict[str, Any]], field: str, name: str, *, expire_after_s: int
 ) -> None:
@@ -103,16 +74,14 @@ async def _ensure_ttl(
         logger.info("TTL of %s.%s set to %d s", collection.name, name, expire_after_s)
 
 
+@safe_to_repeat
 async def ping(db: Database) -> None:
     """Check that MongoDB answers.
 
     Raises:
       StoreUnavailable: it does not.
     """
-    try:
-        await db.command("ping")
-    except PyMongoError as exc:
-        raise StoreUnavailable() from exc
+    await db.command("ping")
 
 
 async def ensure_indexes(db: Database, *, retention_days: int) -> None:

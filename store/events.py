@@ -13,12 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING, InsertOne
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError
 
-from engineroom.core.errors import StoreUnavailable
 from engineroom.models.event import Event
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.errors import safe_to_repeat
 
 #: Events read per query while replaying.
 REPLAY_PAGE = 500
@@ -116,17 +116,17 @@ class EventStore:
     def _document(self, event: Event) -> dict[str, Any]:
         return {**to_mongo(event), "expires_at": event.ts + self.ttl}
 
+    @safe_to_repeat
     async def _insert(self, events: list[Event]) -> None:
+        """Safe to repeat: an event already recorded (by an earlier try too) is a duplicate key, passed over."""
         documents = [self._document(event) for event in events]
         try:
             await self.collection.insert_many(documents, ordered=False)
         except BulkWriteError as exc:
             if any(error.get("code") != DUPLICATE_KEY for error in exc.details.get("writeErrors", [])):
-                raise StoreUnavailable() from exc
+                raise
             if exc.details.get("writeConcernErrors"):
-                raise StoreUnavailable() from exc
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+                raise
 
     async def after(self, routing_keys: Iterable[str], after: str, *, limit: int) -> tuple[list[Event], bool]:
         """Up to ``limit`` stored events under any of ``routing_keys`` with ids after ``after``, oldest first,
@@ -150,24 +150,22 @@ class EventStore:
         events = sorted(found.values(), key=lambda event: event.id)
         return events[:limit], True
 
+    @safe_to_repeat
     async def _merged_page(self, queries: list[dict[str, Any]], after: str) -> tuple[list[Event], str | None]:
         """One page of every query after ``after``, cut where the first full page ends (beyond it a query may
         not have been read yet), and that cut; ``None`` when every query is exhausted."""
         boundary: str | None = None
         documents: list[dict[str, Any]] = []
-        try:
-            for query in queries:
-                page = await (
-                    self.collection.find({**query, "_id": {"$gt": after}})
-                    .sort("_id", ASCENDING)
-                    .limit(REPLAY_PAGE)
-                    .to_list(REPLAY_PAGE)
-                )
-                documents.extend(page)
-                if len(page) == REPLAY_PAGE:
-                    last = page[-1]["_id"]
-                    boundary = last if boundary is None else min(boundary, last)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        for query in queries:
+            page = await (
+                self.collection.find({**query, "_id": {"$gt": after}})
+                .sort("_id", ASCENDING)
+                .limit(REPLAY_PAGE)
+                .to_list(REPLAY_PAGE)
+            )
+            documents.extend(page)
+            if len(page) == REPLAY_PAGE:
+                last = page[-1]["_id"]
+                boundary = last if boundary is None else min(boundary, last)
         kept = [document for document in documents if boundary is None or document["_id"] <= boundary]
         return [from_mongo(Event, document) for document in kept], boundary

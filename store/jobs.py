@@ -8,29 +8,41 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
+from pydantic_core import to_jsonable_python
 from pymongo import DESCENDING
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
+from engineroom.core.errors import InvalidTransition, NotFound
 from engineroom.core.ids import id_floor, new_id
+from engineroom.models.event import Event
 from engineroom.models.job import (
     PRIORITIES_HIGHEST_FIRST,
     TERMINAL_STATES,
+    AttemptState,
     HistoryEntry,
     JobDocument,
     JobError,
     JobFilter,
     JobPage,
     JobPublic,
+    JobStart,
     JobState,
     Progress,
+    RunningAttempt,
+    Usage,
 )
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.errors import run_once, safe_to_repeat
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
+
+#: Every field a job document has: a write names no other (``_transition`` checks).
+_JOB_FIELDS = frozenset(JobDocument.model_fields)
+#: How many times an insert meets an idempotency key whose holder vanishes before it is read, before it gives up.
+_INSERT_TRIES = 2
 
 
 def _values(states: Collection[JobState]) -> list[str]:
@@ -56,61 +68,69 @@ def _filter_query(filters: JobFilter) -> dict[str, Any]:
 
 
 class JobStore:
-    """Reads and writes job documents. Methods return models, never cursors.
+    """Reads and writes job documents. Methods return models, never cursors, and are named for what they do to a job;
+    each write states the conditions it depends on (the job's state, and the fences below).
 
-    Every pymongo failure leaves as ``StoreUnavailable`` so callers (and the gateway's 503) see one error.
+    Every pymongo failure leaves as ``StoreUnavailable`` (``store/errors.py``) so callers (and the gateway's 503) see
+    one error.
     """
 
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
 
+    # -- new jobs --
+
+    @safe_to_repeat
     async def insert(self, job: JobDocument) -> JobDocument:
         """Store a new job; with an idempotency key, return the job already stored under it instead.
 
-        Raises:
-          StoreUnavailable: MongoDB failed.
-        """
-        try:
-            await self.collection.insert_one(to_mongo(job))
-            return job
-        except DuplicateKeyError:
-            existing = await self._find_one(
-                {"tenant_id": job.tenant_id, "user_id": job.user_id, "idempotency_key": job.idempotency_key}
-            )
-            if existing is None:  # the key's holder was deleted between the two calls
-                raise StoreUnavailable("idempotency conflict, retry the request") from None
-            return existing
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        Safe to repeat: a duplicate key on the job's own id (new and random) can only be an earlier try of this
+        insert; one on its idempotency key finds the job stored under the key, this very one if that try stored it.
 
+        Raises:
+          StoreUnavailable: MongoDB failed, or the key's holder vanished each time before it could be read.
+        """
+        contested: DuplicateKeyError | None = None
+        for _ in range(_INSERT_TRIES):
+            try:
+                await self.collection.insert_one(to_mongo(job))
+                return job
+            except DuplicateKeyError as exc:
+                if job.idempotency_key is None:
+                    return job  # its own id: stored by an earlier try
+                existing = await self._find_one(
+                    {"tenant_id": job.tenant_id, "user_id": job.user_id, "idempotency_key": job.idempotency_key}
+                )
+                if existing is not None:
+                    return existing
+                contested = exc  # the key's holder was deleted between the two calls: the key is free again
+        raise contested or AssertionError("no try was made")
+
+    @run_once
     async def insert_many(self, jobs: list[JobDocument]) -> None:
         """Store new jobs in one write (bulk writes are several times cheaper than one insert each).
+
+        Run once: a repeat of a partly applied try would meet its own jobs as duplicates.
 
         Raises:
           StoreUnavailable: MongoDB failed; none may be assumed stored.
         """
-        if not jobs:
-            return
-        try:
+        if jobs:
             await self.collection.insert_many([to_mongo(job) for job in jobs], ordered=False)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
 
+    # -- reads --
+
+    @safe_to_repeat
     async def missing_visible(self, job_ids: list[str], who: Principal) -> list[str]:
         """Which of ``job_ids`` ``who`` cannot see (absent or someone else's)."""
-        try:
-            found = await self.collection.find({"_id": {"$in": job_ids}, **visible_to(who)}, {"_id": 1}).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        found = await self.collection.find({"_id": {"$in": job_ids}, **visible_to(who)}, {"_id": 1}).to_list(None)
         seen = {document["_id"] for document in found}
         return [job_id for job_id in job_ids if job_id not in seen]
 
+    @safe_to_repeat
     async def outcomes(self, job_ids: list[str]) -> list[JobDocument]:
         """The jobs with these ids (the dependencies of a pending job)."""
-        try:
-            documents = await self.collection.find({"_id": {"$in": job_ids}}).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        documents = await self.collection.find({"_id": {"$in": job_ids}}).to_list(None)
         return [from_mongo(JobDocument, document) for document in documents]
 
     async def due_scheduled(self, now: datetime, limit: int) -> list[JobDocument]:
@@ -167,6 +187,8 @@ class JobStore:
             await asyncio.sleep(min(pause_s, remaining_s))
             pause_s = min(pause_s * 2, 0.5)
 
+    # -- deleting finished jobs --
+
     async def delete_terminal(self, job_id: str, who: Principal) -> None:
         """Delete a finished job that ``who`` may see.
 
@@ -175,15 +197,20 @@ class JobStore:
           InvalidTransition: the job has not finished.
         """
         job = await self.get_visible(job_id, who)
-        try:
-            outcome = await self.collection.delete_one({"_id": job_id, "state": {"$in": _values(TERMINAL_STATES)}})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        if outcome.deleted_count != 1:
+        if not await self._delete_if_finished(job_id):
             raise InvalidTransition(f"job {job_id} is {job.state}; only finished jobs can be deleted")
 
+    @run_once
+    async def _delete_if_finished(self, job_id: str) -> bool:
+        """Run once: a repeat of an applied try would find nothing to delete and say the job is not finished."""
+        outcome = await self.collection.delete_one({"_id": job_id, "state": {"$in": _values(TERMINAL_STATES)}})
+        return bool(outcome.deleted_count == 1)
+
+    @run_once
     async def delete_finished(self, before: datetime, states: Collection[JobState], *, dry_run: bool) -> int:
         """Delete (or, with ``dry_run``, count) the jobs in ``states`` (terminal ones) finished before ``before``.
+
+        Run once: a repeat would leave out what an applied try deleted from the count it reports.
 
         Raises:
           StoreUnavailable: MongoDB failed.
@@ -191,24 +218,24 @@ class JobStore:
         total = 0
         for state in _values(states):  # one equality per query: SecantusDB plans no index for ``$in``
             query = {"state": state, "finished_at": {"$lt": before}}
-            try:
-                if dry_run:
-                    total += await self.collection.count_documents(query)
-                else:
-                    total += (await self.collection.delete_many(query)).deleted_count
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
+            if dry_run:
+                total += await self.collection.count_documents(query)
+            else:
+                total += (await self.collection.delete_many(query)).deleted_count
         return total
 
+    # -- the outbox and parking --
+
+    @safe_to_repeat
     async def renew_leases(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
         """Extend the leases of the running jobs a live worker holds (its heartbeat)."""
-        if not job_ids:
-            return
-        await self._update_many(
-            {"_id": {"$in": list(job_ids)}, "state": str(JobState.RUNNING), "worker_id": worker_id},
-            {"$set": {"lease_expires_at": until}},
-        )
+        if job_ids:
+            await self.collection.update_many(
+                {"_id": {"$in": list(job_ids)}, "state": str(JobState.RUNNING), "worker_id": worker_id},
+                {"$set": {"lease_expires_at": until}},
+            )
 
+    @safe_to_repeat
     async def confirm_dispatched(self, sent: Mapping[str, str | None]) -> None:
         """Clear the outbox flag of jobs whose broker messages were sent (job id → the ``dispatch_token`` sent)
         and that are still waiting for a worker; one write for many jobs. A flag set again since the send has a new
@@ -220,7 +247,7 @@ class JobStore:
                 "needs_dispatch": True,
                 "state": str(JobState.QUEUED),
             }
-            await self._update_many(query, {"$set": {"needs_dispatch": False}})
+            await self.collection.update_many(query, {"$set": {"needs_dispatch": False}})
 
     async def park(self, job_id: str) -> bool:
         """Hold a ``queued`` job in MongoDB until its tenant has room under the engine's per-tenant cap (its
@@ -237,29 +264,22 @@ class JobStore:
             return job.model_copy(update=fields)
         return None
 
+    @safe_to_repeat
     async def parked(self, engine: str, limit: int) -> list[JobDocument]:
         """An engine's parked jobs in the order they should start: highest priority, then oldest."""
         query = {"engine": engine, "state": str(JobState.QUEUED), "parked": True}
-        try:
-            cursor = self.collection.find(query).sort([("priority", DESCENDING), ("_id", 1)]).limit(limit)
-            documents = await cursor.to_list(limit)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        return [from_mongo(JobDocument, document) for document in documents]
+        cursor = self.collection.find(query).sort([("priority", DESCENDING), ("_id", 1)]).limit(limit)
+        return [from_mongo(JobDocument, document) for document in await cursor.to_list(limit)]
 
+    @safe_to_repeat
     async def position(self, job: JobDocument) -> int:
         """How many queued jobs of the same engine start before this one (higher priority, or as high and older).
 
         Two counts rather than one ``$or``, so each is an index range.
         """
         same_engine = {"engine": job.engine, "state": str(JobState.QUEUED)}
-        try:
-            higher = await self.collection.count_documents({**same_engine, "priority": {"$gt": job.priority}})
-            older = await self.collection.count_documents(
-                {**same_engine, "priority": job.priority, "_id": {"$lt": job.id}}
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        higher = await self.collection.count_documents({**same_engine, "priority": {"$gt": job.priority}})
+        older = await self.collection.count_documents({**same_engine, "priority": job.priority, "_id": {"$lt": job.id}})
         return int(higher) + int(older)
 
     async def due_retries(self, now: datetime, limit: int) -> list[JobDocument]:
@@ -286,17 +306,13 @@ class JobStore:
             query["_id"] = {"$gt": after}
         return await self._find_many(query, sort="_id", limit=limit)
 
+    @safe_to_repeat
     async def count_expected_in_broker(self, engine: str) -> int:
         """How many of the engine's ``queued`` jobs should have a message in RabbitMQ (all but the parked ones)."""
-        try:
-            return int(
-                await self.collection.count_documents(
-                    {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
-                )
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        query = {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
+        return int(await self.collection.count_documents(query))
 
+    @safe_to_repeat
     async def has_overdue_in_broker(self, engine: str, queued_before: datetime, limit: int) -> bool:
         """Whether one of the engine's ``queued`` jobs that should have a message in RabbitMQ was queued before
         ``queued_before``, judged from at most ``limit`` per priority of those made before then, unsorted.
@@ -306,107 +322,267 @@ class JobStore:
         none for ``$in``): no index of its own, which every job write would have to maintain.
         """
         expected = {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
-        if not await self._exists(expected):  # an idle engine: one query
+        if await self.collection.find_one(expected, {"_id": 1}) is None:  # an idle engine: one query
             return False
         made_before = {"$lt": id_floor(queued_before)}
         for priority in PRIORITIES_HIGHEST_FIRST:
             query = {**expected, "priority": priority, "_id": made_before}
-            try:
-                found = await self.collection.find(query, {"queued_at": 1}).limit(limit).to_list(limit)
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
+            found = await self.collection.find(query, {"queued_at": 1}).limit(limit).to_list(limit)
             if any(
                 document.get("queued_at") is not None and document["queued_at"] < queued_before for document in found
             ):
                 return True
         return False
 
-    async def transition(
+    # -- a worker's attempt --
+
+    async def mark_running(self, job_id: str, start: JobStart) -> None:
+        """Record a worker's start of the queued job, written on its own while the task runs.
+
+        Raises:
+          InvalidTransition: the job is no longer queued (cancelled meanwhile); nothing was written.
+        """
+        await self._transition(
+            job_id,
+            expected=[JobState.QUEUED],
+            to=JobState.RUNNING,
+            fields=start.changes(),
+            detail=start.detail,
+            increment_attempts=True,
+        )
+
+    async def complete(
+        self, job_id: str, *, attempt: AttemptState, result: Any, usage: Usage, finished_at: datetime, outcome: Event
+    ) -> None:
+        """Record that the attempt finished with ``result``, with ``outcome`` (its ``job.completed`` event) stored
+        alongside, so the very same event can be published again if the worker dies before it does.
+
+        Raises:
+          InvalidTransition: the job moved on (cancelled, or taken from this attempt); nothing was written.
+        """
+        done = Progress(percent=100.0, message="done")
+        fields = {"result": result, **_spent(usage, done), **_ended(finished_at, outcome)}
+        await self._end_attempt(job_id, JobState.COMPLETED, attempt, fields)
+
+    async def fail(
+        self,
+        job_id: str,
+        *,
+        attempt: AttemptState,
+        error: JobError,
+        finished_at: datetime,
+        outcome: Event,
+        usage: Usage | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        """Record that the attempt (or a job that could not start: ``attempt`` None) failed for good, with
+        ``outcome`` (its ``job.failed`` event) as ``complete`` does; ``progress``, if given, is the last reported.
+
+        Raises:
+          InvalidTransition: the job moved on; nothing was written.
+        """
+        fields = {"error": error.model_dump(), **_spent(usage, progress), **_ended(finished_at, outcome)}
+        await self._end_attempt(job_id, JobState.FAILED, attempt, fields, error=error)
+
+    async def schedule_retry(
+        self,
+        job_id: str,
+        *,
+        attempt: AttemptState,
+        error: JobError,
+        retry_at: datetime,
+        detail: str,
+        usage: Usage,
+        progress: Progress | None = None,
+    ) -> None:
+        """Record that the attempt failed transiently: the job waits ``retrying`` until ``retry_at``, held by no
+        worker.
+
+        Raises:
+          InvalidTransition: the job moved on; nothing was written.
+        """
+        fields = {
+            "error": error.model_dump(),
+            **_spent(usage, progress),
+            "next_attempt_at": retry_at,
+            "worker_id": None,
+            "lease_expires_at": None,
+        }
+        await self._end_attempt(job_id, JobState.RETRYING, attempt, fields, detail=detail, error=error)
+
+    async def set_progress(self, job_id: str, progress: Progress, worker_id: str) -> bool:
+        """Record progress while ``worker_id`` runs the job; returns False if it no longer does."""
+        return await self._update_one(
+            {"_id": job_id, "state": str(JobState.RUNNING), "worker_id": worker_id},
+            {"$set": {"progress": progress.model_dump(mode="python")}},
+        )
+
+    # -- the scheduler's and users' moves --
+
+    async def requeue(
+        self, job: JobDocument, *, source: JobState, detail: str, inputs: Mapping[str, object] | None = None
+    ) -> JobDocument:
+        """Queue the job again from ``source`` (due, backoff over, dependencies met with their ``inputs``, or its
+        worker lost), flagged for sending; the job as it now is. A ``running`` job is taken only while its lease is
+        still the lapsed one read (a worker that came back renewed it, and keeps the job).
+
+        Raises:
+          InvalidTransition: it moved on meanwhile; nothing was written.
+        """
+        fields: dict[str, Any] = {
+            "queued_at": utcnow(),
+            "needs_dispatch": True,
+            "dispatch_token": new_id(),
+            "next_attempt_at": None,
+            "worker_id": None,
+            "lease_expires_at": None,
+        }
+        if inputs is not None:
+            fields["inputs"] = to_jsonable_python(inputs)
+        lease = {"lease_expires_at": job.lease_expires_at} if source == JobState.RUNNING else {}
+        await self._transition(
+            job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, conditions=lease
+        )
+        return job.model_copy(update={"state": JobState.QUEUED, **fields})
+
+    async def fail_lost(self, job_id: str, *, error: JobError, detail: str) -> None:
+        """Fail a running job whose worker is gone and that has no attempts left.
+
+        Raises:
+          InvalidTransition: it is no longer running; nothing was written.
+        """
+        fields = {"error": error.model_dump(), "finished_at": utcnow(), "lease_expires_at": None}
+        await self._transition(
+            job_id, expected=[JobState.RUNNING], to=JobState.FAILED, fields=fields, detail=detail, error=error
+        )
+
+    async def cancel(self, job_id: str, *, expected: Collection[JobState], detail: str) -> None:
+        """Cancel the job if it is in one of ``expected`` (unfinished states); it is sent nowhere any more.
+
+        Raises:
+          InvalidTransition: it is in another state; nothing was written.
+        """
+        fields = {"finished_at": utcnow(), "needs_dispatch": False, "lease_expires_at": None, "next_attempt_at": None}
+        await self._transition(job_id, expected=expected, to=JobState.CANCELLED, fields=fields, detail=detail)
+
+    async def retry(self, job: JobDocument, *, expected: Collection[JobState], detail: str) -> None:
+        """Queue a finished ``job`` (in one of ``expected``) again by hand, flagged for sending: its history and
+        attempts kept, its result and progress cleared, a fresh budget of automatic retries.
+
+        Raises:
+          InvalidTransition: it is in another state; nothing was written.
+        """
+        fields = {
+            "queued_at": utcnow(),
+            "finished_at": None,
+            "result": None,
+            "progress": Progress().model_dump(),
+            "needs_dispatch": True,
+            "dispatch_token": new_id(),
+            # attempts keep counting across manual retries; the budget of automatic retries starts afresh
+            "attempts_before_retry": job.attempts,
+        }
+        await self._transition(job.id, expected=expected, to=JobState.QUEUED, fields=fields, detail=detail)
+
+    # -- the one conditional write every move is --
+
+    async def _end_attempt(
+        self,
+        job_id: str,
+        to: JobState,
+        attempt: AttemptState,
+        fields: dict[str, Any],
+        *,
+        detail: str | None = None,
+        error: JobError | None = None,
+    ) -> None:
+        if isinstance(attempt, RunningAttempt):
+            fence = {"worker_id": attempt.worker_id, "attempts": attempt.attempts}
+            await self._transition(
+                job_id, expected=[JobState.RUNNING], to=to, fields=fields, detail=detail, error=error, conditions=fence
+            )
+        elif isinstance(attempt, JobStart):  # the start is written with the outcome: queued → running → ``to``
+            await self._transition(
+                job_id,
+                expected=[JobState.QUEUED],
+                to=to,
+                fields={**attempt.changes(), **fields},
+                detail=detail,
+                error=error,
+                passed_through=attempt.entry(),
+                increment_attempts=True,
+            )
+        else:
+            await self._transition(job_id, expected=[JobState.QUEUED], to=to, fields=fields, detail=detail, error=error)
+
+    @safe_to_repeat
+    async def _transition(
         self,
         job_id: str,
         *,
         expected: Collection[JobState],
         to: JobState,
-        fields: Mapping[str, Any] | None = None,
+        fields: Mapping[str, Any],
         detail: str | None = None,
         error: JobError | None = None,
         increment_attempts: bool = False,
-        extra_conditions: Mapping[str, Any] | None = None,
+        conditions: Mapping[str, Any] | None = None,
         passed_through: HistoryEntry | None = None,
     ) -> None:
-        """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``extra_conditions``),
-        setting ``fields`` and appending a history entry in the same write — after ``passed_through``, the entry
-        of a state the job went through on the way when one write records both (a short job: queued → running →
-        completed).
+        """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``conditions``), setting
+        ``fields`` and appending a history entry in the same write — after ``passed_through``, the entry of a state
+        the job went through on the way when one write records both (a short job: queued → running → completed).
+
+        Safe to repeat: once applied, the state condition no longer matches (see ``store/errors.py``).
 
         Raises:
           InvalidTransition: the job is absent or in another state; nothing was written.
-          StoreUnavailable: MongoDB failed.
         """
-        now = utcnow()
-        changes: dict[str, Any] = {"state": str(to), **(fields or {})}
-        increments: dict[str, int] = {"version": 1}
-        if increment_attempts:
-            increments["attempts"] = 1
+        changes: dict[str, Any] = {"state": str(to), **fields}
+        if not changes.keys() <= _JOB_FIELDS:
+            raise ValueError(f"not fields of a job: {sorted(changes.keys() - _JOB_FIELDS)}")
         entries = [] if passed_through is None else [passed_through]
-        entries.append(HistoryEntry(state=to, at=now, detail=detail, error=error))
-        update = {
+        entries.append(HistoryEntry(state=to, at=utcnow(), detail=detail, error=error))
+        update: dict[str, Any] = {
             "$set": changes,
-            "$inc": increments,
             "$push": {"history": {"$each": [entry.model_dump(mode="python") for entry in entries]}},
         }
+        if increment_attempts:
+            update["$inc"] = {"attempts": 1}
         states = _values(expected)
         # One expected state (nearly every transition) as an equality: SecantusDB's planner takes a third less time
         # over ``_id`` plus an equality than over ``_id`` plus a one-element ``$in``.
         state: str | dict[str, list[str]] = states[0] if len(states) == 1 else {"$in": states}
-        query = {"_id": job_id, "state": state, **(extra_conditions or {})}
-        try:
-            outcome = await self.collection.update_one(query, update)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        outcome = await self.collection.update_one({"_id": job_id, "state": state, **(conditions or {})}, update)
         if outcome.matched_count != 1:
             raise InvalidTransition(f"job {job_id} is not in state {', '.join(sorted(states))}; cannot move it to {to}")
 
-    async def set_progress(self, job_id: str, progress: Progress, worker_id: str) -> bool:
-        """Record progress while ``worker_id`` runs the job; returns False if it no longer does."""
-        try:
-            outcome = await self.collection.update_one(
-                {"_id": job_id, "state": str(JobState.RUNNING), "worker_id": worker_id},
-                {"$set": {"progress": progress.model_dump(mode="python")}},
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        return outcome.matched_count == 1
-
+    @safe_to_repeat
     async def _find_many(self, query: dict[str, Any], *, sort: str, limit: int) -> list[JobDocument]:
-        try:
-            documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        documents = await self.collection.find(query).sort(sort, 1).limit(limit).to_list(limit)
         return [from_mongo(JobDocument, document) for document in documents]
 
-    async def _exists(self, query: dict[str, Any]) -> bool:
-        try:
-            return await self.collection.find_one(query, {"_id": 1}) is not None
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-
-    async def _update_one(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
-        try:
-            outcome = await self.collection.update_one(query, update)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        return outcome.matched_count == 1
-
-    async def _update_many(self, query: dict[str, Any], update: dict[str, Any]) -> None:
-        try:
-            await self.collection.update_many(query, update)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-
+    @safe_to_repeat
     async def _find_one(self, query: dict[str, Any]) -> JobDocument | None:
-        try:
-            document = await self.collection.find_one(query)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one(query)
         return None if document is None else from_mongo(JobDocument, document)
+
+    @safe_to_repeat
+    async def _update_one(self, query: dict[str, Any], update: dict[str, Any]) -> bool:
+        """A ``$set`` whose condition still holds once applied (a repeat answers the same)."""
+        return bool((await self.collection.update_one(query, update)).matched_count == 1)
+
+
+def _spent(usage: Usage | None, progress: Progress | None) -> dict[str, Any]:
+    """What an attempt used, and its last progress (each if known)."""
+    spent: dict[str, Any] = {}
+    if usage is not None:
+        spent["usage"] = usage.model_dump()
+    if progress is not None:
+        spent["progress"] = progress.model_dump()
+    return spent
+
+
+def _ended(finished_at: datetime, outcome: Event) -> dict[str, Any]:
+    """A finished job: when, no lease any more, and its outcome event's id and time, to publish the same again."""
+    return {"finished_at": finished_at, "lease_expires_at": None, "outcome_event": {"id": outcome.id, "ts": outcome.ts}}

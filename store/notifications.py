@@ -6,10 +6,10 @@ import logging
 from typing import Any, cast
 
 from pymongo import InsertOne, ReturnDocument
-from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, InvalidOperation, PyMongoError
+from pymongo.errors import ClientBulkWriteException, DuplicateKeyError, InvalidOperation
 
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.core.errors import NotFound
 from engineroom.models.event import Event
 from engineroom.models.notification import (
     DeliveryAttempt,
@@ -22,6 +22,7 @@ from engineroom.models.notification import (
 from engineroom.models.principal import Principal
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.errors import run_once, safe_to_repeat
 from engineroom.store.events import DUPLICATE_KEY, EventStore
 from engineroom.store.paging import newest_first
 
@@ -42,16 +43,19 @@ class NotificationStore:
         #: MongoDB 8.0's cross-collection ``bulkWrite`` is there; cleared the first time pymongo says it is not.
         self._bulk_write_across_collections = True
 
+    @run_once
     async def insert(self, notification: NotificationDocument) -> bool:
-        """Store the notification unless one with its id (its source event's) exists; True if this stored it."""
+        """Store the notification unless one with its id (its source event's) exists; True if this stored it.
+
+        Run once: a repeat of an applied try would find it stored and answer False, and it would never be announced.
+        """
         try:
             await self.collection.insert_one(to_mongo(notification))
         except DuplicateKeyError:
             return False
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
         return True
 
+    @run_once
     async def insert_announced(
         self, notification: NotificationDocument, announcement: Event, events: EventStore
     ) -> bool:
@@ -88,22 +92,17 @@ class NotificationStore:
             errors = cast("list[dict[str, Any]]", exc.write_errors or [])
             only_duplicates = errors and all(error.get("code") == DUPLICATE_KEY for error in errors)
             if exc.error is not None or exc.write_concern_errors or not only_duplicates:
-                raise StoreUnavailable() from exc
+                raise
             return all(error.get("idx") != 0 for error in errors)  # only the record existed: stored now
-        except InvalidOperation:
-            raise
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
         return True
 
+    @safe_to_repeat
     async def get(self, notification_id: str) -> NotificationDocument | None:
         """Any user's notification: for the notifier and delivery actors, never for the API."""
-        try:
-            document = await self.collection.find_one({"_id": notification_id})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one({"_id": notification_id})
         return None if document is None else from_mongo(NotificationDocument, document)
 
+    @safe_to_repeat
     async def list_own(
         self, who: Principal, *, unread: bool = False, limit: int = 50, cursor: str | None = None
     ) -> NotificationPage:
@@ -113,12 +112,11 @@ class NotificationStore:
             query["read_at"] = None
         documents, more = await newest_first(self.collection, query, limit=limit, cursor=cursor)
         items = [NotificationPublic.from_document(from_mongo(NotificationDocument, document)) for document in documents]
-        try:  # the owner_unread_newest index covers it
-            unread_count = await self.collection.count_documents({**_owned_by(who), "read_at": None})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        # the owner_unread_newest index covers it
+        unread_count = await self.collection.count_documents({**_owned_by(who), "read_at": None})
         return NotificationPage(items=items, next_cursor=items[-1].id if more else None, unread_count=unread_count)
 
+    @safe_to_repeat
     async def mark_read(self, notification_id: str, who: Principal) -> NotificationDocument:
         """Mark one of ``who``'s notifications read; one already read keeps its first ``read_at``.
 
@@ -126,48 +124,42 @@ class NotificationStore:
           NotFound: absent or someone else's (indistinguishable on purpose).
         """
         query = {"_id": notification_id, **_owned_by(who)}
-        try:
-            await self.collection.update_one({**query, "read_at": None}, {"$set": {"read_at": utcnow()}})
-            document = await self.collection.find_one(query)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.collection.update_one({**query, "read_at": None}, {"$set": {"read_at": utcnow()}})
+        document = await self.collection.find_one(query)
         if document is None:
             raise NotFound(f"notification {notification_id} not found")
         return from_mongo(NotificationDocument, document)
 
+    @run_once
     async def mark_all_read(self, who: Principal) -> int:
-        """Mark every unread notification of ``who`` read; returns how many were."""
-        try:
-            outcome = await self.collection.update_many(
-                {**_owned_by(who), "read_at": None}, {"$set": {"read_at": utcnow()}}
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        """Mark every unread notification of ``who`` read; returns how many were. Run once: a repeat of an applied try
+        would count none."""
+        outcome = await self.collection.update_many(
+            {**_owned_by(who), "read_at": None}, {"$set": {"read_at": utcnow()}}
+        )
         return int(outcome.modified_count)
 
+    @safe_to_repeat
     async def move_delivery(
         self, notification_id: str, channel: NotificationChannel, *, expected: DeliveryState, to: DeliveryState
     ) -> bool:
-        """Move a channel's delivery from ``expected`` to ``to``; False if it was not ``expected`` any more."""
+        """Move a channel's delivery from ``expected`` to ``to``; False if it was not ``expected`` any more (safe to
+        repeat: a conditional move)."""
         key = f"deliveries.{channel}.state"
-        try:
-            outcome = await self.collection.update_one({"_id": notification_id, key: expected}, {"$set": {key: to}})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        outcome = await self.collection.update_one({"_id": notification_id, key: expected}, {"$set": {key: to}})
         return outcome.modified_count == 1
 
+    @run_once
     async def record_attempt(
         self, notification_id: str, channel: NotificationChannel, attempt: DeliveryAttempt, state: DeliveryState
     ) -> NotificationDocument | None:
-        """Append one delivery attempt and set the channel's state in the same write."""
+        """Append one delivery attempt and set the channel's state in the same write (run once: a repeat would append
+        it twice)."""
         update = {
             "$push": {f"deliveries.{channel}.attempts": attempt.model_dump()},
             "$set": {f"deliveries.{channel}.state": state},
         }
-        try:
-            document = await self.collection.find_one_and_update(
-                {"_id": notification_id}, update, return_document=ReturnDocument.AFTER
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one_and_update(
+            {"_id": notification_id}, update, return_document=ReturnDocument.AFTER
+        )
         return None if document is None else from_mongo(NotificationDocument, document)

@@ -6,14 +6,14 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection
 from pymongo import DESCENDING
-from pymongo.errors import PyMongoError
 
-from engineroom.core.errors import StoreUnavailable
+from engineroom.store.errors import safe_to_repeat
 
 #: Largest page any listing returns, whatever the caller asks.
 MAX_PAGE_SIZE = 200
 
 
+@safe_to_repeat
 async def newest_first(
     collection: AsyncIOMotorCollection[dict[str, Any]], query: dict[str, Any], *, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -25,10 +25,7 @@ async def newest_first(
     limit = max(1, min(limit, MAX_PAGE_SIZE))
     if cursor is not None:
         query = {**query, "_id": {"$lt": cursor}}
-    try:
-        found: list[dict[str, Any]] = (
-            await collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
-        )
-    except PyMongoError as exc:
-        raise StoreUnavailable() from exc
+    found: list[dict[str, Any]] = (
+        await collection.find(query).sort("_id", DESCENDING).limit(limit + 1).to_list(limit + 1)
+    )
     return found[:limit], len(found) > limit

@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import StoreUnavailable
 from engineroom.models.notification import NotificationChannel, NotificationPreferences, PreferencesDocument
 from engineroom.store.client import Database
+from engineroom.store.errors import safe_to_repeat
 
 #: Bytes of randomness in a webhook signing secret (hex-encoded: twice as many characters).
 WEBHOOK_SECRET_BYTES = 32
@@ -38,6 +38,7 @@ class PreferenceStore:
         document = await self._find(tenant_id, user_id)
         return NotificationPreferences() if document is None else document
 
+    @safe_to_repeat
     async def enabled_types(self, event_types: Iterable[str]) -> frozenset[str]:
         """Which of ``event_types`` at least one stored preference enables on a channel that is on.
 
@@ -55,26 +56,25 @@ class PreferenceStore:
             ),
             return_exceptions=True,
         )
-        for outcome in found:
-            if isinstance(outcome, PyMongoError):
-                raise StoreUnavailable() from outcome
+        for outcome in found:  # every probe has ended: the first failure leaves
             if isinstance(outcome, BaseException):
                 raise outcome
         return frozenset(kind for (kind, _), document in zip(probes, found, strict=True) if document is not None)
 
+    @safe_to_repeat
     async def get_or_create(self, tenant_id: str, user_id: str) -> PreferencesDocument:
         """The user's stored preferences, stored with the defaults and a fresh webhook secret if there were none."""
         return await self._upsert(tenant_id, user_id, None)
 
+    @safe_to_repeat
     async def put(self, tenant_id: str, user_id: str, preferences: NotificationPreferences) -> PreferencesDocument:
-        """Replace the user's preferences; the webhook secret stays (or is made, the first time)."""
+        """Replace the user's preferences; the webhook secret stays (or is made, the first time). Safe to repeat, as
+        ``get_or_create``: an upsert of given values (the secret only on insert)."""
         return await self._upsert(tenant_id, user_id, preferences)
 
+    @safe_to_repeat
     async def _find(self, tenant_id: str, user_id: str) -> PreferencesDocument | None:
-        try:
-            document = await self.collection.find_one({"tenant_id": tenant_id, "user_id": user_id})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one({"tenant_id": tenant_id, "user_id": user_id})
         return None if document is None else _from_mongo(document)
 
     async def _upsert(
@@ -95,14 +95,9 @@ class PreferenceStore:
         return await self._find_one_and_upsert(query, update)
 
     async def _find_one_and_upsert(self, query: dict[str, Any], update: dict[str, Any]) -> PreferencesDocument:
-        try:
-            document = await self.collection.find_one_and_update(
-                query, update, upsert=True, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError:
-            raise
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one_and_update(
+            query, update, upsert=True, return_document=ReturnDocument.AFTER
+        )
         return _from_mongo(document)
 
 

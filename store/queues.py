@@ -13,14 +13,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
-from pymongo.errors import PyMongoError
 
 from engineroom.core.clock import utcnow
 from engineroom.core.config import DEFAULT_ENGINE_CONCURRENCY
-from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.core.errors import NotFound
 from engineroom.models.queue import QueueDocument, QueueLimits
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo
+from engineroom.store.errors import run_once, safe_to_repeat
 
 #: A bound for limits that are not set, inside MongoDB expressions.
 _UNLIMITED = 2**31
@@ -38,36 +38,30 @@ class QueueStore:
         self.collection = db["queues"]
         self.rate_window_s = rate_window_s
 
+    @safe_to_repeat
     async def ensure_defaults(self) -> None:
         """Create each engine's document with its default limit if it has none (never overwrites)."""
-        try:
-            for engine, limit in DEFAULT_ENGINE_CONCURRENCY.items():
-                await self.collection.update_one(
-                    {"_id": engine},
-                    {"$setOnInsert": {"max_concurrency": limit, "paused": False, "holders": [], "starts": []}},
-                    upsert=True,
-                )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        for engine, limit in DEFAULT_ENGINE_CONCURRENCY.items():
+            await self.collection.update_one(
+                {"_id": engine},
+                {"$setOnInsert": {"max_concurrency": limit, "paused": False, "holders": [], "starts": []}},
+                upsert=True,
+            )
 
+    @safe_to_repeat
     async def get(self, engine: str) -> QueueDocument:
         """
         Raises:
           NotFound: no such engine.
         """
-        try:
-            document = await self.collection.find_one({"_id": engine})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        document = await self.collection.find_one({"_id": engine})
         if document is None:
             raise NotFound(f"no engine {engine!r}")
         return from_mongo(QueueDocument, document, id_field="engine")
 
+    @safe_to_repeat
     async def all(self) -> list[QueueDocument]:
-        try:
-            documents = await self.collection.find({}).sort("_id", 1).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        documents = await self.collection.find({}).sort("_id", 1).to_list(None)
         return [from_mongo(QueueDocument, document, id_field="engine") for document in documents]
 
     async def set_limits(self, engine: str, limits: QueueLimits) -> QueueDocument:
@@ -82,14 +76,13 @@ class QueueStore:
         fields = {"paused": False, "paused_by": None, "paused_at": None, "reason": None, "until": None}
         return await self._update(engine, {"$set": fields})
 
+    @safe_to_repeat
     async def due_resumes(self, now: datetime) -> list[str]:
         """Engines paused ``until`` a time that has come."""
-        try:
-            documents = await self.collection.find({"paused": True, "until": {"$lte": now}}, {"_id": 1}).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        documents = await self.collection.find({"paused": True, "until": {"$lte": now}}, {"_id": 1}).to_list(None)
         return [document["_id"] for document in documents]
 
+    @run_once
     async def try_acquire(
         self,
         engine: str,
@@ -106,7 +99,8 @@ class QueueStore:
         checked as if that slot were free, and it is freed only if this one is taken).
 
         One conditional update: the filter checks the limits against the live slots (lapsed ones ignored),
-        the update drops lapsed slots and start times and records this one.
+        the update drops lapsed slots and start times and records this one. Run once: a repeat of an applied try would
+        find the job holding a slot and answer that it got none, leaving that slot to lapse.
         """
         holders, starts = _live("holders", now), _live("starts", now - timedelta(seconds=self.rate_window_s))
         if replacing is not None:
@@ -138,22 +132,18 @@ class QueueStore:
                 }
             }
         ]
-        try:
-            outcome = await self.collection.update_one(query, update)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        outcome = await self.collection.update_one(query, update)
         return outcome.matched_count == 1
 
+    @safe_to_repeat
     async def release(self, engine: str, job_id: str, worker_id: str) -> None:
         """Give back the slot ``worker_id`` holds for the job (a no-op if it already lapsed or was taken from it):
         a worker that lost the job never frees the slot of the one it was given to."""
-        try:
-            await self.collection.update_one(
-                {"_id": engine}, {"$pull": {"holders": {"job_id": job_id, "worker_id": worker_id}}}
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.collection.update_one(
+            {"_id": engine}, {"$pull": {"holders": {"job_id": job_id, "worker_id": worker_id}}}
+        )
 
+    @safe_to_repeat
     async def renew(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
         """Extend the slot leases ``worker_id`` holds for the given jobs, wherever they are held (its heartbeat);
         never the slot another worker holds for the same job."""
@@ -163,18 +153,14 @@ class QueueStore:
         renewed = {"$mergeObjects": ["$$this", {"expires_at": until}]}
         ours = {"$and": [{"$in": ["$$this.job_id", ids]}, {"$eq": ["$$this.worker_id", worker_id]}]}
         update = [{"$set": {"holders": {"$map": {"input": "$holders", "in": {"$cond": [ours, renewed, "$$this"]}}}}}]
-        try:
-            await self.collection.update_many({"holders.job_id": {"$in": ids}}, update)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.collection.update_many({"holders.job_id": {"$in": ids}}, update)
 
+    @safe_to_repeat
     async def _update(self, engine: str, update: dict[str, Any]) -> QueueDocument:
-        try:
-            document = await self.collection.find_one_and_update(
-                {"_id": engine}, update, return_document=ReturnDocument.AFTER
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        """A ``$set`` of given values (limits, pause, resume): a repeat changes nothing."""
+        document = await self.collection.find_one_and_update(
+            {"_id": engine}, update, return_document=ReturnDocument.AFTER
+        )
         if document is None:
             raise NotFound(f"no engine {engine!r}")
         return from_mongo(QueueDocument, document, id_field="engine")

@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from pymongo.errors import PyMongoError
-
-from engineroom.core.errors import StoreUnavailable
 from engineroom.core.ids import id_floor
 from engineroom.models.job import TERMINAL_STATES, JobState
+from engineroom.models.queue import DurationPoint, ErrorCount
 from engineroom.store.client import Database
+from engineroom.store.errors import safe_to_repeat
 
 
 @dataclass
@@ -30,24 +29,9 @@ class EngineFigures:
     p95_duration_s: float | None = None
 
 
-@dataclass
-class ErrorFigures:
-    engine: str
-    task: str
-    error_type: str
-    last_hour: int
-    last_day: int
-
-
-@dataclass
-class HourFigures:
-    hour: datetime
-    finished: int
-    p50_duration_s: float | None
-    p95_duration_s: float | None
-
-
 class JobStats:
+    """Reads only: every method is safe to repeat."""
+
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
 
@@ -109,6 +93,7 @@ class JobStats:
             counts[row["_id"]["engine"]][row["_id"]["state"]] = row["n"]
         return counts
 
+    @safe_to_repeat
     async def ready(self, engines: Iterable[str]) -> int:
         """Queued jobs of ``engines`` that a worker process could start: the autoscaler's backlog.
 
@@ -123,38 +108,27 @@ class JobStats:
         total = 0
         for engine in engines:
             query = {"engine": engine, "state": str(JobState.QUEUED), "parked": False}
-            try:
-                total += await self.collection.count_documents(query)
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
+            total += await self.collection.count_documents(query)
         return total
 
+    @safe_to_repeat
     async def _aggregate(self, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        try:
-            return await self.collection.aggregate(pipeline).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        rows: list[dict[str, Any]] = await self.collection.aggregate(pipeline).to_list(None)
+        return rows
 
+    @safe_to_repeat
     async def totals_by_state(self) -> dict[str, int]:
         """Every stored job by state: one counted index range per state, never a collection scan."""
-        counts = {}
-        for state in JobState:
-            try:
-                counts[str(state)] = await self.collection.count_documents({"state": str(state)})
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
-        return counts
+        return {str(state): await self.collection.count_documents({"state": str(state)}) for state in JobState}
 
+    @safe_to_repeat
     async def oldest_queued_at(self) -> datetime | None:
-        try:
-            oldest = await self.collection.find_one(
-                {"state": str(JobState.QUEUED)}, {"queued_at": 1}, sort=[("queued_at", 1)]
-            )
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        oldest = await self.collection.find_one(
+            {"state": str(JobState.QUEUED)}, {"queued_at": 1}, sort=[("queued_at", 1)]
+        )
         return None if oldest is None else oldest["queued_at"]
 
-    async def top_errors(self, now: datetime, *, engine: str | None = None, limit: int = 10) -> list[ErrorFigures]:
+    async def top_errors(self, now: datetime, *, engine: str | None = None, limit: int = 10) -> list[ErrorCount]:
         """The commonest error types of failed jobs over the last day (and how many in the last hour), by
         engine and task."""
         match: dict[str, Any] = {"state": str(JobState.FAILED), "finished_at": {"$gte": now - timedelta(days=1)}}
@@ -175,17 +149,17 @@ class JobStats:
             ]
         )
         return [
-            ErrorFigures(
-                row["_id"]["engine"],
-                row["_id"]["task"],
-                row["_id"].get("type") or "unknown",
-                row["last_hour"],
-                row["last_day"],
+            ErrorCount(
+                engine=row["_id"]["engine"],
+                task=row["_id"]["task"],
+                error_type=row["_id"].get("type") or "unknown",
+                last_hour=row["last_hour"],
+                last_day=row["last_day"],
             )
             for row in rows
         ]
 
-    async def duration_trend(self, now: datetime, *, engine: str | None = None, hours: int = 24) -> list[HourFigures]:
+    async def duration_trend(self, now: datetime, *, engine: str | None = None, hours: int = 24) -> list[DurationPoint]:
         """Finished jobs and their p50/p95 run time per hour, oldest hour first."""
         match: dict[str, Any] = {"state": {"$in": [str(JobState.COMPLETED), str(JobState.FAILED)]}}
         if engine is not None:
@@ -211,11 +185,11 @@ class JobStats:
         for row in rows:
             p50, p95 = row.get("durations") or (None, None)
             trend.append(
-                HourFigures(
-                    row["_id"],
-                    row["finished"],
-                    None if p50 is None else p50 / 1000,
-                    None if p95 is None else p95 / 1000,
+                DurationPoint(
+                    hour=row["_id"],
+                    finished=row["finished"],
+                    p50_duration_s=None if p50 is None else p50 / 1000,
+                    p95_duration_s=None if p95 is None else p95 / 1000,
                 )
             )
         return trend
@@ -231,6 +205,7 @@ class UsageTotals:
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
 
+    @safe_to_repeat
     async def sum(
         self, visible: dict[str, Any], since: datetime, until: datetime, group_by: str
     ) -> list[dict[str, Any]]:
@@ -252,8 +227,5 @@ class UsageTotals:
             {"$sort": {"cost_usd": -1, "_id": 1}},
             {"$limit": self.MAX_ROWS},
         ]
-        try:
-            rows = await self.collection.aggregate(pipeline).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        rows = await self.collection.aggregate(pipeline).to_list(None)
         return [{**row, "key": str(row.pop("_id"))} for row in rows]

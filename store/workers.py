@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from pymongo.errors import PyMongoError
-
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import StoreUnavailable
 from engineroom.models.worker import ProcessKind, WorkerDocument, WorkerPublic
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
+from engineroom.store.errors import safe_to_repeat
 
 #: Live processes listed at most: a cluster has tens, not thousands.
 MAX_LISTED = 1000
@@ -28,29 +26,23 @@ class WorkerStore:
         #: A process whose last beat is older than this is taken for dead (about three heartbeats).
         self.stale_after_s = stale_after_s
 
+    @safe_to_repeat
     async def beat(self, process: WorkerPublic) -> None:
         """Record that ``process`` was alive at its ``last_heartbeat``, as it describes itself."""
         document = WorkerDocument(
             **process.model_dump(), expires_at=process.last_heartbeat + timedelta(seconds=self.stale_after_s)
         )
         stored = to_mongo(document)
-        try:
-            await self.collection.replace_one({"_id": stored["_id"]}, stored, upsert=True)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.collection.replace_one({"_id": stored["_id"]}, stored, upsert=True)
 
+    @safe_to_repeat
     async def remove(self, process_id: str) -> None:
         """Forget a process that stops cleanly, so it leaves the list at once."""
-        try:
-            await self.collection.delete_one({"_id": process_id})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.collection.delete_one({"_id": process_id})
 
+    @safe_to_repeat
     async def live(self, now: datetime | None = None) -> list[WorkerPublic]:
         """Processes that beat within ``stale_after_s``, workers first (supervisors, schedulers after), oldest first."""
-        try:
-            documents = await self.collection.find({"expires_at": {"$gt": now or utcnow()}}).to_list(MAX_LISTED)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        documents = await self.collection.find({"expires_at": {"$gt": now or utcnow()}}).to_list(MAX_LISTED)
         processes = [from_mongo(WorkerDocument, document).public() for document in documents]
         return sorted(processes, key=lambda p: (p.kind != ProcessKind.WORKER, p.started_at, p.id))

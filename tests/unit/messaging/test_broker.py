@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pika
+import pytest
 
 from engineroom.core.config import Settings
-from engineroom.messaging.broker import build_broker, job_message
+from engineroom.core.embedded import free_port
+from engineroom.core.errors import BrokerUnavailable
+from engineroom.messaging.broker import Enqueuer, build_broker, job_message
 from tests.unit.store.test_jobs import make_job
 
 
@@ -27,3 +32,61 @@ def test_a_job_message_sent_after_its_queue_was_deleted_is_not_dropped(
     finally:
         connection.close()
         broker.close()
+
+
+async def test_an_unreachable_rabbitmq_is_unavailable_and_has_no_depth(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": f"amqp://guest:guest@127.0.0.1:{free_port('127.0.0.1')}/%2F"})
+    enqueuer = Enqueuer(build_broker(settings), settings)
+    try:
+        with pytest.raises(BrokerUnavailable) as raised:
+            await enqueuer.ping()
+        assert isinstance(raised.value.__cause__, pika.exceptions.AMQPConnectionError)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="engineroom.messaging.broker"):
+            assert await enqueuer.depth("general") is None
+        (record,) = [record for record in caplog.records if record.name == "engineroom.messaging.broker"]
+        assert record.levelno == logging.WARNING and record.exc_info is None  # expected: no traceback
+    finally:
+        enqueuer.close()
+        enqueuer.broker.close()
+
+
+async def test_a_broker_failure_that_is_not_about_reaching_it_keeps_its_traceback(
+    settings: Settings, amqp_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    queue = settings.queue_name("general")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    enqueuer = Enqueuer(build_broker(settings), settings)
+    try:
+        # Someone made the queue without its priority argument: RabbitMQ refuses Dramatiq's declare (406)
+        connection.channel().queue_declare(queue, durable=True)
+        with caplog.at_level(logging.WARNING, logger="engineroom.messaging.broker"):
+            assert await enqueuer.depth("general") is None
+        (record,) = [record for record in caplog.records if record.name == "engineroom.messaging.broker"]
+        assert record.levelno == logging.ERROR and record.exc_info is not None
+    finally:
+        connection.channel().queue_delete(queue)
+        connection.close()
+        enqueuer.close()
+        enqueuer.broker.close()
+
+
+async def test_a_readiness_check_lets_a_fault_that_is_not_about_reaching_rabbitmq_through(
+    settings: Settings, amqp_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    enqueuer = Enqueuer(build_broker(settings), settings)
+
+    def a_bug() -> None:
+        raise AttributeError("a bug, not an outage")
+
+    monkeypatch.setattr(enqueuer, "_touch_connection", a_bug)
+    try:
+        with pytest.raises(AttributeError):
+            await enqueuer.ping()
+    finally:
+        enqueuer.close()
+        enqueuer.broker.close()

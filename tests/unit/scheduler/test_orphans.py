@@ -14,7 +14,8 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import InvalidTransition
 from engineroom.core.ids import new_id
 from engineroom.messaging.bus import LocalEventBus
-from engineroom.models.job import JobDocument, JobState
+from engineroom.models.event import EventType, job_event
+from engineroom.models.job import JobDocument, JobState, RunningAttempt, Usage
 from engineroom.models.queue import QueueLimits
 from engineroom.models.worker import ProcessKind, WorkerPublic
 from engineroom.scheduler.loop import Scheduler, SchedulerStores
@@ -137,11 +138,13 @@ async def test_a_worker_that_lost_its_job_cannot_record_an_outcome_over_the_next
     job = await _running_job(cluster, "new-holder")
     jobs = cluster.stores.jobs
     with pytest.raises(InvalidTransition):
-        await jobs.transition(
+        await jobs.complete(
             job.id,
-            expected=[JobState.RUNNING],
-            to=JobState.COMPLETED,
-            extra_conditions={"worker_id": "old-holder", "attempts": job.attempts},
+            attempt=RunningAttempt(worker_id="old-holder", attempts=job.attempts),
+            result=None,
+            usage=Usage(),
+            finished_at=utcnow(),
+            outcome=job_event(job, EventType.JOB_COMPLETED),
         )
     assert not await jobs.set_progress(job.id, job.progress, "old-holder")
     stored = await jobs.get(job.id)

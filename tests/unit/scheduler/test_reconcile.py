@@ -102,7 +102,7 @@ async def test_the_jobs_of_a_deleted_queue_are_sent_again_highest_priority_first
     await dispatcher.dispatch_many([low, normal_old])
     channel.queue_delete(queue)
     # and jobs that must not be sent: one parked (it waits in MongoDB), one running
-    await _store(jobs, priority=10, parked=True, in_line=True)
+    await _store(jobs, priority=10, parked=True)
     await _store(jobs, priority=10, state=JobState.RUNNING)
     # When the scheduler's watch checks the queues
     await _checks(BrokerWatch(rabbit, jobs, dispatcher), 1)

@@ -20,7 +20,7 @@ async def test_jobs_expected_in_rabbitmq_come_a_priority_at_a_time_oldest_first_
     urgent = make_job(priority=8)
     for job in (newer, urgent, older):  # stored out of order
         await jobs.insert(job)
-    await jobs.insert(make_job(priority=8, parked=True, in_line=True))
+    await jobs.insert(make_job(priority=8, parked=True))
     await jobs.insert(make_job(priority=8, state=JobState.RUNNING))
     await jobs.insert(make_job(priority=8, engine="image_generation"))
     # When they are read in batches of one

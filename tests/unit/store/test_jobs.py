@@ -11,7 +11,17 @@ from mongomock_motor import AsyncMongoMockClient
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound
 from engineroom.core.ids import new_id
-from engineroom.models.job import JobDocument, JobFilter, JobState, Progress
+from engineroom.models.event import Event, EventType, job_event
+from engineroom.models.job import (
+    JobDocument,
+    JobError,
+    JobFilter,
+    JobStart,
+    JobState,
+    Progress,
+    RunningAttempt,
+    Usage,
+)
 from engineroom.models.principal import ADMIN_ROLE, Principal
 from engineroom.store.client import ensure_indexes
 from engineroom.store.jobs import JobStore
@@ -50,37 +60,93 @@ async def test_an_inserted_job_reads_back_equal(jobs: JobStore) -> None:
     assert await jobs.get(job.id) == job
 
 
-async def test_transition_moves_the_job_and_records_history(jobs: JobStore) -> None:
-    job = await jobs.insert(make_job())
-    await jobs.transition(job.id, expected=[JobState.QUEUED], to=JobState.RUNNING, increment_attempts=True)
+def a_start(worker_id: str = "w1") -> JobStart:
+    now = utcnow()
+    return JobStart(worker_id=worker_id, started_at=now, lease_until=now + timedelta(seconds=30), detail="attempt 1")
+
+
+def an_outcome(job: JobDocument) -> Event:
+    return job_event(job, EventType.JOB_COMPLETED)
+
+
+async def test_a_start_moves_the_job_to_running_and_records_history(jobs: JobStore) -> None:
+    job = await jobs.insert(make_job(needs_dispatch=True, parked=True))
+    start = a_start()
+    await jobs.mark_running(job.id, start)
     stored = await jobs.get(job.id)
     assert stored is not None
-    assert stored.state == JobState.RUNNING
-    assert stored.attempts == 1
-    assert stored.version == 1
+    assert stored.state == JobState.RUNNING and stored.attempts == 1
+    assert stored.worker_id == "w1" and stored.lease_expires_at == start.lease_until
+    assert not stored.needs_dispatch and not stored.parked
     assert [entry.state for entry in stored.history] == [JobState.RUNNING]
+    assert start.applied_to(job).model_dump(exclude={"history"}) == stored.model_dump(exclude={"history"})
 
 
 @pytest.mark.parametrize("current", [JobState.RUNNING, JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED])
-async def test_transition_refuses_a_job_in_another_state(jobs: JobStore, current: JobState) -> None:
+async def test_a_start_is_refused_for_a_job_in_another_state(jobs: JobStore, current: JobState) -> None:
     job = await jobs.insert(make_job(state=current))
     with pytest.raises(InvalidTransition):
-        await jobs.transition(job.id, expected=[JobState.QUEUED], to=JobState.RUNNING)
-    stored = await jobs.get(job.id)
-    assert stored is not None and stored.state == current and stored.version == 0
+        await jobs.mark_running(job.id, a_start())
+    assert await jobs.get(job.id) == job
 
 
 async def test_a_cancelled_job_cannot_be_completed(jobs: JobStore) -> None:
-    job = await jobs.insert(make_job(state=JobState.CANCELLED))
+    job = await jobs.insert(make_job(state=JobState.CANCELLED, worker_id="w1", attempts=1))
     with pytest.raises(InvalidTransition):
-        await jobs.transition(job.id, expected=[JobState.RUNNING], to=JobState.COMPLETED, fields={"result": 1})
+        await jobs.complete(
+            job.id,
+            attempt=RunningAttempt(worker_id="w1", attempts=1),
+            result=1,
+            usage=Usage(),
+            finished_at=utcnow(),
+            outcome=an_outcome(job),
+        )
     stored = await jobs.get(job.id)
     assert stored is not None and stored.result is None
 
 
-async def test_transition_of_a_missing_job_is_refused(jobs: JobStore) -> None:
+@pytest.mark.parametrize("attempt", [RunningAttempt(worker_id="w2", attempts=2), RunningAttempt("w1", attempts=1)])
+async def test_an_outcome_lands_only_on_the_attempt_it_belongs_to(jobs: JobStore, attempt: RunningAttempt) -> None:
+    job = await jobs.insert(make_job(state=JobState.RUNNING, worker_id="w1", attempts=2))
+    error = JobError(type="Boom", message="late")
     with pytest.raises(InvalidTransition):
-        await jobs.transition(new_id(), expected=[JobState.QUEUED], to=JobState.RUNNING)
+        await jobs.fail(job.id, attempt=attempt, error=error, finished_at=utcnow(), outcome=an_outcome(job))
+    assert await jobs.get(job.id) == job
+
+
+async def test_an_outcome_with_an_unwritten_start_records_both(jobs: JobStore) -> None:
+    job = await jobs.insert(make_job())
+    start = a_start()
+    outcome = an_outcome(job)
+    usage = Usage(tokens_in=3)
+    finished_at = utcnow()
+    await jobs.complete(job.id, attempt=start, result={"n": 1}, usage=usage, finished_at=finished_at, outcome=outcome)
+    stored = await jobs.get(job.id)
+    assert stored is not None and stored.state == JobState.COMPLETED and stored.attempts == 1
+    assert [entry.state for entry in stored.history] == [JobState.RUNNING, JobState.COMPLETED]
+    assert stored.result == {"n": 1} and stored.usage == usage and stored.progress.percent == 100
+    assert stored.worker_id == "w1" and stored.lease_expires_at is None and stored.started_at is not None
+    assert stored.outcome_event == {"id": outcome.id, "ts": outcome.ts}
+
+
+async def test_a_running_job_is_requeued_only_while_its_lease_is_the_lapsed_one(jobs: JobStore) -> None:
+    lapsed = utcnow() - timedelta(seconds=1)
+    job = await jobs.insert(make_job(state=JobState.RUNNING, worker_id="w1", lease_expires_at=lapsed))
+    await jobs.renew_leases([job.id], "w1", utcnow() + timedelta(seconds=30))  # its worker came back
+    with pytest.raises(InvalidTransition):
+        await jobs.requeue(job, source=JobState.RUNNING, detail="lost")
+    renewed = await jobs.get(job.id)
+    assert renewed is not None
+    queued = await jobs.requeue(renewed, source=JobState.RUNNING, detail="lost")
+    stored = await jobs.get(job.id)
+    assert stored is not None and stored.state == JobState.QUEUED and stored.needs_dispatch
+    assert stored.worker_id is None and stored.lease_expires_at is None
+    assert queued.dispatch_token == stored.dispatch_token and queued.state == JobState.QUEUED
+
+
+async def test_a_start_of_a_missing_job_is_refused(jobs: JobStore) -> None:
+    with pytest.raises(InvalidTransition):
+        await jobs.mark_running(new_id(), a_start())
 
 
 async def test_progress_is_recorded_only_while_running(jobs: JobStore) -> None:
