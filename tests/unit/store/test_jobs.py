@@ -153,3 +153,26 @@ async def test_a_repeated_idempotency_key_returns_the_first_job(jobs: JobStore) 
     assert again.id == first.id
     other_user = await jobs.insert(make_job(BOB, idempotency_key="order-7"))
     assert other_user.id != first.id
+
+
+async def test_a_queued_jobs_position_counts_the_engines_jobs_that_start_before_it_parked_or_not(
+    jobs: JobStore,
+) -> None:
+    ahead = [
+        make_job(priority=8),  # higher priority
+        make_job(priority=8, parked=True),
+        make_job(priority=5),  # as high and older
+        make_job(priority=5, parked=True),
+    ]
+    for job in ahead:
+        await jobs.insert(job)
+    job = await jobs.insert(make_job(priority=5))
+    behind = [
+        make_job(priority=5),  # younger
+        make_job(priority=2, parked=True),
+        make_job(priority=9, engine="video_pipeline"),  # another engine
+        make_job(priority=9, state=JobState.RUNNING),  # not queued
+    ]
+    for other in behind:
+        await jobs.insert(other)
+    assert await jobs.position(job) == len(ahead)
