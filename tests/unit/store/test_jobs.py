@@ -176,3 +176,13 @@ async def test_a_queued_jobs_position_counts_the_engines_jobs_that_start_before_
     for other in behind:
         await jobs.insert(other)
     assert await jobs.position(job) == len(ahead)
+
+
+async def test_an_outbox_clear_of_many_jobs_clears_every_flag_it_answers_and_no_other(jobs: JobStore) -> None:
+    sent = [await jobs.insert(make_job(needs_dispatch=True, dispatch_token=new_id())) for _ in range(130)]
+    reflagged, claimed = sent[70], sent[120]
+    await jobs.collection.update_one({"_id": reflagged.id}, {"$set": {"dispatch_token": new_id()}})
+    await jobs.transition(claimed.id, expected=[JobState.QUEUED], to=JobState.RUNNING, fields={"needs_dispatch": True})
+    await jobs.confirm_dispatched({job.id: job.dispatch_token for job in sent})
+    flagged = {job.id for job in sent if (stored := await jobs.get(job.id)) is not None and stored.needs_dispatch}
+    assert flagged == {reflagged.id, claimed.id}
