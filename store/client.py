@@ -195,6 +195,7 @@ async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexS
     for obsolete in (*OBSOLETE_JOB_INDEXES, *(() if full else FULL_ONLY_JOB_INDEXES)):
         with contextlib.suppress(OperationFailure):
             await jobs.drop_index(obsolete)
+    await db["outbox"].create_index([("at", 1)], name="outbox_age")  # batches whose messages are in doubt
     workflows = db["workflows"]
     await workflows.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
     await workflows.create_index([("state", 1)], name="by_state")

@@ -241,6 +241,22 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
 
+    async def unsent_of_batch(self, job_ids: list[str], token: str) -> list[JobDocument]:
+        """The jobs of an outbox record (``store.outbox``) still waiting for the message it stands for: ``queued``
+        with its ``dispatch_token`` (a job parked, retried or sent on since carries another). In chunks, each an
+        ``_id`` lookup (see ``confirm_dispatched``)."""
+        found: list[JobDocument] = []
+        for start in range(0, len(job_ids), CONFIRM_CHUNK):
+            chunk = job_ids[start : start + CONFIRM_CHUNK]
+            query = {"_id": {"$in": chunk}, "dispatch_token": token, "state": str(JobState.QUEUED)}
+            try:
+                documents = await self.collection.find(query).to_list(None)
+            except PyMongoError as exc:
+                raise StoreUnavailable() from exc
+            found.extend(from_mongo(JobDocument, document) for document in documents)
+        order = {job_id: index for index, job_id in enumerate(job_ids)}
+        return sorted(found, key=lambda job: order[job.id])
+
     async def park(self, job_id: str) -> bool:
         """Hold a ``queued`` job in MongoDB until its tenant has room under the engine's per-tenant cap (its
         message is consumed); False if it is no longer queued."""
