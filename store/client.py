@@ -17,6 +17,7 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import StoreUnavailable
 from engineroom.core.metrics import MONGODB_COMMANDS
 from engineroom.models.notification import NotificationChannel
+from engineroom.store.event_keys import keys_of
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +179,25 @@ async def chosen_index_set(db: Database, wanted: IndexSet) -> Literal["minimal",
     return "minimal" if "secantusVersion" in info else "full"
 
 
+#: The replay indexes of ``events`` before the ``replay`` index, one per kind of routing key.
+OLD_REPLAY_INDEXES = ("owner_replay", "tenant_replay", "job_replay", "workflow_replay", "audience_replay")
+
+
+async def _replace_old_replay_indexes(events: AsyncIOMotorCollection[dict[str, Any]]) -> None:
+    """On the first start after the ``replay`` index came: give the events recorded before it their replay keys
+    (they are kept for resumes until they expire), then drop the indexes it replaces. Only while those exist, so
+    the scan of the collection is paid once."""
+    present = [name for name in OLD_REPLAY_INDEXES if name in await events.index_information()]
+    if not present:
+        return
+    async for document in events.find({"keys": {"$exists": False}}, {"keys": 0, "data": 0}):
+        await events.update_one({"_id": document["_id"]}, {"$set": {"keys": keys_of(document)}})
+    for name in present:
+        with contextlib.suppress(OperationFailure):
+            await events.drop_index(name)
+    logger.info("events: replay keys given to the recorded events, %d old replay indexes dropped", len(present))
+
+
 async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexSet = "auto") -> None:
     """Create the indexes for the queries store/ makes; safe to run at every start.
 
@@ -206,13 +226,11 @@ async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexS
     await schedules.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest")
     await schedules.create_index([("pending_fire.claimed_at", 1)], name="pending_fires")
     events = db["events"]
-    # Replays (store/events.py): one query per routing key, each covered; records expire at ``expires_at``.
-    await events.create_index([("tenant_id", 1), ("user_id", 1), ("_id", 1)], name="owner_replay")
-    await events.create_index([("tenant_id", 1), ("_id", 1)], name="tenant_replay")
-    await events.create_index([("job_id", 1), ("_id", 1)], name="job_replay")
-    await events.create_index([("workflow_id", 1), ("_id", 1)], name="workflow_replay")
-    await events.create_index([("audience", 1), ("_id", 1)], name="audience_replay")
+    # Replays (store/events.py): one query per routing key, each a range of one multikey index over the events'
+    # replay keys (store/event_keys.py); records expire at ``expires_at``.
+    await events.create_index([("keys", 1), ("_id", 1)], name="replay")
     await events.create_index([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0)
+    await _replace_old_replay_indexes(events)
     notifications = db["notifications"]
     # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
     # field of the unread query, so SecantusDB uses it too.

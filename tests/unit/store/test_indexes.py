@@ -13,6 +13,7 @@ import pytest
 
 from engineroom.core.config import Settings
 from engineroom.store.client import IndexSet, connect, ensure_indexes
+from engineroom.store.event_keys import key_for
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -82,11 +83,10 @@ MINIMAL_JOB_INDEXES = {
 
 #: Queries on other collections, made on every socket resume or notification listing.
 OTHER_QUERIES: list[tuple[str, str, dict[str, Any], list[tuple[str, int]]]] = [
-    ("replay of a user's events", "events", {"tenant_id": "t", "user_id": "u", "_id": {"$gt": "0"}}, [("_id", 1)]),
-    ("replay of a tenant's events", "events", {"tenant_id": "t", "_id": {"$gt": "0"}}, [("_id", 1)]),
-    ("replay of a job's events", "events", {"job_id": "J", "_id": {"$gt": "0"}}, [("_id", 1)]),
-    ("replay of a workflow's events", "events", {"workflow_id": "W", "_id": {"$gt": "0"}}, [("_id", 1)]),
-    ("replay of queue events", "events", {"audience": "admins", "_id": {"$gt": "0"}}, [("_id", 1)]),
+    *(
+        (f"replay of {routing_key}", "events", {"keys": key_for(routing_key), "_id": {"$gt": "0"}}, [("_id", 1)])
+        for routing_key in ("user:t:u", "tenant:t", "job:J", "workflow:W", "queue:*")
+    ),
     ("unread notifications", "notifications", {"tenant_id": "t", "user_id": "u", "read_at": None}, [("_id", -1)]),
 ]
 
