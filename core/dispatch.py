@@ -21,12 +21,14 @@ import asyncio
 import contextlib
 import logging
 from datetime import datetime
+from typing import cast
 
 from engineroom.core.broker import Enqueuer
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import BrokerUnavailable, StoreUnavailable
 from engineroom.core.ids import new_id
 from engineroom.models.job import JobDocument, JobState
+from engineroom.store.client import Database
 from engineroom.store.jobs import JobStore
 from engineroom.store.outbox import OutboxRecord, OutboxStore
 
@@ -41,7 +43,7 @@ class Dispatcher:
     def __init__(self, jobs: JobStore, enqueuer: Enqueuer) -> None:
         self.jobs = jobs
         self.enqueuer = enqueuer
-        self.outbox = OutboxStore(jobs.collection.database)
+        self.outbox = OutboxStore(cast("Database", jobs.collection.database))
         #: Jobs sent and not yet cleared, each with the ``dispatch_token`` of the flag its message answers.
         self._sent: dict[str, str | None] = {}
         #: Outbox records of batches whose every message was sent, not yet deleted.
