@@ -32,7 +32,7 @@ from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
 
-#: Jobs per statement of an outbox clear (``JobStore.confirm_dispatched``).
+#: Ids per ``$in`` of the queries and writes that name many jobs (``JobStore.confirm_dispatched``, ``_by_ids``).
 CONFIRM_CHUNK = 50
 
 
@@ -109,12 +109,8 @@ class JobStore:
         return [job_id for job_id in job_ids if job_id not in seen]
 
     async def outcomes(self, job_ids: list[str]) -> list[JobDocument]:
-        """The jobs with these ids (the dependencies of a pending job)."""
-        try:
-            documents = await self.collection.find({"_id": {"$in": job_ids}}).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
-        return [from_mongo(JobDocument, document) for document in documents]
+        """The jobs with these ids (the dependencies of a pending job, a workflow's steps)."""
+        return await self._by_ids(job_ids, {})
 
     async def due_scheduled(self, now: datetime, limit: int) -> list[JobDocument]:
         """``scheduled`` jobs whose time has come, earliest first."""
@@ -242,18 +238,9 @@ class JobStore:
             raise StoreUnavailable() from exc
 
     async def unsent_of_batch(self, job_ids: list[str], token: str) -> list[JobDocument]:
-        """The jobs of an outbox record (``store.outbox``) still waiting for the message it stands for: ``queued``
-        with its ``dispatch_token`` (a job parked, retried or sent on since carries another). In chunks, each an
-        ``_id`` lookup (see ``confirm_dispatched``)."""
-        found: list[JobDocument] = []
-        for start in range(0, len(job_ids), CONFIRM_CHUNK):
-            chunk = job_ids[start : start + CONFIRM_CHUNK]
-            query = {"_id": {"$in": chunk}, "dispatch_token": token, "state": str(JobState.QUEUED)}
-            try:
-                documents = await self.collection.find(query).to_list(None)
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
-            found.extend(from_mongo(JobDocument, document) for document in documents)
+        """The jobs of an outbox record (``store.outbox``) still waiting for the message it stands for, in its order:
+        ``queued`` with its ``dispatch_token`` (a job parked, retried or sent on since carries another)."""
+        found = await self._by_ids(job_ids, {"dispatch_token": token, "state": str(JobState.QUEUED)})
         order = {job_id: index for index, job_id in enumerate(job_ids)}
         return sorted(found, key=lambda job: order[job.id])
 
@@ -415,6 +402,19 @@ class JobStore:
         except PyMongoError as exc:
             raise StoreUnavailable() from exc
         return outcome.matched_count == 1
+
+    async def _by_ids(self, job_ids: list[str], conditions: dict[str, Any]) -> list[JobDocument]:
+        """The jobs with these ids that meet ``conditions``, in chunks of ``CONFIRM_CHUNK`` ids: SecantusDB matches
+        each job it looks up against the whole ``$in`` list (a workflow of 1,000 steps: a million comparisons)."""
+        found: list[JobDocument] = []
+        for start in range(0, len(job_ids), CONFIRM_CHUNK):
+            query = {"_id": {"$in": job_ids[start : start + CONFIRM_CHUNK]}, **conditions}
+            try:
+                documents = await self.collection.find(query).to_list(None)
+            except PyMongoError as exc:
+                raise StoreUnavailable() from exc
+            found.extend(from_mongo(JobDocument, document) for document in documents)
+        return found
 
     async def _find_many(self, query: dict[str, Any], *, sort: str, limit: int) -> list[JobDocument]:
         try:

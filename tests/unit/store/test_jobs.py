@@ -186,3 +186,9 @@ async def test_an_outbox_clear_of_many_jobs_clears_every_flag_it_answers_and_no_
     await jobs.confirm_dispatched({job.id: job.dispatch_token for job in sent})
     flagged = {job.id for job in sent if (stored := await jobs.get(job.id)) is not None and stored.needs_dispatch}
     assert flagged == {reflagged.id, claimed.id}
+
+
+async def test_the_outcomes_of_more_jobs_than_one_chunk_holds_are_all_read(jobs: JobStore) -> None:
+    stored = [await jobs.insert(make_job()) for _ in range(120)]
+    found = await jobs.outcomes([job.id for job in stored] + [new_id()])
+    assert sorted(job.id for job in found) == sorted(job.id for job in stored)
