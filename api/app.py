@@ -76,7 +76,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings)
         db = client[settings.mongodb_db]
-        await ensure_indexes(db, retention_days=settings.retention_days)
+        await ensure_indexes(db, retention_days=settings.retention_days, index_set=settings.mongodb_indexes)
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
         await queues.ensure_defaults()
         events = bus or rabbit_event_bus(settings)

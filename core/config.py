@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "text"] = "auto"
     mongodb_url: str = "mongodb://127.0.0.1:27017/?retryWrites=false"
     mongodb_db: str = "engineroom"
+    #: The ``jobs`` indexes made (``store.client.JOB_INDEXES``): ``auto`` is ``minimal`` on SecantusDB, where every
+    #: index costs each job write, and ``full`` on MongoDB, where the dashboards' own indexes are cheap.
+    mongodb_indexes: Literal["auto", "minimal", "full"] = "auto"
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     #: Prefix for queue and exchange names, so several deployments (or test runs) can share one vhost.
     namespace: str = ""

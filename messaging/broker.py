@@ -45,6 +45,10 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+class _Returned(Exception):
+    """RabbitMQ returned a message of a batch: no queue took it."""
+
+
 @dataclass(frozen=True)
 class QueueProbe:
     """What RabbitMQ says of an engine's queue when asked without creating it (a passive declare)."""
@@ -142,6 +146,10 @@ class Enqueuer:
         self.broker = broker
         self.settings = settings
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engineroom-enqueue")
+        #: The enqueue thread's channel for batches (``_publish_together``); only that thread touches it.
+        self._tx_channel: Any = None
+        #: Messages of the batch being published that RabbitMQ returned (no queue took them).
+        self._returned: list[object] = []
 
     async def enqueue(self, job: JobDocument) -> None:
         """Put a job on its engine's queue.
@@ -158,6 +166,13 @@ class Enqueuer:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._enqueue_all, messages)
 
     def _enqueue_all(self, messages: dict[str, Message[Any]]) -> list[str]:
+        if isinstance(self.broker, RabbitmqBroker) and len(messages) > 1:
+            try:
+                self._publish_together(self.broker, list(messages.values()))
+                return list(messages)
+            except (pika.exceptions.AMQPError, OSError, _Returned) as exc:
+                logger.warning("%d messages could not be published together (%r); one by one", len(messages), exc)
+                self._drop_transaction_channel()
         sent = []
         for job_id, message in messages.items():
             try:
@@ -167,6 +182,47 @@ class Enqueuer:
                 break
             sent.append(job_id)
         return sent
+
+    def _publish_together(self, broker: RabbitmqBroker, messages: list[Message[Any]]) -> None:
+        """Publish ``messages`` in order in one AMQP transaction: once ``tx.commit`` returns RabbitMQ has every one
+        (persistent, on disk), the guarantee of a publisher confirm each, in one round trip instead of one per
+        message (a 1,000-job batch spent ~0.5-2 s waiting for confirms one by one). Mandatory, as Dramatiq's own
+        publishes: a message no queue takes comes back, and the batch is then sent again one by one (Dramatiq
+        declares the queue anew), its first copies harmless duplicates."""
+        channel = self._transaction_channel(broker)
+        returned = self._returned
+        returned.clear()
+        for queue_name in {message.queue_name for message in messages}:
+            broker.declare_queue(queue_name, ensure=True)
+        for message in messages:
+            broker.emit_before("enqueue", message, None)
+            properties = pika.BasicProperties(delivery_mode=2, priority=message.options.get("broker_priority"))
+            channel.basic_publish("", message.queue_name, message.encode(), properties, mandatory=True)
+        channel.tx_commit()
+        channel.connection.process_data_events(time_limit=0)  # returns come before commit-ok: hand them over
+        if returned:
+            raise _Returned(f"{len(returned)} of {len(messages)} messages were returned unroutable")
+        for message in messages:
+            broker.emit_after("enqueue", message, None)
+
+    def _transaction_channel(self, broker: RabbitmqBroker) -> Any:
+        """A channel in transaction mode on the enqueue thread's connection (the broker's own, per thread)."""
+        connection = broker.connection
+        channel = self._tx_channel
+        if channel is None or not channel.is_open or channel.connection is not connection:
+            channel = connection.channel()
+            channel.tx_select()
+            channel.add_on_return_callback(lambda *returned: self._returned.append(returned))
+            self._tx_channel = channel
+        return channel
+
+    def _drop_transaction_channel(self) -> None:
+        channel, self._tx_channel = self._tx_channel, None
+        if channel is not None and channel.is_open:
+            try:
+                channel.close()
+            except (pika.exceptions.AMQPError, OSError):
+                logger.debug("closing a failed transaction channel failed too", exc_info=True)
 
     async def send(self, message: Message[Any]) -> None:
         """Put any message (a job's, a notification delivery's) on its queue.

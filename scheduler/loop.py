@@ -266,6 +266,7 @@ class Scheduler:
         for job in await self.jobs.undispatched(queued_before, SWEEP_BATCH):
             if not await self.dispatcher.dispatch(job):
                 return  # RabbitMQ is still down: try again next tick
+        await self.dispatcher.send_overdue_batches(queued_before, SWEEP_BATCH)  # batch submits' outbox records
 
     async def _requeue(
         self, job: JobDocument, source: JobState, *, detail: str, inputs: dict[str, object] | None = None

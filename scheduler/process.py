@@ -27,7 +27,7 @@ async def serve_scheduler(settings: Settings, deadline: ExitDeadline, *, grace_s
     load_task_modules(settings.task_module_names)  # cron schedules submit jobs, checked against their tasks
     client = connect(settings)
     db = client[settings.mongodb_db]
-    await ensure_indexes(db, retention_days=settings.retention_days)
+    await ensure_indexes(db, retention_days=settings.retention_days, index_set=settings.mongodb_indexes)
     await QueueStore(db, rate_window_s=settings.rate_window_s).ensure_defaults()
     bus = rabbit_event_bus(settings)
     publisher = AsyncEventPublisher(bus, EventStore(db, ttl_s=settings.events_ttl_s))

@@ -110,8 +110,9 @@ class JobSubmitter:
             except InvalidRequest as exc:
                 raise InvalidRequest(f"jobs[{index}]: {exc.detail}") from None
             jobs.append(job)
+        jobs, batch = await self.dispatcher.hold(jobs)
         await self.jobs.insert_many(jobs)
-        await self.announce_and_send(jobs)
+        await self.announce_and_send(jobs, batch=batch)
         return jobs
 
     async def _check_dependencies(self, job: JobDocument, who: Principal) -> None:
@@ -120,8 +121,9 @@ class JobSubmitter:
             if missing:
                 raise InvalidRequest(f"depends_on names jobs that are not yours or do not exist: {', '.join(missing)}")
 
-    async def announce_and_send(self, jobs: list[JobDocument]) -> None:
-        """Announce every job (each counts as submitted), then send the queued ones to their engines.
+    async def announce_and_send(self, jobs: list[JobDocument], *, batch: str | None = None) -> None:
+        """Announce every job (each counts as submitted), then send the queued ones to their engines (``batch``: the
+        token of the outbox record they were stored under, ``Dispatcher.hold``).
 
         Announced first: a worker may take a message at once and announce ``job.started``; sent after, the job's
         own ``job.queued`` could reach sockets (and the replay log) behind it. The job is stored, so announcing it
@@ -132,7 +134,7 @@ class JobSubmitter:
         await self.publisher.publish_many([self._announcement(job) for job in jobs])
         queued = [job for job in jobs if job.state == JobState.QUEUED]
         if queued:
-            await self.dispatcher.dispatch_many(queued)
+            await self.dispatcher.dispatch_many(queued, batch=batch)
 
     @staticmethod
     def _announcement(job: JobDocument) -> Event:

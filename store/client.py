@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import OperationFailure
@@ -16,13 +17,15 @@ from engineroom.core.metrics import MONGODB_COMMANDS
 from engineroom.models.notification import NotificationChannel
 from engineroom.store.errors import bounded as bounded  # where callers have always found it
 from engineroom.store.errors import safe_to_repeat
+from engineroom.store.event_keys import keys_of
 
 logger = logging.getLogger(__name__)
 
 Database = AsyncIOMotorDatabase[dict[str, Any]]
 
-#: Indexes of ``jobs`` that earlier versions made and no query uses any more: every write maintains them.
-OBSOLETE_JOB_INDEXES = ("parked_by_tenant", "line", "line_by_tenant")
+#: Indexes of ``jobs`` that earlier versions made and no query uses any more: every write maintains them (queue
+#: positions, ``engine_state_order``'s last use, count over the ``parked`` index now).
+OBSOLETE_JOB_INDEXES = ("parked_by_tenant", "line", "line_by_tenant", "engine_state_order")
 
 #: How long a query waits for a reachable server before the caller gets ``StoreUnavailable``.
 SERVER_SELECTION_TIMEOUT_MS = 3000
@@ -84,41 +87,104 @@ async def ping(db: Database) -> None:
     await db.command("ping")
 
 
-async def ensure_indexes(db: Database, *, retention_days: int) -> None:
+IndexSet = Literal["auto", "minimal", "full"]
+
+
+@dataclass(frozen=True)
+class _JobIndex:
+    keys: list[tuple[str, int]]
+    name: str
+    #: Made only with the ``full`` set (see ``FULL_ONLY_JOB_INDEXES``).
+    full_only: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+#: The indexes of ``jobs`` after the TTL. SecantusDB (the embedded default) rewrites every index entry of a document,
+#: and reads every index's definition several times, on each write: a job update costs ~0.1 ms of its CPU per index.
+#: So the ``minimal`` set (SecantusDB's) keeps only the indexes the job path and the sweeps need; the ``full_only``
+#: ones serve dashboards and operators' queries that on SecantusDB ride another index by one of their equality
+#: clauses (its planner looks a clause up alone when no index covers the whole query: a read bounded by that
+#: clause, such as one owner's jobs or one state's), or that SecantusDB's planner never picks. MongoDB maintains
+#: only the entries whose keys change, so it keeps them all.
+JOB_INDEXES = (
+    # GET /jobs: own jobs newest first (ids are time-sortable); an admin's tenant-wide view rides its tenant_id.
+    _JobIndex([("tenant_id", 1), ("user_id", 1), ("_id", -1)], "owner_newest"),
+    _JobIndex([("tenant_id", 1), ("state", 1), ("_id", -1)], "tenant_state_newest", full_only=True),
+    _JobIndex([("tenant_id", 1), ("_id", -1)], "tenant_newest", full_only=True),  # GET /usage, admins
+    _JobIndex(
+        [("tenant_id", 1), ("user_id", 1), ("idempotency_key", 1)],
+        "idempotency",
+        options={"unique": True, "partialFilterExpression": {"idempotency_key": {"$type": "string"}}},
+    ),
+    # The scheduler's and workers' sweeps. Each index covers every field its query names: SecantusDB (the
+    # development and test server) plans a whole query on an index only then, and ignores partial indexes.
+    _JobIndex([("state", 1), ("next_attempt_at", 1)], "due_retries"),
+    _JobIndex([("state", 1), ("scheduled_at", 1)], "due_scheduled"),
+    _JobIndex([("state", 1), ("_id", 1)], "by_state"),
+    # GET /jobs?workflow_id=: MongoDB may start there; no query names step_id.
+    _JobIndex([("workflow_id", 1), ("step_id", 1)], "workflow_steps", full_only=True),
+    # Expired leases: on SecantusDB the sweep reads the running jobs (by_state), as few as the engines' slots.
+    _JobIndex([("state", 1), ("lease_expires_at", 1)], "running_leases", full_only=True),
+    _JobIndex([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], "outbox"),
+    # Parked jobs in start order, the jobs expected in RabbitMQ, queue positions, the autoscaler's backlog.
+    _JobIndex([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], "parked"),
+    # Recently finished jobs of a state (GET /queues, /status, cleanup): on SecantusDB they ride the retention
+    # index (finished_at), a day's or an hour's jobs.
+    _JobIndex([("state", 1), ("finished_at", 1)], "state_finished", full_only=True),
+    # The oldest queued job (GET /status): SecantusDB picks by_state for ``{state}`` and sorts the queued jobs.
+    _JobIndex([("state", 1), ("queued_at", 1)], "state_queued_at", full_only=True),
+)
+
+#: The indexes only the ``full`` set makes; ``minimal`` drops them where an earlier start made them.
+FULL_ONLY_JOB_INDEXES = tuple(index.name for index in JOB_INDEXES if index.full_only)
+
+
+async def chosen_index_set(db: Database, wanted: IndexSet) -> Literal["minimal", "full"]:
+    """``wanted``, or for ``auto`` the set for the server: ``minimal`` on SecantusDB (its ``buildInfo`` names its
+    version), ``full`` on MongoDB."""
+    if wanted != "auto":
+        return wanted
+    info = await db.client.admin.command("buildInfo")
+    return "minimal" if "secantusVersion" in info else "full"
+
+
+#: The replay indexes of ``events`` before the ``replay`` index, one per kind of routing key.
+OLD_REPLAY_INDEXES = ("owner_replay", "tenant_replay", "job_replay", "workflow_replay", "audience_replay")
+
+
+async def _replace_old_replay_indexes(events: AsyncIOMotorCollection[dict[str, Any]]) -> None:
+    """On the first start after the ``replay`` index came: give the events recorded before it their replay keys
+    (they are kept for resumes until they expire), then drop the indexes it replaces. Only while those exist, so
+    the scan of the collection is paid once."""
+    present = [name for name in OLD_REPLAY_INDEXES if name in await events.index_information()]
+    if not present:
+        return
+    async for document in events.find({"keys": {"$exists": False}}, {"keys": 0, "data": 0}):
+        await events.update_one({"_id": document["_id"]}, {"$set": {"keys": keys_of(document)}})
+    for name in present:
+        with contextlib.suppress(OperationFailure):
+            await events.drop_index(name)
+    logger.info("events: replay keys given to the recorded events, %d old replay indexes dropped", len(present))
+
+
+async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexSet = "auto") -> None:
     """Create the indexes for the queries store/ makes; safe to run at every start.
 
     Finished jobs expire ``retention_days`` after ``finished_at`` (a TTL index: only terminal jobs have one).
+    ``index_set`` chooses the ``jobs`` indexes (``JOB_INDEXES``); a set changed between two starts adds or drops
+    the difference.
     """
+    full = await chosen_index_set(db, index_set) == "full"
     jobs = db["jobs"]
     await _ensure_ttl(jobs, "finished_at", "retention", expire_after_s=retention_days * 86400)
-    # GET /jobs: own jobs newest first (ids are time-sortable), and the admin's tenant-wide view.
-    await jobs.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
-    await jobs.create_index([("tenant_id", 1), ("state", 1), ("_id", -1)], name="tenant_state_newest")
-    await jobs.create_index([("tenant_id", 1), ("_id", -1)], name="tenant_newest")  # GET /usage, admins
-    await jobs.create_index(
-        [("tenant_id", 1), ("user_id", 1), ("idempotency_key", 1)],
-        name="idempotency",
-        unique=True,
-        partialFilterExpression={"idempotency_key": {"$type": "string"}},
-    )
-    # The scheduler's and workers' sweeps. Each index covers every field its query names: SecantusDB (the
-    # development and test server) plans an index only then, and ignores partial indexes.
-    await jobs.create_index([("state", 1), ("next_attempt_at", 1)], name="due_retries")
-    await jobs.create_index([("state", 1), ("scheduled_at", 1)], name="due_scheduled")
-    await jobs.create_index([("state", 1), ("_id", 1)], name="by_state")
-    await jobs.create_index([("workflow_id", 1), ("step_id", 1)], name="workflow_steps")
-    await jobs.create_index([("state", 1), ("lease_expires_at", 1)], name="running_leases")
-    await jobs.create_index([("needs_dispatch", 1), ("state", 1), ("queued_at", 1)], name="outbox")
-    await jobs.create_index([("engine", 1), ("state", 1), ("parked", 1), ("priority", -1), ("_id", 1)], name="parked")
-    # The line of a capped engine waits in RabbitMQ now (actors/admission.py): its indexes only cost writes.
-    for obsolete in OBSOLETE_JOB_INDEXES:
+    for index in JOB_INDEXES:
+        if full or not index.full_only:
+            await jobs.create_index(index.keys, name=index.name, **index.options)
+    # Indexes no query uses any more, and with the minimal set the full set's own: every write maintains them.
+    for obsolete in (*OBSOLETE_JOB_INDEXES, *(() if full else FULL_ONLY_JOB_INDEXES)):
         with contextlib.suppress(OperationFailure):
             await jobs.drop_index(obsolete)
-    # Queue positions and per-engine counts.
-    await jobs.create_index([("engine", 1), ("state", 1), ("priority", -1), ("_id", 1)], name="engine_state_order")
-    # Recently finished jobs of some states (GET /queues, /status, cleanup): state first, SecantusDB plans it.
-    await jobs.create_index([("state", 1), ("finished_at", 1)], name="state_finished")
-    await jobs.create_index([("state", 1), ("queued_at", 1)], name="state_queued_at")
+    await db["outbox"].create_index([("at", 1)], name="outbox_age")  # batches whose messages are in doubt
     workflows = db["workflows"]
     await workflows.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest")
     await workflows.create_index([("state", 1)], name="by_state")
@@ -129,13 +195,11 @@ async def ensure_indexes(db: Database, *, retention_days: int) -> None:
     await schedules.create_index([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest")
     await schedules.create_index([("pending_fire.claimed_at", 1)], name="pending_fires")
     events = db["events"]
-    # Replays (store/events.py): one query per routing key, each covered; records expire at ``expires_at``.
-    await events.create_index([("tenant_id", 1), ("user_id", 1), ("_id", 1)], name="owner_replay")
-    await events.create_index([("tenant_id", 1), ("_id", 1)], name="tenant_replay")
-    await events.create_index([("job_id", 1), ("_id", 1)], name="job_replay")
-    await events.create_index([("workflow_id", 1), ("_id", 1)], name="workflow_replay")
-    await events.create_index([("audience", 1), ("_id", 1)], name="audience_replay")
+    # Replays (store/events.py): one query per routing key, each a range of one multikey index over the events'
+    # replay keys (store/event_keys.py); records expire at ``expires_at``.
+    await events.create_index([("keys", 1), ("_id", 1)], name="replay")
     await events.create_index([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0)
+    await _replace_old_replay_indexes(events)
     notifications = db["notifications"]
     # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
     # field of the unread query, so SecantusDB uses it too.

@@ -19,6 +19,7 @@ from engineroom.models.event import Event
 from engineroom.store.client import Database
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.errors import safe_to_repeat
+from engineroom.store.event_keys import key_for, keys_of
 
 #: Events read per query while replaying.
 REPLAY_PAGE = 500
@@ -30,19 +31,7 @@ DUPLICATE_KEY = 11000
 
 def _query_for(routing_key: str) -> dict[str, Any]:
     """The stored events under one of ``notifications.topics``' routing keys."""
-    kind, _, rest = routing_key.partition(":")
-    if kind == "user":
-        tenant_id, _, user_id = rest.partition(":")
-        return {"tenant_id": tenant_id, "user_id": user_id}
-    if kind == "tenant":
-        return {"tenant_id": rest}
-    if kind == "job":
-        return {"job_id": rest}
-    if kind == "workflow":
-        return {"workflow_id": rest}
-    if kind == "queue":
-        return {"audience": "admins"}
-    raise ValueError(f"no stored events under {routing_key!r}")
+    return {"keys": key_for(routing_key)}
 
 
 class EventStore:
@@ -114,7 +103,8 @@ class EventStore:
         return InsertOne(self._document(event), namespace=f"{self.collection.database.name}.{self.collection.name}")
 
     def _document(self, event: Event) -> dict[str, Any]:
-        return {**to_mongo(event), "expires_at": event.ts + self.ttl}
+        document = to_mongo(event)
+        return {**document, "expires_at": event.ts + self.ttl, "keys": keys_of(document)}
 
     @safe_to_repeat
     async def _insert(self, events: list[Event]) -> None:
@@ -132,7 +122,7 @@ class EventStore:
         """Up to ``limit`` stored events under any of ``routing_keys`` with ids after ``after``, oldest first,
         and whether more follow.
 
-        Each key is its own query (each with an index covering it); pages are merged so that no event is
+        Each key is its own query (a range of the ``replay`` index); pages are merged so that no event is
         skipped where one key has more events than another.
 
         Raises:

@@ -701,6 +701,33 @@ async def test_a_job_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sen
     assert done["attempts"] == 1
 
 
+async def test_a_batch_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sent_later_from_its_outbox_record(
+    fast: Stack, token_for: TokenFor, amqp_url: str
+) -> None:
+    upstream = urlsplit(amqp_url)
+    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672))
+    proxy.up()
+    try:
+        fast.start_worker("--engines", "general")
+        base_url = fast.start_api(env={"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port)})
+        token = token_for()
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+            # When RabbitMQ becomes unreachable for the gateway and a batch is submitted
+            proxy.down()
+            body = {"jobs": [{"task": "general.demo", "payload": {"duration_s": 0.05, "steps": 1}}] * 5}
+            response = await http.post("/jobs/batch", json=body, headers={"Authorization": f"Bearer {token}"})
+            assert response.status_code == 202, response.text
+            ids = response.json()["ids"]
+            # Then its jobs are stored, queued, with no flag of their own: one outbox record answers for them
+            assert {(await get_job(http, token, job_id))["state"] for job_id in ids} == {"queued"}
+            # and once a scheduler runs, it sends them from that record and each completes, once
+            fast.start_scheduler()
+            done = [await poll_job(http, token, job_id, is_terminal, timeout_s=40) for job_id in ids]
+    finally:
+        proxy.down()
+    assert [(job["state"], job["attempts"]) for job in done] == [("completed", 1)] * 5, done
+
+
 # -- submit semantics ----------------------------------------------------------------------------------------------
 
 

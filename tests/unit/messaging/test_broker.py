@@ -6,6 +6,7 @@ import logging
 
 import pika
 import pytest
+from dramatiq import Message
 
 from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
@@ -90,3 +91,33 @@ async def test_a_readiness_check_lets_a_fault_that_is_not_about_reaching_rabbitm
     finally:
         enqueuer.close()
         enqueuer.broker.close()
+
+
+async def test_a_batch_reaches_rabbitmq_whole_in_order_with_its_priorities_even_after_its_queue_was_deleted(
+    settings: Settings, amqp_url: str, namespace: str
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    queue = settings.queue_name("general")
+    broker = build_broker(settings)
+    enqueuer = Enqueuer(broker, settings)
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        first = [make_job(priority=5) for _ in range(20)]
+        assert await enqueuer.enqueue_many(first) == [job.id for job in first]  # one transaction
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        # A batch routed to no queue comes back; it goes again one by one, Dramatiq declaring the queue anew
+        second = [make_job(priority=5) for _ in range(10)] + [make_job(priority=9)]
+        assert await enqueuer.enqueue_many(second) == [job.id for job in second]
+        third = [make_job(priority=5) for _ in range(5)]
+        assert await enqueuer.enqueue_many(third) == [job.id for job in third]
+        received = []
+        while (got := channel.basic_get(queue, auto_ack=True))[0] is not None:
+            method, properties, body = got
+            assert properties.delivery_mode == 2  # persistent
+            received.append(Message.decode(body).args[0])
+        assert received == [second[-1].id] + [job.id for job in second[:-1] + third]  # priority, then arrival
+    finally:
+        connection.close()
+        enqueuer.close()
+        broker.close()

@@ -27,6 +27,18 @@ class _SentList:
         self.sent.append(job.id)
 
 
+class _ManySent(_SentList):
+    """Also ``enqueue_many`` as the Enqueuer: the ids sent, in order, up to the first refusal."""
+
+    down = False
+
+    async def enqueue_many(self, jobs: list[JobDocument]) -> list[str]:
+        if self.down:
+            return []
+        self.sent.extend(job.id for job in jobs)
+        return [job.id for job in jobs]
+
+
 class _RabbitMQDown(_SentList):
     """Sends until ``down`` is set, then refuses as the Enqueuer does when RabbitMQ is unreachable."""
 
@@ -109,3 +121,57 @@ def _job() -> JobDocument:
         needs_dispatch=True,
         dispatch_token=new_id(),
     )
+
+
+async def test_a_batch_sent_whole_leaves_neither_its_outbox_record_nor_a_flag_on_its_jobs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "CONFIRM_INTERVAL_S", 0.05)
+    jobs = JobStore(AsyncMongoMockClient(tz_aware=True)["t"])
+    enqueuer = _ManySent()
+    dispatcher = Dispatcher(jobs, enqueuer)  # type: ignore[arg-type]
+    held, batch = await dispatcher.hold([_job() for _ in range(3)])
+    assert batch is not None and await dispatcher.outbox.collection.count_documents({}) == 1
+    await jobs.insert_many(held)
+    assert await dispatcher.dispatch_many(held, batch=batch) == 3
+    await asyncio.sleep(0.3)
+    assert enqueuer.sent == [job.id for job in held]
+    assert await dispatcher.outbox.collection.count_documents({}) == 0
+    assert [job.needs_dispatch for job in held] == [False] * 3  # stored without a flag: no clear to write
+
+
+async def test_a_batch_whose_send_failed_is_sent_by_the_sweep_except_the_jobs_that_moved_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dispatch, "CONFIRM_INTERVAL_S", 0.05)
+    jobs = JobStore(AsyncMongoMockClient(tz_aware=True)["t"])
+    enqueuer = _ManySent()
+    dispatcher = Dispatcher(jobs, enqueuer)  # type: ignore[arg-type]
+    held, batch = await dispatcher.hold([_job() for _ in range(4)])
+    assert batch is not None
+    await jobs.insert_many(held)
+    enqueuer.down = True
+    assert await dispatcher.dispatch_many(held, batch=batch) == 0
+    claimed, parked = held[1], held[2]
+    await jobs.collection.update_one({"_id": claimed.id}, {"$set": {"state": str(JobState.RUNNING)}})  # a worker's
+    assert await jobs.park(parked.id)
+    assert await jobs.unpark(parked) is not None  # flagged on its own, under a new token: the per-job path's
+    # While RabbitMQ is down the record stays; once it is back, the sweep sends the two jobs still waiting for it
+    assert not await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    enqueuer.down = False
+    assert await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    assert enqueuer.sent == [held[0].id, held[3].id]
+    await asyncio.sleep(0.3)
+    assert await dispatcher.outbox.collection.count_documents({}) == 0
+    assert await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    assert enqueuer.sent == [held[0].id, held[3].id]
+
+
+async def test_a_batch_record_younger_than_the_grace_is_left_to_its_sender() -> None:
+    jobs = JobStore(AsyncMongoMockClient(tz_aware=True)["t"])
+    enqueuer = _ManySent()
+    dispatcher = Dispatcher(jobs, enqueuer)  # type: ignore[arg-type]
+    held, _ = await dispatcher.hold([_job()])
+    await jobs.insert_many(held)
+    assert await dispatcher.send_overdue_batches(datetime(2020, 1, 1, tzinfo=UTC), limit=10)
+    assert enqueuer.sent == []

@@ -193,6 +193,8 @@ _UNDECORATED = {
     # Start-up: a MongoDB that fails there stops the process with the driver's own error.
     ("client.py", "_ensure_ttl"),
     ("client.py", "ensure_indexes"),
+    ("client.py", "chosen_index_set"),
+    ("client.py", "_replace_old_replay_indexes"),
     # Called only by insert_announced (run_once), which must tell pymongo's InvalidOperation (a server before 8.0)
     # from a failure before it is translated.
     ("notifications.py", "_insert_both"),

@@ -11,6 +11,7 @@ from engineroom.core.config import Settings
 from engineroom.models.event import Event, EventType, new_event
 from engineroom.store import events as events_module
 from engineroom.store.client import connect, ensure_indexes
+from engineroom.store.documents import to_mongo
 from engineroom.store.events import EventStore
 
 
@@ -52,3 +53,38 @@ async def test_records_expire_after_the_ttl(events: EventStore) -> None:
     assert stored is not None and (stored["expires_at"] - item.ts).total_seconds() == 60
     indexes = await events.collection.index_information()
     assert indexes["events_ttl"]["expireAfterSeconds"] == 0
+
+
+async def test_an_owners_replay_never_holds_another_owners_events_whatever_their_ids(events: EventStore) -> None:
+    start = new_event(EventType.JOB_PROGRESS, tenant_id="t", data={})
+    theirs = new_event(EventType.JOB_PROGRESS, tenant_id="a:b", user_id="c", data={})
+    mine = new_event(EventType.JOB_PROGRESS, tenant_id="a", user_id="b:c", data={})
+    for item in (theirs, mine):
+        await events.record(item)
+    found, _ = await events.after(["user:a:b:c"], start.id, limit=10)
+    assert [item.id for item in found] == [mine.id]
+
+
+async def test_events_recorded_before_the_replay_index_replay_after_the_upgrade(
+    settings: Settings, mongodb_url: str
+) -> None:
+    client = connect(settings.model_copy(update={"mongodb_url": mongodb_url}))
+    db = client[settings.mongodb_db]
+    try:
+        # An earlier version's collection: an index per kind of key, events without replay keys
+        old = db["events"]
+        await old.create_index([("tenant_id", 1), ("user_id", 1), ("_id", 1)], name="owner_replay")
+        await old.create_index([("job_id", 1), ("_id", 1)], name="job_replay")
+        start = event("nobody")
+        recorded = [event("erin", job_id="JE"), event("erin"), event("frank", job_id="JF")]
+        for item in recorded:
+            await old.insert_one({**to_mongo(item), "expires_at": item.ts})
+        await ensure_indexes(db, retention_days=30)
+        store = EventStore(db, ttl_s=60)
+        assert [item.id for item in (await store.after(["user:replay:erin"], start.id, limit=10))[0]] == [
+            item.id for item in recorded[:2]
+        ]
+        assert [item.id for item in (await store.after(["job:JF"], start.id, limit=10))[0]] == [recorded[2].id]
+        assert set(await old.index_information()) == {"_id_", "replay", "events_ttl"}
+    finally:
+        client.close()

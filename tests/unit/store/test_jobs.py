@@ -219,3 +219,42 @@ async def test_a_repeated_idempotency_key_returns_the_first_job(jobs: JobStore) 
     assert again.id == first.id
     other_user = await jobs.insert(make_job(BOB, idempotency_key="order-7"))
     assert other_user.id != first.id
+
+
+async def test_a_queued_jobs_position_counts_the_engines_jobs_that_start_before_it_parked_or_not(
+    jobs: JobStore,
+) -> None:
+    ahead = [
+        make_job(priority=8),  # higher priority
+        make_job(priority=8, parked=True),
+        make_job(priority=5),  # as high and older
+        make_job(priority=5, parked=True),
+    ]
+    for job in ahead:
+        await jobs.insert(job)
+    job = await jobs.insert(make_job(priority=5))
+    behind = [
+        make_job(priority=5),  # younger
+        make_job(priority=2, parked=True),
+        make_job(priority=9, engine="video_pipeline"),  # another engine
+        make_job(priority=9, state=JobState.RUNNING),  # not queued
+    ]
+    for other in behind:
+        await jobs.insert(other)
+    assert await jobs.position(job) == len(ahead)
+
+
+async def test_an_outbox_clear_of_many_jobs_clears_every_flag_it_answers_and_no_other(jobs: JobStore) -> None:
+    sent = [await jobs.insert(make_job(needs_dispatch=True, dispatch_token=new_id())) for _ in range(130)]
+    reflagged, claimed = sent[70], sent[120]
+    await jobs.collection.update_one({"_id": reflagged.id}, {"$set": {"dispatch_token": new_id()}})
+    await jobs.collection.update_one({"_id": claimed.id}, {"$set": {"state": str(JobState.RUNNING)}})
+    await jobs.confirm_dispatched({job.id: job.dispatch_token for job in sent})
+    flagged = {job.id for job in sent if (stored := await jobs.get(job.id)) is not None and stored.needs_dispatch}
+    assert flagged == {reflagged.id, claimed.id}
+
+
+async def test_the_outcomes_of_more_jobs_than_one_chunk_holds_are_all_read(jobs: JobStore) -> None:
+    stored = [await jobs.insert(make_job()) for _ in range(120)]
+    found = await jobs.outcomes([job.id for job in stored] + [new_id()])
+    assert sorted(job.id for job in found) == sorted(job.id for job in stored)
