@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 
+from engineroom.models.artifact import ArtifactRecord
+
 
 class JobState(StrEnum):
     #: Waiting for the jobs it depends on.
@@ -182,6 +184,8 @@ class _JobFields(BaseModel):
     #: Results of the dependencies, by step id (workflows) or job id, handed to the task as ``ctx.inputs``.
     inputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
+    #: Files the task saved (``ctx.save_artifact``), oldest first; their bytes are in the artifact store.
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     version: int = 0
     #: When a ``retrying`` job is due for its next attempt.

@@ -14,6 +14,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
 from engineroom.core.ids import id_floor, new_id
+from engineroom.models.artifact import ArtifactRecord
 from engineroom.models.job import (
     PRIORITIES_HIGHEST_FIRST,
     TERMINAL_STATES,
@@ -199,6 +200,23 @@ class JobStore:
             except PyMongoError as exc:
                 raise StoreUnavailable() from exc
         return total
+
+    async def record_artifact(self, job_id: str, record: ArtifactRecord) -> None:
+        """Add a saved file to the job's ``artifacts``, replacing the record of one saved earlier under its name.
+
+        Not fenced on the job's state: its start may not be written yet (``actors/start_write.py``)."""
+        await self._update_one({"_id": job_id}, {"$pull": {"artifacts": {"name": record.name}}})
+        await self._update_one({"_id": job_id}, {"$push": {"artifacts": record.model_dump(mode="python")}})
+
+    async def existing_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` are still stored (the artifact sweep deletes the files of the others)."""
+        if not job_ids:
+            return set()
+        try:
+            found = await self.collection.find({"_id": {"$in": job_ids}}, {"_id": 1}).to_list(None)
+        except PyMongoError as exc:
+            raise StoreUnavailable() from exc
+        return {document["_id"] for document in found}
 
     async def renew_leases(self, job_ids: Collection[str], worker_id: str, until: datetime) -> None:
         """Extend the leases of the running jobs a live worker holds (its heartbeat)."""
