@@ -29,10 +29,10 @@ from engineroom.actors.progress import ProgressCoalescer
 from engineroom.actors.registry import Task, get_task
 from engineroom.actors.results import storable_result
 from engineroom.actors.running import RunningJobs
+from engineroom.actors.start_write import DeferredStart, StartWrite
 from engineroom.actors.task_artifacts import TaskArtifacts
 from engineroom.artifacts.base import ArtifactStore
 from engineroom.artifacts.factory import build_artifact_store
-from engineroom.actors.start_write import DeferredStart, StartWrite
 from engineroom.core.backoff import compute_backoff_s
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
@@ -401,7 +401,9 @@ class JobRunner:
         self._last_cancel_poll[job.id] = time.monotonic()
         self.progress.start(job.id)
         try:
-            result = storable_result(task(ctx, **task.validate_payload(job.payload)), max_bytes=self.settings.max_result_bytes)
+            result = storable_result(
+                task(ctx, **task.validate_payload(job.payload)), max_bytes=self.settings.max_result_bytes
+            )
         except JobCancelled:
             logger.info("job %s stopped: it was cancelled", job.id)  # whoever cancelled recorded it
             self.progress.pop_latest(job.id)

@@ -13,8 +13,14 @@ from dramatiq.middleware import Interrupt
 from pydantic_core import to_jsonable_python
 
 from engineroom.artifacts.base import ArtifactWriter
-from engineroom.artifacts.saving import ArtifactSource, ByteLimit, InvalidArtifact, guess_content_type, iter_chunks
-from engineroom.artifacts.saving import stream_into
+from engineroom.artifacts.saving import (
+    ArtifactSource,
+    ByteLimit,
+    InvalidArtifact,
+    guess_content_type,
+    iter_chunks,
+    stream_into,
+)
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.errors import EngineroomError
@@ -65,7 +71,9 @@ class TaskArtifacts:
         content_type = guess_content_type(name, content_type)
         writer = self._call(lambda stores: stores.artifacts.open_writer(self._job.id, name, content_type))
         try:
-            written = stream_into(iter_chunks(source), lambda chunk: self._write(writer, chunk), name=name, limit=self._limit(name))
+            written = stream_into(
+                iter_chunks(source), lambda chunk: self._write(writer, chunk), name=name, limit=self._limit(name)
+            )
             self._call(lambda stores: writer.commit())
         except (Exception, Interrupt):
             self._abort(writer)
@@ -119,7 +127,9 @@ class TaskArtifacts:
     def _limit(self, name: str) -> ByteLimit:
         settings = self._host.settings
         others = sum(record.size_bytes for record in self.records.values() if record.name != name)
-        return ByteLimit(settings.max_artifact_bytes, settings.max_job_artifacts_bytes - others, settings.max_job_artifacts_bytes)
+        return ByteLimit(
+            settings.max_artifact_bytes, settings.max_job_artifacts_bytes - others, settings.max_job_artifacts_bytes
+        )
 
     def _write(self, writer: ArtifactWriter, chunk: bytes) -> None:
         self._call(lambda stores: writer.write(chunk))
@@ -128,7 +138,9 @@ class TaskArtifacts:
         try:
             self._call(lambda stores: writer.abort())
         except (EngineroomError, Interrupt):
-            logger.warning("an aborted artifact of job %s left parts behind; the sweep removes them with the job", self._job.id)
+            logger.warning(
+                "an aborted artifact of job %s left parts behind; the sweep removes them with the job", self._job.id
+            )
 
     def _call(self, operation: Callable[[WorkerStores], Awaitable[T]]) -> T:
         return self._host.call_stores(operation)

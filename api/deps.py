@@ -58,7 +58,7 @@ def get_principal(
 
 
 JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
-ArtifactStoreDep = Annotated[ArtifactStore, Depends(from_state("artifacts", ArtifactStore))]  # type: ignore[type-abstract]
+ArtifactStoreDep = Annotated[ArtifactStore, Depends(from_state("artifacts", ArtifactStore))]
 RateLimiterDep = Annotated[SubmitRateLimiter, Depends(from_state("rate_limiter", SubmitRateLimiter))]
 PipelineReportDep = Annotated[PipelineReport, Depends(from_state("pipeline_report", PipelineReport))]
 UsageTotalsDep = Annotated[UsageTotals, Depends(from_state("usage_totals", UsageTotals))]

@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     max_result_bytes: int = 1024 * 1024
     #: How long a signed artifact link (``?sig=&exp=``) from ``GET /jobs/{id}/artifacts`` works.
     artifact_link_ttl_s: float = 900.0
+    #: How often the scheduler deletes the artifacts of jobs that are gone (expired by ``retention_days``).
+    artifact_sweep_interval_s: float = 600.0
     retention_days: int = 30
     #: Jobs one user may submit per minute (per ``rate_window_s``), across every gateway; unset: no limit.
     rate_limit_per_minute: int | None = Field(None, ge=1)
@@ -132,6 +134,7 @@ class Settings(BaseSettings):
             "max_job_artifacts_bytes",
             "max_result_bytes",
             "artifact_link_ttl_s",
+            "artifact_sweep_interval_s",
             "retry_backoff_base_s",
             "retry_backoff_cap_s",
             "job_lease_s",
@@ -153,6 +156,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive when set")
+        if self.artifacts_url is not None and not self.artifacts_url.startswith("s3://"):
+            raise ValueError("ENGINEROOM_ARTIFACTS_URL must be an s3://bucket/prefix URL, or unset for GridFS")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError("ENGINEROOM_WORKER_METRICS_PORT must be a TCP port, or 0 for none")
         if self.delivery_max_retries < 0:

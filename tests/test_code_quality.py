@@ -7,7 +7,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "api", "autoscale", "client", "core", "models", "notifications", "scheduler", "store")
+PACKAGES = (
+    "actors",
+    "api",
+    "artifacts",
+    "autoscale",
+    "client",
+    "core",
+    "models",
+    "notifications",
+    "scheduler",
+    "store",
+)
 
 
 def run(*command: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
