@@ -149,7 +149,11 @@ def test_a_backlog_of_slow_jobs_scales_one_engine_up_and_back_down(
     for job_id in ids:
         job = httpx.get(f"{base_url}/jobs/{job_id}", headers=auth(admin), timeout=5).json()
         states = [entry["state"] for entry in job["history"]]
-        assert job["state"] == "completed" and job["attempts"] == 1, (job_id, job["attempts"], json.dumps(job["history"], indent=0))
+        assert job["state"] == "completed" and job["attempts"] == 1, (
+            job_id,
+            job["attempts"],
+            json.dumps(job["history"], indent=0),
+        )
         assert states.count("running") == 1 and states[states.index("running") + 1] == "completed", states
 
     # When the supervisor is told to stop, it drains its children and exits cleanly, leaving none behind

@@ -176,7 +176,7 @@ export function jobDetailView(ctx, jobId) {
   function render(job) {
     const problem = h("div");
     bar = progressBar(job.progress, "job progress");
-    body.replaceChildren(
+    const parts = [
       h("div", { class: "card detail-head", "data-state": job.state },
         h("div", { class: "row" }, badge(job.state), h("span", { class: "task" }, job.task),
           h("span", { class: "actions" }, actions(ctx, job, render, problem))),
@@ -187,7 +187,8 @@ export function jobDetailView(ctx, jobId) {
       section("Result", h("pre", {}, job.result === null ? "—" : json(job.result))),
       section("Payload", h("pre", {}, json(job.payload))),
       section("History", history(job)),
-    );
+    ];
+    body.replaceChildren(...parts.filter((part) => part !== null)); // the DOM would show a null as "null"
   }
 
   async function load() {
