@@ -5,7 +5,6 @@ GridFS and S3 while the worker's memory stays flat."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import time
 import wave
@@ -20,8 +19,15 @@ from engineroom.client import AsyncClient, Client
 from engineroom.core.errors import NotFound
 from tests.e2e.artifact_tasks import pattern_blocks, pattern_slice
 from tests.e2e.s3_server import S3Server, s3_server
-from tests.e2e.test_walking_skeleton import EVENT_TIMEOUT_S, TokenFor, auth, connect, events_until, submit
-from tests.e2e.test_walking_skeleton import is_terminal_event_of
+from tests.e2e.test_walking_skeleton import (
+    EVENT_TIMEOUT_S,
+    TokenFor,
+    auth,
+    connect,
+    events_until,
+    is_terminal_event_of,
+    submit,
+)
 
 #: Size of the large artifact; 200 MB by default (the issue's figure). Set ``ENGINEROOM_TEST_BIG_ARTIFACT_MB``
 #: lower for a quick run.
