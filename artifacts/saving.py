@@ -10,13 +10,21 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import Any, Protocol, Union
 
 from engineroom.artifacts.base import CHUNK_BYTES
 from engineroom.core.errors import PermanentError
 
+
+class BinaryReadable(Protocol):
+    """A binary file object, or anything with its ``read``: a pipe from an encoder, a socket's file, a generator's
+    wrapper."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+
 #: What ``ctx.save_artifact`` accepts: the bytes themselves, a file's path, or a binary file object.
-ArtifactSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", IO[bytes]]
+ArtifactSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryReadable]
 
 
 class InvalidArtifact(PermanentError, ValueError):

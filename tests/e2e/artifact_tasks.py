@@ -59,7 +59,8 @@ class PeakRss:
 
     def __init__(self) -> None:
         self._process = psutil.Process()
-        self.start_bytes = self.peak_bytes = self._process.memory_info().rss
+        self.start_bytes: int = self._process.memory_info().rss
+        self.peak_bytes = self.start_bytes
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -72,7 +73,7 @@ class PeakRss:
         self._stop.set()
         self._thread.join()
         self.peak_bytes = max(self.peak_bytes, self._process.memory_info().rss)
-        return self.peak_bytes - self.start_bytes
+        return int(self.peak_bytes - self.start_bytes)
 
 
 @task("video_pipeline", name="render_big", max_retries=0, timeout_s=1800)

@@ -141,10 +141,10 @@ def test_a_big_artifact_streams_in_and_out_while_the_worker_memory_stays_flat(
             assert answer.status_code == 206 and answer.content == pattern_slice(start, end), (start, end)
     expected = sha256_of_pattern(size)
     assert record.size_bytes == size and record.sha256 == expected == downloaded_sha.hexdigest()
-    growth_mb = done.result["rss_growth_mb"]  # type: ignore[index]
+    growth_mb = done.result["rss_growth_mb"]
     print(  # noqa: T201  (the figures for the report, with -s)
         f"\n{store}: {size / 1e6:.0f} MB saved in {saved_s:.1f} s ({size / 1e6 / saved_s:.1f} MB/s incl. job), "
         f"downloaded in {read_s:.1f} s ({size / 1e6 / read_s:.1f} MB/s); worker RSS grew {growth_mb:.1f} MB "
-        f"from {done.result['rss_start_mb']:.0f} MB"  # type: ignore[index]
+        f"from {done.result['rss_start_mb']:.0f} MB"
     )
     assert growth_mb < MAX_RSS_GROWTH_MB
