@@ -47,7 +47,7 @@ def make_png(width: int, height: int, seed: int = 0) -> bytes:
 
 def make_wav(duration_s: float, frequency_hz: float = 440.0) -> bytes:
     """A mono 16-bit WAV: a tone of ``frequency_hz`` that fades out over ``duration_s``."""
-    frames = int(duration_s * WAV_RATE_HZ)
+    frames = round(duration_s * WAV_RATE_HZ)
     samples = (
         int(20000 * (1 - i / max(frames, 1)) * math.sin(2 * math.pi * frequency_hz * i / WAV_RATE_HZ))
         for i in range(frames)
