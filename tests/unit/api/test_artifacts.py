@@ -257,3 +257,38 @@ def test_deleting_a_job_deletes_its_artifacts(client: TestClient, token_for: Tok
     assert client.delete(f"/jobs/{job['id']}", headers=auth(token)).status_code == 204
     left = client.portal.call(lambda: db["fs.files"].count_documents({"metadata.job_id": job["id"]}))  # type: ignore[union-attr]
     assert left == 0
+
+
+def file_count(client: TestClient, job_id: str) -> int:
+    db = client.app.state.db  # type: ignore[attr-defined]
+    count: int = client.portal.call(lambda: db["fs.files"].count_documents({"metadata.job_id": job_id}))  # type: ignore[union-attr]
+    return count
+
+
+def test_the_sweep_deletes_the_files_of_jobs_the_retention_ttl_removed(client: TestClient, token_for: TokenFor) -> None:
+    from engineroom.artifacts.sweep import ArtifactSweeper
+    from engineroom.store.jobs import JobStore
+
+    token = token_for()
+    kept = run(client, token, "general.save_three_ways", {"path": __file__})
+    expired = run(client, token, "general.save_three_ways", {"path": __file__})
+    db = client.app.state.db  # type: ignore[attr-defined]
+    # MongoDB's TTL monitor deletes the document and tells nobody
+    client.portal.call(lambda: db["jobs"].delete_one({"_id": expired["id"]}))  # type: ignore[union-attr]
+    sweeper = ArtifactSweeper(client.app.state.artifacts, JobStore(db), per_sweep=1)  # type: ignore[attr-defined]
+    deleted = [client.portal.call(sweeper.sweep) for _ in range(3)]  # one job per sweep, resuming in turn
+    assert sum(deleted) == 1
+    assert file_count(client, expired["id"]) == 0 and file_count(client, kept["id"]) == 3
+
+
+def test_engineroom_cleanup_deletes_finished_jobs_with_their_files(
+    client: TestClient, token_for: TokenFor, app_settings: Settings
+) -> None:
+    from datetime import timedelta
+
+    from engineroom.store.cleanup import delete_finished_jobs
+
+    job = run(client, token_for(), "general.save_three_ways", {"path": __file__})
+    assert file_count(client, job["id"]) == 3
+    deleted = client.portal.call(lambda: delete_finished_jobs(app_settings, timedelta(0), None, dry_run=False))
+    assert deleted == 1 and file_count(client, job["id"]) == 0
