@@ -38,7 +38,9 @@ def summary_of(output: Path) -> dict[str, Any]:
     return summary
 
 
-@pytest.mark.parametrize("name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "soak"])
+@pytest.mark.parametrize(
+    "name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "artifacts", "soak"]
+)
 def test_each_benchmark_loads_and_answers_help(name: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
