@@ -6,8 +6,8 @@ Dramatiq actor with a minimal job document, one insert per job and ``insert_many
 jobs behind ``general``'s default limit, with a scheduler, beside the floor), latency (``latency``), batch submit
 (``batch``), memory (``delayed``), WebSocket fan-out (``ws``) and artifact MB/s against the driver's GridFS
 (``artifacts``). Each benchmark interleaves its own repeats (engineroom, baseline, engineroom, baseline, ...) and
-measures its baselines in the same run; the WebSocket one runs each side once (it has no repeats). Each line of the table gives the engineroom median and min..max, the
-baseline's, their ratio, the target and whether it is met.
+measures its baselines in the same run; the WebSocket one runs each side once (it has no repeats). Each line of the
+table gives the engineroom median and min..max, the baseline's, their ratio, the target and whether it is met.
 
 Sizes: the benchmarks' defaults, except that throughput and the backlog run 2,000 jobs (``--full``: 10,000, the
 issues' figure); ``--quick`` shrinks everything to a smoke run whose figures check that the suite works, not how
