@@ -319,6 +319,7 @@ def test_a_job_page_shows_its_image_plays_its_audio_and_links_its_files(
     )
     link = page.get_by_role("link", name="Download image.png")
     assert (link.get_attribute("href") or "").startswith(f"/jobs/{image}/artifacts/image.png?exp=")
+    page.set_viewport_size({"width": 1280, "height": 960})  # the README's picture: the job with its image
     screenshot(page, "job-artifacts", docs=True)
     # And the voice-over's page has a player that read the WAV's 2.5 s
     page.goto(f"{base_url}/#/jobs/{audio}")
