@@ -36,7 +36,7 @@ def check_signature(settings: Settings, job_id: str, name: str, exp: int, sig: s
       NotFound: signed for another file (or not signed here): the same answer as for a missing file.
       Forbidden: a link made here for this file, expired.
     """
-    if not hmac.compare_digest(_signature(settings, job_id, name, exp), sig):
+    if not hmac.compare_digest(_signature(settings, job_id, name, exp).encode(), sig.encode()):
         raise NotFound(f"artifact {name} of job {job_id} not found")
     if exp < time.time():
         raise Forbidden("this artifact link expired; list the job's artifacts for a fresh one")
