@@ -1,12 +1,13 @@
-"""Artifacts between real processes: the media demos' files on a worker, the job.artifact event, both clients'
-downloads, S3 on a real S3-protocol server (moto's, a process of its own), and a large file streamed in and out of
-GridFS and S3 while the worker's memory stays flat."""
+"""Artifacts against real servers and processes: each store's contract (GridFS on SecantusDB, S3 on moto's
+standalone server, a process of its own), the media demos' files on a worker, the job.artifact event, both clients'
+downloads, and a large file streamed in and out of GridFS and S3 while the worker's memory stays flat."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import time
+import uuid
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 
+from engineroom.artifacts.base import ArtifactStore
+from engineroom.artifacts.gridfs import GridFSArtifactStore
+from engineroom.artifacts.s3 import S3ArtifactStore
 from engineroom.client import AsyncClient, Client
 from engineroom.core.errors import NotFound
 from tests.e2e.artifact_tasks import pattern_blocks, pattern_slice
@@ -148,3 +153,49 @@ def test_a_big_artifact_streams_in_and_out_while_the_worker_memory_stays_flat(
         f"from {done.result['rss_start_mb']:.0f} MB"
     )
     assert growth_mb < MAX_RSS_GROWTH_MB
+
+
+async def store_for(kind: str, request: pytest.FixtureRequest) -> ArtifactStore:
+    """A fresh GridFS database on the session's SecantusDB, or a fresh prefix in the moto server's bucket."""
+    prefix = f"contract{uuid.uuid4().hex[:8]}"
+    if kind == "s3":
+        server: S3Server = request.getfixturevalue("s3")
+        return S3ArtifactStore(server.artifacts_url(prefix), client=server.client())
+    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(request.getfixturevalue("mongodb_url"))
+    request.addfinalizer(client.close)
+    store = GridFSArtifactStore(client[prefix])
+    await store.prepare()
+    return store
+
+
+async def read_all(store: ArtifactStore, job_id: str, name: str, start: int, end: int) -> bytes:
+    return b"".join([chunk async for chunk in store.open_reader(job_id, name, start, end)])
+
+
+@pytest.mark.parametrize("kind", ["gridfs", "s3"])
+async def test_every_store_keeps_replaces_reads_ranges_lists_and_deletes_files(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    store = await store_for(kind, request)
+    big = pattern_slice(0, 9 * 1024 * 1024 + 5)  # past one S3 part and over several GridFS chunks
+    for job_id, name, content in (("JOB1", "big.bin", big), ("JOB1", "small.txt", b"first"), ("JOB2", "x", b"2")):
+        writer = await store.open_writer(job_id, name, "application/octet-stream")
+        for offset in range(0, len(content), 3_000_000):  # chunks that straddle the stores' own boundaries
+            await writer.write(content[offset : offset + 3_000_000])
+        await writer.commit()
+    replacing = await store.open_writer("JOB1", "small.txt", "text/plain")
+    await replacing.write(b"second")
+    assert await read_all(store, "JOB1", "small.txt", 0, 100) == b"first"  # not visible before its commit
+    await replacing.commit()
+    aborted = await store.open_writer("JOB3", "never.bin", "application/octet-stream")
+    await aborted.write(big)
+    await aborted.abort()
+    assert await read_all(store, "JOB1", "small.txt", 0, 100) == b"second"
+    assert await read_all(store, "JOB1", "big.bin", 0, len(big)) == big
+    assert await read_all(store, "JOB1", "big.bin", 1_048_570, 8_400_000) == big[1_048_570:8_400_000]
+    assert sorted(await store.job_ids()) == ["JOB1", "JOB2"]
+    await store.delete_job("JOB1")
+    assert await store.job_ids() == ["JOB2"]
+    with pytest.raises(NotFound):
+        await read_all(store, "JOB1", "big.bin", 0, 10)
+    await store.close()

@@ -69,6 +69,8 @@ def test_a_signed_link_is_accepted_for_its_file_until_it_expires_and_for_nothing
     ):
         with pytest.raises(NotFound):
             check_signature(fresh, job_id, name, exp, live_sig)
+    with pytest.raises(NotFound):  # not even ASCII
+        check_signature(fresh, "JOB1", "image.png", live_exp, "é" * 64)
     with pytest.raises(NotFound):  # another secret: not signed here
         check_signature(Settings(jwt_secret="b" * 40), "JOB1", "image.png", live_exp, live_sig)  # type: ignore[arg-type]
     assert expires_at < time.time()
