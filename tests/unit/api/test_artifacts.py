@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from engineroom.actors import JobContext, task
 from engineroom.actors.media import make_png
 from engineroom.core.config import Settings
+from engineroom.core.errors import TransientError
 from tests.gateway import gateway_settings
 
 TokenFor = Callable[..., str]
@@ -39,6 +40,15 @@ def save_three_ways(ctx: JobContext, path: str) -> dict[str, int]:
 def save_bytes(ctx: JobContext, size: int, name: str = "out.bin", count: int = 1) -> None:
     for number in range(count):
         ctx.save_artifact(name if count == 1 else f"{number}-{name}", b"x" * size)
+
+
+@task("general", name="save_then_fail_once", max_retries=2, timeout_s=60)
+def save_then_fail_once(ctx: JobContext) -> None:
+    attempt = ctx.job.attempts
+    ctx.save_artifact(f"attempt-{attempt}.txt", str(attempt).encode())
+    ctx.save_artifact("same.txt", f"from attempt {attempt}".encode())
+    if attempt == 1:
+        raise TransientError("the first attempt fails after saving")
 
 
 @task("general", name="return_bytes", max_retries=0, timeout_s=60)
@@ -292,3 +302,16 @@ def test_engineroom_cleanup_deletes_finished_jobs_with_their_files(
     assert file_count(client, job["id"]) == 3
     deleted = client.portal.call(lambda: delete_finished_jobs(app_settings, timedelta(0), None, dry_run=False))
     assert deleted == 1 and file_count(client, job["id"]) == 0
+
+
+def test_a_retried_job_keeps_each_attempts_files_saying_which_made_them(
+    client: TestClient, token_for: TokenFor
+) -> None:
+    token = token_for()
+    job = run(client, token, "general.save_then_fail_once")
+    assert job["state"] == "completed" and job["attempts"] == 2
+    made_by = {record["name"]: record["attempt"] for record in job["artifacts"]}
+    assert made_by == {"attempt-1.txt": 1, "same.txt": 2, "attempt-2.txt": 2}
+    same = client.get(f"/jobs/{job['id']}/artifacts/same.txt", headers=auth(token))
+    assert same.content == b"from attempt 2"
+    assert file_count(client, job["id"]) == 3  # the first attempt's same.txt was replaced, not kept
