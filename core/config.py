@@ -156,7 +156,7 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive when set")
-        if self.artifacts_url is not None and not self.artifacts_url.startswith("s3://"):
+        if self.artifacts_url and not self.artifacts_url.startswith("s3://"):  # empty: unset, GridFS
             raise ValueError("ENGINEROOM_ARTIFACTS_URL must be an s3://bucket/prefix URL, or unset for GridFS")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError("ENGINEROOM_WORKER_METRICS_PORT must be a TCP port, or 0 for none")

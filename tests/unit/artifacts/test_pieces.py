@@ -124,6 +124,7 @@ def test_an_s3_url_names_a_bucket_and_a_prefix() -> None:
             parse_s3_url(bad)
     with pytest.raises(ValueError, match="ENGINEROOM_ARTIFACTS_URL"):
         Settings(artifacts_url="gs://bucket")
+    assert Settings(artifacts_url="").artifacts_url == ""  # an empty variable: GridFS
 
 
 def test_the_demo_png_is_valid_and_deterministic() -> None:
