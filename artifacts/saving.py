@@ -7,6 +7,7 @@ import hashlib
 import io
 import mimetypes
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,9 @@ class BinaryReadable(Protocol):
 
     def read(self, size: int = -1, /) -> bytes: ...
 
+
+#: A media type with optional parameters, printable ASCII only (``video/mp4``, ``text/plain; charset=utf-8``).
+_MEDIA_TYPE = re.compile(r"^[A-Za-z0-9][\w.+-]*/[\w.+-]+(\s*;[ -~]*)?$")
 
 #: What ``ctx.save_artifact`` accepts: the bytes themselves, a file's path, or a binary file object.
 ArtifactSource = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", BinaryReadable]
@@ -42,8 +46,16 @@ class Written:
 
 
 def guess_content_type(name: str, content_type: str | None) -> str:
-    """``content_type`` if given, else what the name's extension says, else ``application/octet-stream``."""
-    return content_type or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    """``content_type`` if given, else what the name's extension says, else ``application/octet-stream``.
+
+    Raises:
+      InvalidArtifact: ``content_type`` is not a media type (it becomes a response header of every download).
+    """
+    if content_type is None:
+        return mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if not isinstance(content_type, str) or not _MEDIA_TYPE.fullmatch(content_type):
+        raise InvalidArtifact(f"ctx.save_artifact: {content_type!r} is not a media type like 'image/png'")
+    return content_type
 
 
 def iter_chunks(source: ArtifactSource) -> Iterator[bytes]:

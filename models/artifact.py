@@ -19,7 +19,7 @@ def check_artifact_name(name: str) -> str:
     Raises:
       ValueError: it is not.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"artifact name {name!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )

@@ -16,7 +16,14 @@ from engineroom.actors.media import make_gif, make_png, make_wav
 from engineroom.api.ranges import ByteRange, parse_range
 from engineroom.artifacts.base import CHUNK_BYTES
 from engineroom.artifacts.s3 import parse_s3_url
-from engineroom.artifacts.saving import ArtifactTooLarge, ByteLimit, InvalidArtifact, iter_chunks, stream_into
+from engineroom.artifacts.saving import (
+    ArtifactTooLarge,
+    ByteLimit,
+    InvalidArtifact,
+    guess_content_type,
+    iter_chunks,
+    stream_into,
+)
 from engineroom.artifacts.signing import check_signature, signed_path
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, NotFound, RangeNotSatisfiable
@@ -109,11 +116,21 @@ def test_a_save_stops_before_the_chunk_that_passes_its_limit_and_says_which_limi
     )
 
 
-@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "a b", "x" * 201, "é.png"])
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "../x", "a b", "x" * 201, "é.png", "a.png\n"])
 def test_artifact_names_are_plain_file_names(name: str) -> None:
     with pytest.raises(ValueError):
         check_artifact_name(name)
     assert check_artifact_name("image-1_final.v2.png") == "image-1_final.v2.png"
+
+
+def test_a_content_type_is_given_guessed_from_the_name_or_refused() -> None:
+    assert (
+        guess_content_type("a.png", None) == "image/png" and guess_content_type("a", None) == "application/octet-stream"
+    )
+    assert guess_content_type("a", "text/plain; charset=utf-8") == "text/plain; charset=utf-8"
+    for bad in ("png", "text/html\r\nSet-Cookie: x=1", "", "a/b c"):
+        with pytest.raises(InvalidArtifact):
+            guess_content_type("a.bin", bad)
 
 
 def test_an_s3_url_names_a_bucket_and_a_prefix() -> None:
