@@ -246,7 +246,16 @@ def test_a_workflow_graph_turns_all_green(base_url: str, page: Page, http: httpx
     expect(page.locator("[data-workflow-state]")).to_have_attribute("data-workflow-state", "completed")
     xs = {node.get_attribute("data-step"): node.locator("rect").get_attribute("x") for node in nodes.all()}
     assert xs["draft"] == xs["image"] != xs["fetch"] and xs["publish"] not in (xs["fetch"], xs["draft"])
+    # And the image step shows its output, which its node opens
+    image_node = page.locator('.dag [data-step="image"]')
+    expect(image_node.locator(".node-files")).to_have_text("1 file")
+    expect(image_node.locator("title")).to_have_text("outputs: image.png")
+    expect(page.locator('.dag [data-step="draft"] .node-files')).to_have_count(0)
     screenshot(page, "workflow")
+    image_node.click()
+    picture = page.get_by_role("img", name="image.png (image/png)")
+    expect(picture).to_be_visible(timeout=SHOW_MS)
+    page.go_back()
     page.goto(f"{base_url}/#/workflows")
     expect(page.locator(f'[data-workflow-id="{workflow_id}"] .state').first).to_have_text("completed")
     screenshot(page, "workflows")
