@@ -199,3 +199,25 @@ async def test_every_store_keeps_replaces_reads_ranges_lists_and_deletes_files(
     with pytest.raises(NotFound):
         await read_all(store, "JOB1", "big.bin", 0, 10)
     await store.close()
+
+
+async def test_gridfs_reads_each_chunk_through_the_files_id_n_index_on_secantusdb(mongodb_url: str) -> None:
+    client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(mongodb_url)
+    try:
+        store = GridFSArtifactStore(client[f"indexes{uuid.uuid4().hex[:8]}"])
+        await store.prepare()
+        writer = await store.open_writer("JOB1", "a.bin", "application/octet-stream")
+        await writer.write(b"x" * 3_000_000)
+        await writer.commit()
+        indexes = await store.chunks.index_information()
+        assert indexes["files_id_1_n_1"]["key"] == [("files_id", 1), ("n", 1)] and indexes["files_id_1_n_1"]["unique"]
+        file = await store.files.find_one({"filename": "JOB1/a.bin"})
+        assert file is not None and file["length"] == 3_000_000 and file["chunkSize"] == 1024 * 1024
+        plan = await store.chunks.find({"files_id": file["_id"], "n": 2}).explain()
+        assert "files_id_1_n_1" in str(plan["queryPlanner"]["winningPlan"])  # SecantusDB plans the index
+        by_job = await store.files.find({"metadata.job_id": "JOB1"}).explain()
+        assert "by_job" in str(by_job["queryPlanner"]["winningPlan"])
+        by_name = await store.files.find({"filename": "JOB1/a.bin"}).explain()
+        assert "filename_1_uploadDate_1" in str(by_name["queryPlanner"]["winningPlan"])
+    finally:
+        client.close()
