@@ -91,8 +91,12 @@ class S3ArtifactStore:
     def __init__(self, url: str, client: BaseClient | None = None) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         if client is None:
-            import boto3  # the optional ``s3`` extra
-
+            try:
+                import boto3  # the optional ``s3`` extra
+            except ImportError:
+                raise RuntimeError(
+                    "ENGINEROOM_ARTIFACTS_URL names an S3 bucket but boto3 is not installed: pip install 'engineroom[s3]'"
+                ) from None
             client = boto3.client("s3")
         self.client = client
 
