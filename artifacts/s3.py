@@ -94,9 +94,8 @@ class S3ArtifactStore:
             try:
                 import boto3  # the optional ``s3`` extra
             except ImportError:
-                raise RuntimeError(
-                    "ENGINEROOM_ARTIFACTS_URL names an S3 bucket but boto3 is not installed: pip install 'engineroom[s3]'"
-                ) from None
+                missing = "ENGINEROOM_ARTIFACTS_URL names an S3 bucket but boto3 is missing"
+                raise RuntimeError(f"{missing}: pip install 'engineroom[s3]'") from None
             client = boto3.client("s3")
         self.client = client
 
