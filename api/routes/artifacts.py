@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Response
 from fastapi.responses import StreamingResponse
 
 from engineroom.api.deps import ArtifactStoreDep, BearerDep, JobStoreDep, PrincipalDep, SettingsDep, get_principal
@@ -23,6 +23,8 @@ router = APIRouter(prefix="/jobs", tags=["artifacts"])
 
 ArtifactName = Annotated[str, Path(min_length=1, max_length=200, pattern=ARTIFACT_NAME_PATTERN)]
 
+#: A file never changes under its ETag (a new save is a new sha256); private: it is one user's.
+CACHE_CONTROL = "private, max-age=300"
 #: Sent with every download: the browser must not guess a type (a file saved as text/html must not run as a page
 #: of this origin), and a document opened from it runs sandboxed.
 SAFETY_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
@@ -46,6 +48,7 @@ async def list_artifacts(job_id: JobId, jobs: JobStoreDep, who: PrincipalDep, se
     responses={
         200: {"description": "The whole file", "content": {"application/octet-stream": {}}},
         206: {"description": "The byte range asked for with `Range`"},
+        304: {"description": "`If-None-Match` names the file's ETag: the copy the client holds is current"},
         416: {"description": "The range starts past the end of the file"},
     },
 )
@@ -57,9 +60,10 @@ async def download_artifact(
     settings: SettingsDep,
     credentials: BearerDep,
     range_header: Annotated[str | None, Header(alias="Range", max_length=200)] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=1000)] = None,
     exp: Annotated[int | None, Query(ge=0, description="expiry of a signed link (unix seconds)")] = None,
     sig: Annotated[str | None, Query(max_length=128, description="signature of a signed link")] = None,
-) -> StreamingResponse:
+) -> Response:
     """Download a file with the owner's or an admin's token, or with a signed link (``exp`` and ``sig``, from the
     list); ``Range: bytes=a-b`` answers 206 with that part."""
     if exp is not None or sig is not None:
@@ -72,15 +76,18 @@ async def download_artifact(
     else:
         job = await jobs.get_visible(job_id, get_principal(settings, credentials))
     record = _record(job, name)
+    etag = f'"{record.sha256}"'
+    if if_none_match is not None and _matches(if_none_match, etag):
+        return Response(status_code=304, headers={"ETag": etag, "Cache-Control": CACHE_CONTROL})
     byte_range = parse_range(range_header, record.size_bytes)
     chosen = byte_range or ByteRange(0, record.size_bytes, record.size_bytes)
     headers = {
         **SAFETY_HEADERS,
         "Accept-Ranges": "bytes",
         "Content-Length": str(chosen.length),
-        "ETag": f'"{record.sha256}"',
+        "ETag": etag,
         "Content-Disposition": f"inline; filename*=UTF-8''{quote(record.name)}",
-        "Cache-Control": "private, max-age=300",
+        "Cache-Control": CACHE_CONTROL,
     }
     if byte_range is not None:
         headers["Content-Range"] = byte_range.content_range
@@ -89,6 +96,12 @@ async def download_artifact(
     return StreamingResponse(
         body, status_code=206 if byte_range else 200, media_type=record.content_type, headers=headers
     )
+
+
+def _matches(if_none_match: str, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weak or strong) or is ``*``."""
+    tags = [tag.strip().removeprefix("W/") for tag in if_none_match.split(",")]
+    return "*" in tags or etag in tags
 
 
 def _record(job: JobDocument, name: str) -> ArtifactRecord:

@@ -150,6 +150,11 @@ def test_ranges_answer_206_with_the_bytes_asked_for_and_416_past_the_end(
     assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
     ignored = client.get(url, headers={**auth(token), "Range": "bytes=0-1,5-6"})  # several ranges: the whole file
     assert ignored.status_code == 200 and ignored.content == CONTENT
+    etag = ignored.headers["etag"]
+    for current in (etag, f'"other", W/{etag}', "*"):
+        cached = client.get(url, headers={**auth(token), "If-None-Match": current})
+        assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == etag
+    assert client.get(url, headers={**auth(token), "If-None-Match": '"other"'}).status_code == 200
 
 
 def test_a_signed_link_opens_its_one_file_without_a_token_until_it_expires(
