@@ -221,3 +221,26 @@ async def test_gridfs_reads_each_chunk_through_the_files_id_n_index_on_secantusd
         assert "filename_1_uploadDate_1" in str(by_name["queryPlanner"]["winningPlan"])
     finally:
         client.close()
+
+
+def test_the_scheduler_sweeps_the_files_of_a_job_the_retention_ttl_removed(stack: Any, token_for: TokenFor) -> None:
+    import pymongo
+
+    stack.env["ENGINEROOM_ARTIFACT_SWEEP_INTERVAL_S"] = "0.5"
+    base_url = stack.start_api()
+    stack.start_worker("--engines", "image_generation", "--threads", "1")
+    stack.start_scheduler()
+    with Client(base_url, token_for()) as client:
+        kept = client.submit("image_generation.demo", {"duration_s": 0, "width": 16, "height": 16})
+        expired = client.submit("image_generation.demo", {"duration_s": 0, "width": 16, "height": 16})
+        for job in (kept, expired):
+            assert client.wait(job.id, timeout_s=EVENT_TIMEOUT_S).state == "completed"
+    database = pymongo.MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])[stack.env["ENGINEROOM_MONGODB_DB"]]
+    assert database["fs.files"].count_documents({"metadata.job_id": expired.id}) == 1
+    database["jobs"].delete_one({"_id": expired.id})  # as MongoDB's TTL monitor does, telling nobody
+    deadline = time.monotonic() + EVENT_TIMEOUT_S
+    while database["fs.files"].count_documents({"metadata.job_id": expired.id}):
+        assert time.monotonic() < deadline, "the sweep never deleted the gone job's files"
+        time.sleep(0.2)
+    assert database["fs.chunks"].count_documents({}) == database["fs.files"].count_documents({}) == 1
+    database.client.close()
