@@ -117,7 +117,7 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     from engineroom.core.durations import parse_duration
     from engineroom.models.job import JobState
-    from engineroom.store.cleanup import delete_finished_jobs
+    from engineroom.services.cleanup import delete_finished_jobs
 
     try:
         older_than = parse_duration(args.older_than)

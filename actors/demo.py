@@ -1,13 +1,15 @@
-"""A ``<engine>.demo`` task for every engine: deterministic simulated work with progress and failure knobs."""
+"""A ``<engine>.demo`` task for every engine: deterministic simulated work with progress and failure knobs. The
+demos of the media engines also make a real file (``actors/media.py``) and save it as an artifact."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import JsonValue
+from pydantic import Field, JsonValue
 
+from engineroom.actors.media import make_gif, make_png, make_wav
 from engineroom.core.config import ENGINES
 from engineroom.core.errors import PermanentError, TransientError
 from engineroom.services.context import JobContext
@@ -47,8 +49,71 @@ def demo(
     return {"engine": ctx.job.engine, "steps": steps, "result": result}
 
 
+#: The engines whose demo also makes a file; the others run ``demo`` itself.
+MEDIA_ENGINES = ("image_generation", "audio_generation", "video_pipeline")
+Pixels = Annotated[int, Field(ge=1, le=2048)]
+FailKind = Literal["transient", "permanent"] | None
+
+
+@task("image_generation", name="demo", max_retries=3, timeout_s=600)
+def image_demo(
+    ctx: JobContext,
+    duration_s: float = 0.5,
+    steps: int = 5,
+    fail: FailKind = None,
+    result: JsonValue = None,
+    fail_attempts: int = 0,
+    tokens: int = 0,
+    width: Pixels = 256,
+    height: Pixels = 192,
+    seed: int = 0,
+) -> JsonValue:
+    """``demo``, then save ``image.png``: ``width`` x ``height`` pixels of rings that ``seed`` shifts."""
+    outcome = demo(ctx, duration_s, steps, fail, result, fail_attempts, tokens)
+    ctx.save_artifact("image.png", make_png(width, height, seed))
+    return outcome
+
+
+@task("audio_generation", name="demo", max_retries=3, timeout_s=600)
+def audio_demo(
+    ctx: JobContext,
+    duration_s: float = 0.5,
+    steps: int = 5,
+    fail: FailKind = None,
+    result: JsonValue = None,
+    fail_attempts: int = 0,
+    tokens: int = 0,
+    audio_s: Annotated[float, Field(gt=0, le=120)] = 2.0,
+    frequency_hz: Annotated[float, Field(gt=0, le=10000)] = 440.0,
+) -> JsonValue:
+    """``demo``, then save ``speech.wav``: a tone of ``frequency_hz`` fading out over ``audio_s`` seconds."""
+    outcome = demo(ctx, duration_s, steps, fail, result, fail_attempts, tokens)
+    ctx.save_artifact("speech.wav", make_wav(audio_s, frequency_hz))
+    return outcome
+
+
+@task("video_pipeline", name="demo", max_retries=3, timeout_s=600)
+def video_demo(
+    ctx: JobContext,
+    duration_s: float = 0.5,
+    steps: int = 5,
+    fail: FailKind = None,
+    result: JsonValue = None,
+    fail_attempts: int = 0,
+    tokens: int = 0,
+    width: Pixels = 160,
+    height: Pixels = 120,
+    frames: Annotated[int, Field(ge=1, le=300)] = 20,
+) -> JsonValue:
+    """``demo``, then save ``clip.gif``: ``frames`` frames (10 a second) of a disc crossing a gradient."""
+    outcome = demo(ctx, duration_s, steps, fail, result, fail_attempts, tokens)
+    ctx.save_artifact("clip.gif", make_gif(width, height, frames))
+    return outcome
+
+
 for _engine in ENGINES:
-    task(_engine, name="demo", max_retries=3, timeout_s=600)(demo)
+    if _engine not in MEDIA_ENGINES:
+        task(_engine, name="demo", max_retries=3, timeout_s=600)(demo)
 
 
 @task("general", name="echo_inputs", max_retries=0, timeout_s=60)

@@ -24,8 +24,11 @@ from engineroom.actors.failures import describe_error
 from engineroom.actors.heartbeat import Heartbeat
 from engineroom.actors.loop_stores import LoopStores, private_loop_thread
 from engineroom.actors.progress import ProgressCoalescer
+from engineroom.actors.results import storable_result
 from engineroom.actors.running import RunningJobs
 from engineroom.actors.start_write import DeferredStart, StartWrite
+from engineroom.artifacts.base import ArtifactStore
+from engineroom.artifacts.factory import build_artifact_store
 from engineroom.core.backoff import compute_backoff_s
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
@@ -50,6 +53,7 @@ from engineroom.models.queue import QueueDocument
 from engineroom.services.context import JobContext
 from engineroom.services.publisher import publish_or_log
 from engineroom.services.registry import Task, get_task
+from engineroom.services.task_artifacts import TaskArtifacts
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
 from engineroom.store.jobs import JobStore
@@ -111,6 +115,7 @@ class WorkerStores:
     queues: QueueStore
     events: EventStore
     workers: WorkerStore
+    artifacts: ArtifactStore
 
     @classmethod
     def of(cls, db: Database, settings: Settings) -> WorkerStores:
@@ -119,6 +124,7 @@ class WorkerStores:
             QueueStore(db, rate_window_s=settings.rate_window_s),
             EventStore(db, ttl_s=settings.events_ttl_s),
             WorkerStore(db, stale_after_s=settings.job_lease_s),
+            build_artifact_store(settings, db),
         )
 
 
@@ -365,13 +371,15 @@ class JobRunner:
 
     def _execute(self, attempt: Attempt, task: Task) -> None:
         job = attempt.job
-        ctx = JobContext(job, self, inputs=job.inputs)
+        ctx = JobContext(job, self, inputs=job.inputs, artifacts=TaskArtifacts(self, job))
         self.running.enter(job.id)
         # The job was just read as queued: no need to poll for cancellation or write progress at once.
         self._last_cancel_poll[job.id] = time.monotonic()
         self.progress.start(job.id)
         try:
-            result = to_jsonable_python(task(ctx, **task.validate_payload(job.payload)))
+            result = storable_result(
+                task(ctx, **task.validate_payload(job.payload)), max_bytes=self.settings.max_result_bytes
+            )
         except JobCancelled:
             logger.info("job %s stopped: it was cancelled", job.id)  # whoever cancelled recorded it
             self.progress.pop_latest(job.id)

@@ -20,10 +20,22 @@ from engineroom.api.metrics import HttpMetrics
 from engineroom.api.metrics import router as metrics_router
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
-from engineroom.api.routes import dashboard, health, jobs, notifications, status, tasks, usage, workers, workflows
+from engineroom.api.routes import (
+    artifacts,
+    dashboard,
+    health,
+    jobs,
+    notifications,
+    status,
+    tasks,
+    usage,
+    workers,
+    workflows,
+)
 from engineroom.api.routes import queues as queue_routes
 from engineroom.api.routes import schedules as schedule_routes
 from engineroom.api.status import PipelineReport
+from engineroom.artifacts.factory import build_artifact_store
 from engineroom.core.config import Settings, get_settings
 from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.messaging.broker import Enqueuer, build_broker
@@ -88,6 +100,8 @@ def create_app(
         hub = Hub(asyncio.get_running_loop(), buffer_frames=settings.ws_send_buffer)
         subscription = events.subscribe(hub.deliver_threadsafe)
         app.state.db = db
+        app.state.artifacts = build_artifact_store(settings, db)
+        await app.state.artifacts.prepare()
         app.state.jobs = jobs_store
         app.state.enqueuer = enqueuer
         app.state.hub = hub
@@ -133,6 +147,7 @@ def create_app(
                 enqueuer.close()
                 if bus is None:
                     events.close()
+                await app.state.artifacts.close()
                 client.close()
 
     app = FastAPI(title="engineroom", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES)
@@ -142,6 +157,7 @@ def create_app(
     install_error_handlers(app)
     routers = (
         jobs.router,
+        artifacts.router,
         queue_routes.router,
         workflows.router,
         schedule_routes.router,

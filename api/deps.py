@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from engineroom.api.queues import QueueControl
 from engineroom.api.rate_limits import SubmitRateLimiter
 from engineroom.api.status import PipelineReport
+from engineroom.artifacts.base import ArtifactStore
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, Unauthenticated
 from engineroom.models.principal import Principal
@@ -57,6 +58,7 @@ def get_principal(
 
 
 JobStoreDep = Annotated[JobStore, Depends(from_state("jobs", JobStore))]
+ArtifactStoreDep = Annotated[ArtifactStore, Depends(from_state("artifacts", ArtifactStore))]
 RateLimiterDep = Annotated[SubmitRateLimiter, Depends(from_state("rate_limiter", SubmitRateLimiter))]
 PipelineReportDep = Annotated[PipelineReport, Depends(from_state("pipeline_report", PipelineReport))]
 UsageTotalsDep = Annotated[UsageTotals, Depends(from_state("usage_totals", UsageTotals))]
@@ -69,6 +71,9 @@ ScheduleControlDep = Annotated[ScheduleControl, Depends(from_state("schedule_con
 NotificationStoreDep = Annotated[NotificationStore, Depends(from_state("notifications", NotificationStore))]
 PreferenceStoreDep = Annotated[PreferenceStore, Depends(from_state("preferences", PreferenceStore))]
 PreferenceCacheDep = Annotated[PreferenceCache, Depends(from_state("preference_cache", PreferenceCache))]
+
+
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
 def require_admin(who: PrincipalDep) -> Principal:

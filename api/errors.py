@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from engineroom.core.errors import EngineroomError, RateLimited, Unauthenticated
+from engineroom.core.errors import EngineroomError, RangeNotSatisfiable, RateLimited, Unauthenticated
 
 
 class ErrorBody(BaseModel):
@@ -44,6 +44,8 @@ def error_response(exc: EngineroomError) -> JSONResponse:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
     if isinstance(exc, Unauthenticated):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(exc, RangeNotSatisfiable):
+        headers["Content-Range"] = f"bytes */{exc.size_bytes}"
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
 

@@ -1,10 +1,10 @@
-"""``python -m bench [all|burst|floor|backlog|latency|batch|delayed|ws|soak] [options]``: every benchmark with one
-combined table (``all``, the default), one of them, or the soak run (not a benchmark: memory over time and stuck
-jobs)."""
+"""``python -m bench [all|burst|floor|backlog|latency|batch|delayed|ws|artifacts|soak] [options]``: every
+benchmark with one combined table (``all``, the default), one of them, or the soak run (not a benchmark: memory over
+time and stuck jobs)."""
 
 import sys
 
-from bench import backlog, batch_submit, burst, delayed, floor, latency, soak, suite, ws_fanout
+from bench import artifacts, backlog, batch_submit, burst, delayed, floor, latency, soak, suite, ws_fanout
 
 BENCHMARKS = {
     "all": suite.main,
@@ -15,6 +15,7 @@ BENCHMARKS = {
     "batch": batch_submit.main,
     "delayed": delayed.main,
     "ws": ws_fanout.main,
+    "artifacts": artifacts.main,
     "soak": soak.main,
 }
 

@@ -4,10 +4,10 @@ Runs, in order: throughput (``burst`` with ``--batch-size``, jobs through ``POST
 raised to the worker's threads, beside the floor and raw Dramatiq), the floor alone (``floor``: the plain
 Dramatiq actor with a minimal job document, one insert per job and ``insert_many``), the backlog (``backlog``:
 jobs behind ``general``'s default limit, with a scheduler, beside the floor), latency (``latency``), batch submit
-(``batch``), memory (``delayed``) and WebSocket fan-out (``ws``). Each benchmark interleaves its own repeats
-(engineroom, baseline, engineroom, baseline, ...) and measures its baselines in the same run; the WebSocket one
-runs each side once (it has no repeats). Each line of the table gives the engineroom median and min..max, the
-baseline's, their ratio, the target and whether it is met.
+(``batch``), memory (``delayed``), WebSocket fan-out (``ws``) and artifact MB/s against the driver's GridFS
+(``artifacts``). Each benchmark interleaves its own repeats (engineroom, baseline, engineroom, baseline, ...) and
+measures its baselines in the same run; the WebSocket one runs each side once (it has no repeats). Each line of the
+table gives the engineroom median and min..max, the baseline's, their ratio, the target and whether it is met.
 
 Sizes: the benchmarks' defaults, except that throughput and the backlog run 2,000 jobs (``--full``: 10,000, the
 issues' figure); ``--quick`` shrinks everything to a smoke run whose figures check that the suite works, not how
@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import backlog, batch_submit, burst, delayed, floor, latency, ws_fanout
+from bench import artifacts, backlog, batch_submit, burst, delayed, floor, latency, ws_fanout
 from bench._common import (
     RESULTS_DIR,
     Comparison,
@@ -134,6 +134,12 @@ def parts(repeat: int, quick: bool, full: bool, amqp_url: str, backlog_cap_s: fl
             _runner(ws_fanout.parse_args, ws_fanout.run),
             ws_comparisons,
         ),
+        Part(
+            "artifacts",
+            ["--repeat", str(repeat), "--size-mb", "16" if quick else "64"],
+            _runner(artifacts.parse_args, artifacts.run),
+            artifacts.comparisons,
+        ),
     ]
 
 
@@ -172,7 +178,7 @@ def parse_args(argv: list[str] | None) -> tuple[list[Part], Path]:
     sizes = parser.add_mutually_exclusive_group()
     sizes.add_argument("--quick", action="store_true", help="smoke-run sizes: checks the suite, not the speed")
     sizes.add_argument("--full", action="store_true", help="throughput and backlog with 10,000 jobs")
-    names = ("throughput", "floor", "backlog", "latency", "batch", "memory", "ws")
+    names = ("throughput", "floor", "backlog", "latency", "batch", "memory", "ws", "artifacts")
     parser.add_argument("--only", nargs="+", choices=names, help="run these benchmarks only")
     parser.add_argument(
         "--backlog-cap-s", type=float, default=600.0, help="stop each backlog repeat this long after it started"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -14,8 +16,10 @@ import httpx
 from engineroom.client import calls
 from engineroom.client.calls import Call, FilterOptions, LimitOptions, SubmitOptions
 from engineroom.client.config import ClientConfig
+from engineroom.client.downloads import DOWNLOAD_CHUNK_BYTES, FileDownload
 from engineroom.client.events import EventStream
 from engineroom.client.waiting import DEFAULT_WAIT_S, wait_for_job
+from engineroom.models.artifact import ArtifactPublic
 from engineroom.models.job import JobBatchAccepted, JobPublic, JobSubmit
 from engineroom.models.queue import QueueStats
 from engineroom.models.workflow import StepSpec, WorkflowPublic
@@ -100,6 +104,29 @@ class AsyncClient:
 
     async def delete(self, job_id: str) -> None:
         await self.send(calls.delete_job(job_id))
+
+    async def artifacts(self, job_id: str) -> builtins.list[ArtifactPublic]:
+        """The files the job saved, each with a short-lived signed ``url``."""
+        return (await self.send(calls.artifacts(job_id))).items
+
+    async def download(self, job_id: str, name: str, path: str | os.PathLike[str]) -> Path:
+        """Stream artifact ``name`` of the job to ``path`` (never whole in memory), checked against its SHA-256.
+        The file is written from the event loop's thread: chunks are small.
+
+        Raises:
+          NotFound: no such job or artifact (or not yours).
+          DownloadCorrupted: the bytes do not match the SHA-256 the server announced.
+        """
+        download = FileDownload(path)
+        try:
+            async with self._http.stream("GET", calls.artifact_path(job_id, name)) as response:
+                download.begin(response, await response.aread() if response.status_code >= 400 else b"")
+                async for chunk in response.aiter_bytes(DOWNLOAD_CHUNK_BYTES):
+                    download.write(chunk)
+            return download.finish()
+        except BaseException:
+            download.abandon()
+            raise
 
     async def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobPublic:
         """The job once it has finished (completed, failed or cancelled), heard over the WebSocket, or by polling

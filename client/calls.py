@@ -14,6 +14,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from engineroom.client.errors import error_for
 from engineroom.core.errors import InvalidRequest
+from engineroom.models.artifact import ArtifactList
 from engineroom.models.job import JobBatch, JobBatchAccepted, JobFilter, JobPage, JobPublic, JobState, JobSubmit
 from engineroom.models.queue import PauseRequest, QueueLimits, QueueStats
 from engineroom.models.workflow import StepSpec, WorkflowCreate, WorkflowPublic
@@ -201,3 +202,12 @@ def queue_stats(engine: str) -> Call[QueueStats]:
 
 def list_queues() -> Call[list[QueueStats]]:
     return Call("GET", "/queues", lambda response: _QUEUE_LIST.validate_json(response.content), idempotent=True)
+
+
+def artifacts(job_id: str) -> Call[ArtifactList]:
+    return Call("GET", f"/jobs/{_segment(job_id)}/artifacts", _model(ArtifactList), idempotent=True)
+
+
+def artifact_path(job_id: str, name: str) -> str:
+    """Where ``download`` fetches an artifact's bytes."""
+    return f"/jobs/{_segment(job_id)}/artifacts/{_segment(name)}"

@@ -50,6 +50,12 @@ class UnexpectedStatus(EngineroomError):
         super().__init__(detail)
 
 
+class DownloadCorrupted(EngineroomError):
+    """A downloaded artifact's SHA-256 is not the one the server announced (its ``ETag``); the file was removed."""
+
+    detail = "the downloaded file does not match its SHA-256"
+
+
 class WaitTimedOut(EngineroomError, TimeoutError):
     """``wait`` ran out of time before the job finished; the job itself goes on."""
 

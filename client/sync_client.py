@@ -8,9 +8,11 @@ where one is already running in the thread (a Jupyter notebook, an ``async def``
 from __future__ import annotations
 
 import builtins
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
@@ -20,7 +22,9 @@ from engineroom.client import calls
 from engineroom.client.async_client import LIST_PAGE_SIZE
 from engineroom.client.calls import Call, FilterOptions, LimitOptions, SubmitOptions
 from engineroom.client.config import ClientConfig
+from engineroom.client.downloads import DOWNLOAD_CHUNK_BYTES, FileDownload
 from engineroom.client.waiting import DEFAULT_WAIT_S, wait_for_job_blocking
+from engineroom.models.artifact import ArtifactPublic
 from engineroom.models.job import JobBatchAccepted, JobPublic, JobSubmit
 from engineroom.models.queue import QueueStats
 from engineroom.models.workflow import StepSpec, WorkflowPublic
@@ -94,6 +98,28 @@ class Client:
 
     def delete(self, job_id: str) -> None:
         self.send(calls.delete_job(job_id))
+
+    def artifacts(self, job_id: str) -> builtins.list[ArtifactPublic]:
+        """The files the job saved, each with a short-lived signed ``url``."""
+        return self.send(calls.artifacts(job_id)).items
+
+    def download(self, job_id: str, name: str, path: str | os.PathLike[str]) -> Path:
+        """Stream artifact ``name`` of the job to ``path`` (never whole in memory), checked against its SHA-256.
+
+        Raises:
+          NotFound: no such job or artifact (or not yours).
+          DownloadCorrupted: the bytes do not match the SHA-256 the server announced.
+        """
+        download = FileDownload(path)
+        try:
+            with self._http.stream("GET", calls.artifact_path(job_id, name)) as response:
+                download.begin(response, response.read() if response.status_code >= 400 else b"")
+                for chunk in response.iter_bytes(DOWNLOAD_CHUNK_BYTES):
+                    download.write(chunk)
+            return download.finish()
+        except BaseException:
+            download.abandon()
+            raise
 
     def wait(self, job_id: str, timeout_s: float = DEFAULT_WAIT_S) -> JobPublic:
         """The finished job, heard on a blocking WebSocket or polled (see ``AsyncClient.wait``)."""

@@ -51,6 +51,18 @@ class Settings(BaseSettings):
     #: Comma-separated modules of user tasks, imported by every process so the registry is the same everywhere.
     task_modules: str = ""
     max_payload_bytes: int = 1024 * 1024
+    #: Where artifacts (files tasks save) are kept: unset, GridFS in the job database; ``s3://bucket/prefix`` an
+    #: S3-compatible store (endpoint and credentials from ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+    artifacts_url: str | None = None
+    #: Largest single artifact, and largest total of one job's artifacts.
+    max_artifact_bytes: int = 2 * 1024**3
+    max_job_artifacts_bytes: int = 8 * 1024**3
+    #: Largest JSON result a task may return (stored in the job document); bigger outputs are artifacts.
+    max_result_bytes: int = 1024 * 1024
+    #: How long a signed artifact link (``?sig=&exp=``) from ``GET /jobs/{id}/artifacts`` works.
+    artifact_link_ttl_s: float = 900.0
+    #: How often the scheduler deletes the artifacts of jobs that are gone (expired by ``retention_days``).
+    artifact_sweep_interval_s: float = 600.0
     retention_days: int = 30
     #: Jobs one user may submit per minute (per ``rate_window_s``), across every gateway; unset: no limit.
     rate_limit_per_minute: int | None = Field(None, ge=1)
@@ -121,6 +133,11 @@ class Settings(BaseSettings):
                 raise ValueError("ENGINEROOM_JWT_SECRET must be set to at least 32 characters when ENGINEROOM_ENV=prod")
         for name in (
             "max_payload_bytes",
+            "max_artifact_bytes",
+            "max_job_artifacts_bytes",
+            "max_result_bytes",
+            "artifact_link_ttl_s",
+            "artifact_sweep_interval_s",
             "retry_backoff_base_s",
             "retry_backoff_cap_s",
             "job_lease_s",
@@ -142,6 +159,8 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"ENGINEROOM_{name.upper()} must be positive when set")
+        if self.artifacts_url and not self.artifacts_url.startswith("s3://"):  # empty: unset, GridFS
+            raise ValueError("ENGINEROOM_ARTIFACTS_URL must be an s3://bucket/prefix URL, or unset for GridFS")
         if not 0 <= self.worker_metrics_port <= 65535:
             raise ValueError("ENGINEROOM_WORKER_METRICS_PORT must be a TCP port, or 0 for none")
         if self.delivery_max_retries < 0:

@@ -52,6 +52,17 @@ class PayloadTooLarge(EngineroomError):
     detail = "request body too large"
 
 
+class RangeNotSatisfiable(EngineroomError):
+    """A ``Range`` that starts past the end of the file."""
+
+    status_code = 416
+    detail = "the requested range is not within the file"
+
+    def __init__(self, size_bytes: int, detail: str | None = None) -> None:
+        self.size_bytes = size_bytes
+        super().__init__(detail)
+
+
 class InvalidRequest(EngineroomError):
     status_code = 422
     detail = "invalid request"

@@ -32,6 +32,8 @@ class EventType(StrEnum):
     JOB_QUEUED = "job.queued"
     JOB_STARTED = "job.started"
     JOB_PROGRESS = "job.progress"
+    #: A running job saved a file (``data``: its artifact record).
+    JOB_ARTIFACT = "job.artifact"
     JOB_RETRYING = "job.retrying"
     JOB_COMPLETED = "job.completed"
     JOB_FAILED = "job.failed"

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal, TypeAlias
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, model_validator
 
 from engineroom.core.ids import new_id
+from engineroom.models.artifact import ArtifactRecord
 
 
 class JobState(StrEnum):
@@ -185,6 +186,8 @@ class _JobFields(BaseModel):
     #: Results of the dependencies, by step id (workflows) or job id, handed to the task as ``ctx.inputs``.
     inputs: dict[str, Any] = Field(default_factory=dict)
     usage: Usage = Field(default_factory=Usage)
+    #: Files the task saved (``ctx.save_artifact``), oldest first; their bytes are in the artifact store.
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     #: When a ``retrying`` job is due for its next attempt.
     next_attempt_at: datetime | None = None

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from engineroom.models.artifact import ArtifactRecord
 from engineroom.models.job import JobSpec, JobState, StartCondition
 
 #: Steps one request may create or append.
@@ -140,6 +141,8 @@ class StepPublic(StepRecord):
     state: JobState
     result: Any = None
     error: dict[str, Any] | None = None
+    #: The files its job saved (download them from ``/jobs/{job_id}/artifacts``).
+    artifacts: list[ArtifactRecord] = Field(default_factory=list)
 
 
 class WorkflowPublic(BaseModel):

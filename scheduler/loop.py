@@ -10,6 +10,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from engineroom.artifacts.base import ArtifactStore
+from engineroom.artifacts.factory import build_artifact_store
+from engineroom.artifacts.sweep import ArtifactSweeper
 from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.cron import SKIP_GRACE_S
@@ -64,12 +67,14 @@ class SchedulerStores:
     workflows: WorkflowStore
     schedules: ScheduleStore
     workers: WorkerStore
+    artifacts: ArtifactStore
 
     @classmethod
     def of(cls, db: Database, settings: Settings) -> SchedulerStores:
         queues = QueueStore(db, rate_window_s=settings.rate_window_s)
         workers = WorkerStore(db, stale_after_s=settings.job_lease_s)
-        return cls(JobStore(db), LeaseStore(db), queues, WorkflowStore(db), ScheduleStore(db), workers)
+        artifacts = build_artifact_store(settings, db)
+        return cls(JobStore(db), LeaseStore(db), queues, WorkflowStore(db), ScheduleStore(db), workers, artifacts)
 
 
 class Scheduler:
@@ -93,6 +98,7 @@ class Scheduler:
         grace_s = max(SKIP_GRACE_S, 2 * self.leader_ttl_s)
         self.schedule_firer = ScheduleFirer(stores.schedules, submitter, grace_s=grace_s)
         self.broker_watch = BrokerWatch(settings, stores.jobs, dispatcher)
+        self.artifact_sweeper = ArtifactSweeper(stores.artifacts, stores.jobs)
         self._phases = self._paced_phases()
         #: When each phase runs next (``time.monotonic()``); a phase not in it yet runs at the next tick.
         self._next_run: dict[str, float] = {}
@@ -154,7 +160,12 @@ class Scheduler:
             # A message is late only after dispatch_grace_s.
             ("send_undispatched", self.send_undispatched, max(tick_s, self.settings.dispatch_grace_s / 2)),
             ("resend_lost_messages", self.broker_watch.tick, every_tick),  # scheduler/reconcile.py: after the outbox
+            ("sweep_artifacts", self.sweep_artifacts, max(tick_s, self.settings.artifact_sweep_interval_s)),
         ]
+
+    async def sweep_artifacts(self) -> None:
+        """Delete the files of jobs that are gone (the retention TTL deletes jobs without telling anyone)."""
+        await self.artifact_sweeper.sweep()
 
     async def resume_due_pauses(self) -> None:
         """Resume engines paused ``until`` a time that has come."""

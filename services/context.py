@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
 from engineroom.core.errors import PermanentError
 from engineroom.models.job import JobDocument, Progress, Usage
+
+if TYPE_CHECKING:
+    from engineroom.artifacts.saving import ArtifactSource
+    from engineroom.models.artifact import ArtifactRecord
+    from engineroom.services.task_artifacts import TaskArtifacts
 
 
 class InvalidProgress(PermanentError, ValueError):
@@ -26,9 +32,16 @@ class JobReporter(Protocol):
 class JobContext:
     """Handed to every task as its first argument."""
 
-    def __init__(self, job: JobDocument, reporter: JobReporter, inputs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        job: JobDocument,
+        reporter: JobReporter,
+        inputs: dict[str, Any] | None = None,
+        artifacts: TaskArtifacts | None = None,
+    ) -> None:
         self.job = job
         self.inputs = inputs or {}
+        self._artifacts = artifacts
         self.usage = Usage()
         self.log = logging.LoggerAdapter(logging.getLogger(f"engineroom.task.{job.task}"), {"job_id": job.id})
         self._reporter = reporter
@@ -65,3 +78,30 @@ class JobContext:
             tokens_out=self.usage.tokens_out + tokens_out,
             cost_usd=self.usage.cost_usd + cost_usd,
         )
+
+    def save_artifact(self, name: str, data: ArtifactSource, content_type: str | None = None) -> ArtifactRecord:
+        """Save a file the task made (an image, a clip, a report) under ``name``, and tell the job's watchers.
+
+        ``data`` is the bytes, a file's path, or a binary file object; it is streamed into the artifact store in
+        chunks, never held whole. ``content_type`` defaults to what the name's extension says. Saving a name again
+        replaces the file. Returns what was recorded (size, type, sha256, attempt).
+
+        Raises:
+          InvalidArtifact: a bad name (a plain file name: letters, digits, ``._-``) or ``data`` of another kind.
+          ArtifactTooLarge: over ``ENGINEROOM_MAX_ARTIFACT_BYTES`` or the job's ``ENGINEROOM_MAX_JOB_ARTIFACTS_BYTES``;
+            the job fails without retries.
+        """
+        return self._require_artifacts().save(name, data, content_type)
+
+    def input_artifacts(self, dependency: str) -> list[ArtifactRecord]:
+        """The artifacts of a job this one depends on: a workflow step's id (as in ``ctx.inputs``) or a job id."""
+        return self._require_artifacts().of_dependency(dependency)[1]
+
+    def open_input_artifact(self, dependency: str, name: str) -> io.BufferedReader:
+        """Read artifact ``name`` of the dependency ``dependency`` as a binary file (streamed from the store)."""
+        return self._require_artifacts().open_of_dependency(dependency, name)
+
+    def _require_artifacts(self) -> TaskArtifacts:
+        if self._artifacts is None:
+            raise RuntimeError("this JobContext was built without an artifact store (a test double?)")
+        return self._artifacts

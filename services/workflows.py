@@ -40,7 +40,7 @@ def _step_public(step: StepRecord, job: JobDocument | None) -> StepPublic:
     if job is None:  # its job was deleted
         return StepPublic(**step.model_dump(), state=JobState.CANCELLED)
     error = job.error.model_dump() if job.error is not None else None
-    return StepPublic(**step.model_dump(), state=job.state, result=job.result, error=error)
+    return StepPublic(**step.model_dump(), state=job.state, result=job.result, error=error, artifacts=job.artifacts)
 
 
 class WorkflowService:

@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from engineroom.core.clock import utcnow
 from engineroom.core.errors import InvalidTransition, NotFound
 from engineroom.core.ids import id_floor, new_id
+from engineroom.models.artifact import ArtifactRecord
 from engineroom.models.event import Event
 from engineroom.models.job import (
     PRIORITIES_HIGHEST_FIRST,
@@ -226,6 +227,21 @@ class JobStore:
             else:
                 total += (await self.collection.delete_many(query)).deleted_count
         return total
+
+    async def record_artifact(self, job_id: str, record: ArtifactRecord) -> None:
+        """Add a saved file to the job's ``artifacts``, replacing the record of one saved earlier under its name.
+
+        Not fenced on the job's state: its start may not be written yet (``actors/start_write.py``)."""
+        await self._update_one({"_id": job_id}, {"$pull": {"artifacts": {"name": record.name}}})
+        await self._update_one({"_id": job_id}, {"$push": {"artifacts": record.model_dump(mode="python")}})
+
+    @safe_to_repeat
+    async def existing_ids(self, job_ids: list[str]) -> set[str]:
+        """Which of ``job_ids`` are still stored (the artifact sweep deletes the files of the others)."""
+        if not job_ids:
+            return set()
+        found = await self.collection.find({"_id": {"$in": job_ids}}, {"_id": 1}).to_list(None)
+        return {document["_id"] for document in found}
 
     # -- the outbox and parking --
 

@@ -38,7 +38,9 @@ def summary_of(output: Path) -> dict[str, Any]:
     return summary
 
 
-@pytest.mark.parametrize("name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "soak"])
+@pytest.mark.parametrize(
+    "name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "artifacts", "soak"]
+)
 def test_each_benchmark_loads_and_answers_help(name: str) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
@@ -137,3 +139,19 @@ def test_the_suite_runs_the_floor_and_a_backlog_of_a_few_hundred_jobs_at_the_def
     figures = [line["figure"] for line in report["figures"]]
     assert any("window spread" in figure for figure in figures)
     assert any(figure.startswith("floor jobs/s") for figure in figures)
+
+
+@pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)
+def test_a_small_artifact_run_reports_write_and_read_speeds_beside_the_drivers_gridfs(
+    secantusd: None, tmp_path: Path
+) -> None:
+    output = tmp_path / "artifacts.json"
+
+    result = run_bench("artifacts", "--size-mb", "4", "--repeat", "1", "--output", str(output))
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = summary_of(output)
+    for side in ("engineroom", "raw"):
+        for what in ("write", "read"):
+            assert summary[f"{side} {what} MB/s"]["median"] > 0
+        assert summary[f"{side} write peak Python MB"]["median"] > 0

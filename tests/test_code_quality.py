@@ -10,6 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "actors",
     "api",
+    "artifacts",
     "autoscale",
     "client",
     "core",

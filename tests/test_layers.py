@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),  # pure building blocks: settings, errors, ids, clock, cron, durations, backoff, pressure, logs
     ("models",),  # pydantic documents, bodies and events
     ("store", "messaging"),  # the I/O adapters: MongoDB (store), RabbitMQ (the Dramatiq broker, the events bus)
+    ("artifacts",),  # the files tasks save: GridFS (on the store's database) or S3, and their signed links
     ("services",),  # use cases the edges share: submit, control, workflows, schedules, the outbox, events, tasks
     ("notifications",),  # what the edges host to get events to people: notifier, WebSocket hub, email, webhooks
     ("api", "actors", "scheduler", "autoscale", "client"),  # the edges: processes' parts, never importing each other

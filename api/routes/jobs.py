@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from engineroom.api.deps import (
+    ArtifactStoreDep,
     JobControlDep,
     JobStoreDep,
     PrincipalDep,
@@ -15,8 +17,11 @@ from engineroom.api.deps import (
     RateLimiterDep,
     SubmitterDep,
 )
+from engineroom.core.errors import StoreUnavailable
 from engineroom.core.ids import ID_LENGTH
 from engineroom.models.job import JobBatch, JobBatchAccepted, JobFilter, JobPage, JobPublic, JobState, JobSubmit
+
+logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -115,6 +120,10 @@ async def retry_job(job_id: JobId, control: JobControlDep, who: PrincipalDep) ->
 
 
 @router.delete("/{job_id}", status_code=204)
-async def delete_job(job_id: JobId, jobs: JobStoreDep, who: PrincipalDep) -> None:
-    """Delete a finished job."""
+async def delete_job(job_id: JobId, jobs: JobStoreDep, artifacts: ArtifactStoreDep, who: PrincipalDep) -> None:
+    """Delete a finished job and its artifacts."""
     await jobs.delete_terminal(job_id, who)
+    try:
+        await artifacts.delete_job(job_id)
+    except StoreUnavailable:  # the job is gone: the scheduler's artifact sweep deletes its files later
+        logger.warning("the artifacts of deleted job %s were left for the sweep", job_id)

@@ -246,7 +246,16 @@ def test_a_workflow_graph_turns_all_green(base_url: str, page: Page, http: httpx
     expect(page.locator("[data-workflow-state]")).to_have_attribute("data-workflow-state", "completed")
     xs = {node.get_attribute("data-step"): node.locator("rect").get_attribute("x") for node in nodes.all()}
     assert xs["draft"] == xs["image"] != xs["fetch"] and xs["publish"] not in (xs["fetch"], xs["draft"])
+    # And the image step shows its output, which its node opens
+    image_node = page.locator('.dag [data-step="image"]')
+    expect(image_node.locator(".node-files")).to_have_text("1 file")
+    expect(image_node.locator("title")).to_have_text("outputs: image.png")
+    expect(page.locator('.dag [data-step="draft"] .node-files')).to_have_count(0)
     screenshot(page, "workflow")
+    image_node.click()
+    picture = page.get_by_role("img", name="image.png (image/png)")
+    expect(picture).to_be_visible(timeout=SHOW_MS)
+    page.go_back()
     page.goto(f"{base_url}/#/workflows")
     expect(page.locator(f'[data-workflow-id="{workflow_id}"] .state').first).to_have_text("completed")
     screenshot(page, "workflows")
@@ -296,3 +305,42 @@ def test_the_unread_count_drops_to_zero_after_read_all(base_url: str, page: Page
     expect(panel.locator("li.unread")).to_have_count(0)
     page.keyboard.press("Escape")
     expect(panel).to_be_hidden()
+
+
+def test_a_job_page_shows_its_image_plays_its_audio_and_links_its_files(
+    base_url: str, page: Page, http: httpx.Client
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given an image, a voice-over and a clip made by the media demos for carol
+    image = submit(http, "carol", "image_generation", duration_s=0.5, width=320, height=200, seed=2)
+    audio = submit(http, "carol", "audio_generation", duration_s=0, audio_s=2.5)
+    clip = submit(http, "carol", "video_pipeline", duration_s=0, frames=12)
+    # When she opens the image's page, it shows the image, decoded, with a link to download it
+    open_dashboard(page, base_url, "carol", f"#/jobs/{image}")
+    expect(page.locator(".detail-head .state")).to_have_text("completed", timeout=SHOW_MS)
+    picture = page.get_by_role("img", name="image.png (image/png)")
+    expect(picture).to_be_visible(timeout=SHOW_MS)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth === 320", arg=picture.element_handle())
+    # No section left out (no error here) shows as a stray "null" between the others
+    assert (
+        page.evaluate("[...document.querySelector('.job-detail > div').childNodes].map((n) => n.nodeType)") == [1] * 5
+    )
+    link = page.get_by_role("link", name="Download image.png")
+    assert (link.get_attribute("href") or "").startswith(f"/jobs/{image}/artifacts/image.png?exp=")
+    page.set_viewport_size({"width": 1280, "height": 960})  # the README's picture: the job with its image
+    screenshot(page, "job-artifacts", docs=True)
+    # And the voice-over's page has a player that read the WAV's 2.5 s
+    page.goto(f"{base_url}/#/jobs/{audio}")
+    player = page.locator("audio")
+    expect(player).to_have_count(1, timeout=SHOW_MS)
+    duration = page.wait_for_function(
+        "(audio) => Number.isFinite(audio.duration) && audio.duration > 0 && audio.duration",
+        arg=player.element_handle(),
+    ).json_value()
+    assert abs(duration - 2.5) < 0.05
+    # And the clip's page shows the animated GIF
+    page.goto(f"{base_url}/#/jobs/{clip}")
+    animation = page.get_by_role("img", name="clip.gif (image/gif)")
+    expect(animation).to_be_visible(timeout=SHOW_MS)
+    page.wait_for_function("(img) => img.complete && img.naturalWidth === 160", arg=animation.element_handle())

@@ -1,5 +1,6 @@
-"""One in-process gateway per security module, and a victim's resources on it: alice of acme owns a finished job,
-a workflow, a schedule and notifications; the intruders are bob (acme, not an admin) and eve (globex, an admin)."""
+"""One in-process gateway per security module, and a victim's resources on it: alice of acme owns a finished job
+with an artifact (``image.png``), a workflow, a schedule and notifications; the intruders are bob (acme, not an
+admin) and eve (globex, an admin)."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ class Victim:
 
     @property
     def secrets(self) -> list[str]:
-        """Strings that must never appear in an intruder's answer."""
-        return [value for name, value in self.ids.items() if name != "engine"]
+        """Strings that must never appear in an intruder's answer (an engine and a file name are no secrets: the
+        task list names both)."""
+        return [value for name, value in self.ids.items() if name not in ("engine", "name")]
 
 
 def wait_for(condition: Callable[[], Any], what: str) -> Any:
@@ -52,7 +54,8 @@ def gateway(mongodb_url: str) -> Iterator[TestClient]:
 def victim(gateway: TestClient) -> Victim:
     token = make_token("alice", "acme")
     headers = bearer(token)
-    job = gateway.post("/jobs", json={"task": "general.demo", "payload": {"duration_s": 0}}, headers=headers).json()
+    demo = {"task": "image_generation.demo", "payload": {"duration_s": 0, "width": 8, "height": 8}}
+    job = gateway.post("/jobs", json=demo, headers=headers).json()
     workflow = gateway.post(
         "/workflows",
         json={"steps": [{"id": "a", "task": "general.demo", "payload": {"duration_s": 0}}]},
@@ -66,6 +69,7 @@ def victim(gateway: TestClient) -> Victim:
         "workflow_id": workflow["id"],
         "schedule_id": schedule["id"],
         "notification_id": notification["id"],
+        "name": "image.png",  # the artifact of alice's job
         "engine": "general",
     }
     return Victim(token, ids)

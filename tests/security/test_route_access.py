@@ -74,6 +74,8 @@ def test_another_user_or_tenant_gets_403_or_404_and_none_of_the_victims_data(
 def test_the_victims_resources_are_untouched_by_the_intruders(gateway: TestClient, victim: Victim) -> None:
     headers = bearer(victim.token)
     assert gateway.get(f"/jobs/{victim.ids['job_id']}", headers=headers).json()["state"] == "completed"
+    image = gateway.get(f"/jobs/{victim.ids['job_id']}/artifacts/{victim.ids['name']}", headers=headers)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
     assert gateway.get(f"/workflows/{victim.ids['workflow_id']}", headers=headers).json()["state"] == "completed"
     assert gateway.get(f"/schedules/{victim.ids['schedule_id']}", headers=headers).json()["paused"] is False
     unread = gateway.get("/notifications", params={"unread": "true"}, headers=headers).json()["items"]

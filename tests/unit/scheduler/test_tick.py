@@ -27,8 +27,8 @@ async def test_a_slow_tick_phase_is_logged_by_name(
     monkeypatch.setattr(loop, "SLOW_PHASE_S", -1.0)  # every phase counts as slow
     await scheduler.tick()
     slow = [record.getMessage() for record in caplog.records if "took" in record.getMessage()]
-    assert len(slow) == 11 and slow[0].startswith("scheduler tick: release_due_scheduled took")
-    assert slow[-1].startswith("scheduler tick: resend_lost_messages took")
+    assert len(slow) == 12 and slow[0].startswith("scheduler tick: release_due_scheduled took")
+    assert slow[-1].startswith("scheduler tick: sweep_artifacts took")
     # At once again: the sweeps for rare events wait for their own pace
     caplog.clear()
     await scheduler.tick()

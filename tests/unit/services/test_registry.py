@@ -68,6 +68,8 @@ def test_payloads_are_checked_against_the_signature_with_every_problem_named() -
 
 def test_the_payload_schema_lists_the_task_parameters() -> None:
     load_task_modules()
-    schema = get_task("video_pipeline.demo").info().payload_schema
+    schema = get_task("general.demo").info().payload_schema
     assert set(schema["properties"]) == {"duration_s", "steps", "fail", "result", "fail_attempts", "tokens"}
     assert schema["additionalProperties"] is False
+    video = get_task("video_pipeline.demo").info().payload_schema  # the demo's knobs, and what its clip looks like
+    assert set(video["properties"]) == {*schema["properties"], "width", "height", "frames"}

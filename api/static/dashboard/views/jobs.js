@@ -3,6 +3,7 @@
 import {
   START_WRITE_SETTLE_MS, badge, errorText, fmtSeconds, fmtTime, h, json, progressBar, showsBeforeStart, throttle,
 } from "../dom.js";
+import { artifactsPanel } from "./artifacts.js";
 import { submitForm } from "./submit.js";
 
 const STATES = ["pending", "scheduled", "queued", "running", "retrying", "completed", "failed", "cancelled"];
@@ -170,21 +171,24 @@ export function jobDetailView(ctx, jobId) {
     h("h1", { id: "job-title" }, "Job ", h("span", { class: "mono" }, jobId)), body);
   let bar = null;
   let alive = true;
+  const artifacts = artifactsPanel(ctx, jobId);
 
   function render(job) {
     const problem = h("div");
     bar = progressBar(job.progress, "job progress");
-    body.replaceChildren(
+    const parts = [
       h("div", { class: "card detail-head", "data-state": job.state },
         h("div", { class: "row" }, badge(job.state), h("span", { class: "task" }, job.task),
           h("span", { class: "actions" }, actions(ctx, job, render, problem))),
         bar, problem, facts(job)),
       job.error ? section("Error", h("p", { class: "error" }, `${job.error.type}: ${job.error.message}`),
         job.error.traceback ? h("pre", { class: "traceback" }, job.error.traceback) : null) : null,
+      artifacts.for(job),
       section("Result", h("pre", {}, job.result === null ? "—" : json(job.result))),
       section("Payload", h("pre", {}, json(job.payload))),
       section("History", history(job)),
-    );
+    ];
+    body.replaceChildren(...parts.filter((part) => part !== null)); // the DOM would show a null as "null"
   }
 
   async function load() {

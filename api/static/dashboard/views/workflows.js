@@ -48,10 +48,17 @@ export function graph(workflow) {
   }));
   const nodes = workflow.steps.map((step) => {
     const { x, y } = at.get(step.id);
+    const files = step.artifacts || [];
+    const count = `${files.length} file${files.length > 1 ? "s" : ""}`;
+    const outputs = files.length ? `, ${count}` : "";
     return s("a", { href: `#/jobs/${step.job_id}`, class: "node", "data-step": step.id, "data-step-state": step.state,
-      "aria-label": `step ${step.id}: ${step.task}, ${step.state}` },
+      "aria-label": `step ${step.id}: ${step.task}, ${step.state}${outputs}` },
+    files.length ? s("title", {}, `outputs: ${files.map((file) => file.name).join(", ")}`) : null,
     s("rect", { x, y, width: NODE_W, height: NODE_H, rx: 6, class: `node-box state-${step.state}` }),
     s("text", { x: x + 8, y: y + 18, class: "node-id" }, step.id),
+    // Its outputs: the link opens the step's job page, which shows and plays them
+    files.length ? s("text", { x: x + NODE_W - 8, y: y + 18, class: "node-files", "text-anchor": "end" },
+      count) : null,
     s("text", { x: x + 8, y: y + 35, class: "node-state" }, `${step.state} · ${step.task}`.slice(0, 26)));
   });
   return s("svg", { class: "dag", viewBox: `0 0 ${width} ${height}`, width, height, role: "group", "aria-label": "workflow steps" },
