@@ -87,6 +87,8 @@ def test_the_backlog_benchmark_offers_a_cap_windows_and_a_job_count() -> None:
         assert option in result.stdout
 
 
+@pytest.mark.e2e
+@pytest.mark.loads_cores
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)
 def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_per_job(
     amqp_url: str, secantusd: None, tmp_path: Path
@@ -111,6 +113,8 @@ def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_p
     assert "ratio engineroom/floor (jobs/s)" in summary
 
 
+@pytest.mark.e2e
+@pytest.mark.loads_cores
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)
 def test_the_suite_runs_the_floor_and_a_backlog_of_a_few_hundred_jobs_at_the_default_limit(
     amqp_url: str, secantusd: None, tmp_path: Path

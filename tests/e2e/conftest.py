@@ -18,10 +18,12 @@ import httpx
 import psutil
 import pytest
 
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
+
+HERE = Path(__file__).resolve().parent
 
 #: Seconds a process gets to become ready.
 START_TIMEOUT_S = 30.0
@@ -202,6 +204,14 @@ def stack(
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(running.logs())  # noqa: T201  (shown by pytest only for the failing test)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test in this folder is end to end (``-m "not e2e"`` leaves them out); the hook sees the whole session's
+    items, so it marks only those under this folder."""
+    for item in items:
+        if item.path.is_relative_to(HERE):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -29,7 +29,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from websockets.asyncio.client import ClientConnection
 
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Process, Stack

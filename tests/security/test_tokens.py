@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from engineroom.core.clock import utcnow
-from tests.conftest import TEST_JWT_SECRET
 from tests.security.conftest import Victim, bearer
 from tests.security.routes import PROTECTED, Endpoint
+from tests.settings import TEST_JWT_SECRET
 
 
 def _in_an_hour() -> int:
