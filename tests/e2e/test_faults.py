@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 #: Seconds every accepted job may take to finish once the fault is over.
 RECOVERY_TIMEOUT_S = 90.0
 #: A job short enough that many run during the test, long enough that some are running when the fault hits.
-QUICK_JOB = {"duration_s": 0.2, "steps": 2}
+QUICK_JOB: dict[str, object] = {"duration_s": 0.2, "steps": 2}
 
 
 class Submitter:

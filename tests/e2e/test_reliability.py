@@ -476,7 +476,7 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
         # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
         # its job.started, the kill would take down no job a watcher saw start
         deadline = time.monotonic() + 30
-        with MongoClient(fast.env["ENGINEROOM_MONGODB_URL"]) as client:
+        with MongoClient[dict[str, Any]](fast.env["ENGINEROOM_MONGODB_URL"]) as client:
             queues = client[fast.env["ENGINEROOM_MONGODB_DB"]]["queues"]
             while not (await asyncio.to_thread(slots_held_by, queues, "general", killed_pid)) & (
                 events.started_ids() - events.finished_ids()

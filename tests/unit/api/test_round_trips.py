@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import pymongo
 import pytest
@@ -39,7 +40,7 @@ def _commands() -> Counter[str]:
 
 def _wait_until_completed(app_settings: Settings, count: int, timeout_s: float = 120) -> None:
     """Watch the database with a client of the test's own (its commands are not counted)."""
-    with pymongo.MongoClient(app_settings.mongodb_url) as watcher:
+    with pymongo.MongoClient[dict[str, Any]](app_settings.mongodb_url) as watcher:
         jobs = watcher[app_settings.mongodb_db]["jobs"]
         deadline = time.monotonic() + timeout_s
         while jobs.count_documents({"state": "completed"}) < count:
