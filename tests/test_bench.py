@@ -3,8 +3,11 @@ and backlog ones run small against real processes (no timed assertions: their fi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,6 +36,21 @@ def secantusd() -> None:
         pytest.skip("secantusd-py is not on PATH")
 
 
+def help_of(*argv: str) -> str:
+    """What ``python -m bench *argv --help`` prints, run in this process (a process of its own per benchmark cost a
+    second each); ``test_plain_python_m_bench_is_the_whole_suite`` runs the command itself."""
+    printed = io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(printed),
+        pytest.raises(SystemExit) as exited,
+    ):
+        patch.setattr(sys, "argv", ["bench", *argv, "--help"])
+        runpy.run_module("bench", run_name="__main__")
+    assert exited.value.code == 0
+    return printed.getvalue()
+
+
 def summary_of(output: Path) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(output.read_text())["summary"]
     return summary
@@ -40,21 +58,14 @@ def summary_of(output: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "soak"])
 def test_each_benchmark_loads_and_answers_help(name: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert "usage: python -m bench" in result.stdout
+    assert f"usage: python -m bench {name}" in help_of(name)
 
 
 def test_the_websocket_benchmark_names_its_client_and_rate_options() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "ws", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    printed = help_of("ws")
 
     for option in ("--clients", "--users", "--rate", "--duration-s", "--client-processes"):
-        assert option in result.stdout
+        assert option in printed
 
 
 def test_plain_python_m_bench_is_the_whole_suite() -> None:
@@ -71,20 +82,14 @@ def test_plain_python_m_bench_is_the_whole_suite() -> None:
 
 
 def test_the_burst_benchmark_offers_batch_submits() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "burst", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-    assert "--batch-size" in result.stdout
+    assert "--batch-size" in help_of("burst")
 
 
 def test_the_backlog_benchmark_offers_a_cap_windows_and_a_job_count() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "backlog", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    printed = help_of("backlog")
 
     for option in ("--jobs", "--batch-size", "--window", "--time-cap-s", "--no-floor", "--repeat"):
-        assert option in result.stdout
+        assert option in printed
 
 
 @pytest.mark.e2e
