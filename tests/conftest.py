@@ -1,11 +1,12 @@
-"""Shared fixtures: settings, the real RabbitMQ and SecantusDB, and in-process brokers (after dramatiq's own)."""
+"""Shared fixtures: settings, the real RabbitMQ and SecantusDB, and in-process brokers (after dramatiq's own); and
+what lets the suite run on several pytest-xdist workers (``tests/parallel.py``)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -17,12 +18,13 @@ import pika
 import pytest
 
 from engineroom.core.config import ENGINES, Settings
-from engineroom.core.embedded import EmbeddedDatabase, free_port, is_rabbitmq_reachable
+from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.services.tokens import issue_token
+from tests.parallel import group_for_xdist, lock_directory, own_vhost, run_lock
+from tests.ports import free_port
+from tests.settings import TEST_JWT_SECRET, make_settings
 
 AMQP_URL = os.environ.get("ENGINEROOM_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-#: Same secret for in-process apps and the processes e2e tests start.
-TEST_JWT_SECRET = "engineroom-test-secret-0123456789abcdef"
 
 
 def _unavailable(what: str) -> None:
@@ -32,17 +34,36 @@ def _unavailable(what: str) -> None:
     pytest.skip(f"{what} is not available")
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    group_for_xdist(items)  # before xdist reads the groups (``--dist loadgroup``)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
+    """Under xdist each test holds the run lock (``tests/parallel.py``), taken outside pytest-timeout's timer: a
+    test waiting for another to end is not timed out for it."""
+    directory = lock_directory(item.config)
+    if directory is None:
+        return (yield)
+    with run_lock(directory, alone=item.get_closest_marker("alone") is not None):
+        return (yield)
+
+
 @pytest.fixture(scope="session")
-def amqp_url() -> str:
+def amqp_url() -> Iterator[str]:
+    """The real RabbitMQ; under xdist on a vhost of the worker's own."""
     if not is_rabbitmq_reachable(AMQP_URL):
         _unavailable(f"RabbitMQ at {AMQP_URL}")
-    return AMQP_URL
+    with own_vhost(AMQP_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
 def mongodb_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One SecantusDB server process for the session; each test uses its own database on it."""
-    database = EmbeddedDatabase(tmp_path_factory.mktemp("secantus") / "data")
+    """One SecantusDB server process for the session (so one per xdist worker, on a port of the worker's range);
+    each test uses its own database on it."""
+    database = EmbeddedDatabase(tmp_path_factory.mktemp("secantus") / "data", port=free_port())
     try:
         database.start()
     except RuntimeError as exc:
@@ -80,12 +101,12 @@ def db_name() -> str:
 def settings(db_name: str) -> Settings:
     """Settings for in-process tests; the database URL is filled in by fixtures that need a server."""
     # Webhook receivers in tests listen on loopback.
-    return Settings(mongodb_db=db_name, jwt_secret=TEST_JWT_SECRET, namespace="unit.", webhook_allow_private=True)  # type: ignore[arg-type]
+    return make_settings(mongodb_db=db_name, namespace="unit.", webhook_allow_private=True)
 
 
 def make_token(user: str = "alice", tenant: str = "acme", *, admin: bool = False) -> str:
     return issue_token(
-        Settings(jwt_secret=TEST_JWT_SECRET),  # type: ignore[arg-type]
+        make_settings(),
         user_id=user,
         tenant_id=tenant,
         admin=admin,

@@ -18,6 +18,7 @@ from engineroom.core.config import Settings
 from engineroom.messaging.broker import build_broker, start_in_process_worker
 from engineroom.messaging.bus import LocalEventBus
 from engineroom.scheduler.companion import scheduler_and_notifier
+from tests.settings import make_settings
 
 #: Retries, scheduler ticks, leases, rate windows and notification deliveries timed for tests.
 FAST_SETTINGS = {
@@ -39,9 +40,7 @@ def gateway_settings(settings: Settings, mongodb_url: str, **overrides: object) 
 
 def own_database_settings(prefix: str, mongodb_url: str, **overrides: object) -> Settings:
     """Test settings with a database of their own (named ``<prefix>_<random>``), for module-scoped gateways."""
-    from tests.conftest import TEST_JWT_SECRET  # conftest imports nothing from here; this keeps it that way
-
-    base = Settings(mongodb_db=f"{prefix}_{uuid.uuid4().hex[:12]}", jwt_secret=TEST_JWT_SECRET, namespace=f"{prefix}.")  # type: ignore[arg-type]
+    base = make_settings(mongodb_db=f"{prefix}_{uuid.uuid4().hex[:12]}", namespace=f"{prefix}.")
     return gateway_settings(base, mongodb_url, **overrides)
 
 

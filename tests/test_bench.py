@@ -3,8 +3,11 @@ and backlog ones run small against real processes (no timed assertions: their fi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,6 +36,21 @@ def secantusd() -> None:
         pytest.skip("secantusd-py is not on PATH")
 
 
+def help_of(*argv: str) -> str:
+    """What ``python -m bench *argv --help`` prints, run in this process (a process of its own per benchmark cost a
+    second each); ``test_plain_python_m_bench_is_the_whole_suite`` runs the command itself."""
+    printed = io.StringIO()
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        contextlib.redirect_stdout(printed),
+        pytest.raises(SystemExit) as exited,
+    ):
+        patch.setattr(sys, "argv", ["bench", *argv, "--help"])
+        runpy.run_module("bench", run_name="__main__")
+    assert exited.value.code == 0
+    return printed.getvalue()
+
+
 def summary_of(output: Path) -> dict[str, Any]:
     summary: dict[str, Any] = json.loads(output.read_text())["summary"]
     return summary
@@ -42,21 +60,14 @@ def summary_of(output: Path) -> dict[str, Any]:
     "name", ["all", "burst", "floor", "backlog", "latency", "batch", "delayed", "ws", "artifacts", "soak"]
 )
 def test_each_benchmark_loads_and_answers_help(name: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", name, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-    assert result.returncode == 0, result.stderr
-    assert "usage: python -m bench" in result.stdout
+    assert f"usage: python -m bench {name}" in help_of(name)
 
 
 def test_the_websocket_benchmark_names_its_client_and_rate_options() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "ws", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    printed = help_of("ws")
 
     for option in ("--clients", "--users", "--rate", "--duration-s", "--client-processes"):
-        assert option in result.stdout
+        assert option in printed
 
 
 def test_plain_python_m_bench_is_the_whole_suite() -> None:
@@ -73,22 +84,18 @@ def test_plain_python_m_bench_is_the_whole_suite() -> None:
 
 
 def test_the_burst_benchmark_offers_batch_submits() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "burst", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
-
-    assert "--batch-size" in result.stdout
+    assert "--batch-size" in help_of("burst")
 
 
 def test_the_backlog_benchmark_offers_a_cap_windows_and_a_job_count() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench", "backlog", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
-    )
+    printed = help_of("backlog")
 
     for option in ("--jobs", "--batch-size", "--window", "--time-cap-s", "--no-floor", "--repeat"):
-        assert option in result.stdout
+        assert option in printed
 
 
+@pytest.mark.e2e
+@pytest.mark.loads_cores
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)
 def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_per_job(
     amqp_url: str, secantusd: None, tmp_path: Path
@@ -113,6 +120,8 @@ def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_p
     assert "ratio engineroom/floor (jobs/s)" in summary
 
 
+@pytest.mark.e2e
+@pytest.mark.loads_cores
 @pytest.mark.timeout(SMOKE_TIMEOUT_S + 60)
 def test_the_suite_runs_the_floor_and_a_backlog_of_a_few_hundred_jobs_at_the_default_limit(
     amqp_url: str, secantusd: None, tmp_path: Path

@@ -19,9 +19,10 @@ import httpx
 import pika
 import pytest
 
-from engineroom.core.config import ENGINES, Settings
+from engineroom.core.config import ENGINES
 from engineroom.services.tokens import issue_token
 from tests.e2e.conftest import Stack
+from tests.settings import make_settings
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
@@ -38,7 +39,7 @@ FAST = {"ENGINEROOM_SCHEDULER_INTERVAL_S": "0.2", "ENGINEROOM_DISPATCH_GRACE_S":
 
 
 def token(user: str, *, admin: bool = False) -> str:
-    return issue_token(Settings(jwt_secret=SECRET), user_id=user, tenant_id="acme", admin=admin)  # type: ignore[arg-type]
+    return issue_token(make_settings(jwt_secret=SECRET), user_id=user, tenant_id="acme", admin=admin)
 
 
 def auth(user: str, *, admin: bool = False) -> dict[str, str]:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import websockets
 
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 
 #: Seconds ``engineroom dev`` gets to print its token (it starts a database first).
 DEV_START_TIMEOUT_S = 60.0
@@ -121,7 +121,10 @@ async def test_dev_serves_a_job_end_to_end_from_a_clean_directory_and_stops_on_c
     assert not secantus_processes_under(tmp_path)
 
 
-@pytest.mark.parametrize("dev", [f"amqp://guest:guest@127.0.0.1:{free_port()}/"], indirect=True)
+# The id is fixed: xdist workers each pick their own port, and must collect tests of the same names.
+@pytest.mark.parametrize(
+    "dev", [pytest.param(f"amqp://guest:guest@127.0.0.1:{free_port()}/", id="nothing-listening")], indirect=True
+)
 async def test_dev_without_rabbitmq_warns_loudly_and_still_runs_jobs(dev: DevProcess) -> None:
     token = dev.wait_for_token()
     dev.wait_until_serving()

@@ -3,7 +3,7 @@ restarted. No job the API accepted (202) is lost or run to completion twice, the
 submits while MongoDB is down) instead of failing, and every process reconnects by itself.
 
 The RabbitMQ test stops the shared broker (``rabbitmqctl stop_app``) for a few seconds: other tests using it at
-that moment see the outage too, so it is kept short and always restarts it.
+that moment would see the outage too, so it is kept short, always restarts it, and under xdist runs alone.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.e2e.test_reliability import (
     poll_job,
     submit,
 )
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 #: Seconds every accepted job may take to finish once the fault is over.
 RECOVERY_TIMEOUT_S = 90.0
 #: A job short enough that many run during the test, long enough that some are running when the fault hits.
-QUICK_JOB = {"duration_s": 0.2, "steps": 2}
+QUICK_JOB: dict[str, object] = {"duration_s": 0.2, "steps": 2}
 
 
 class Submitter:
@@ -90,6 +91,7 @@ def fast(stack: Stack) -> Stack:
     return stack
 
 
+@pytest.mark.alone  # other tests would see the outage
 async def test_rabbitmq_restarted_under_load_loses_no_accepted_job_and_everything_reconnects(
     fast: Stack, token_for: TokenFor
 ) -> None:
@@ -133,7 +135,7 @@ async def test_secantusdb_killed_and_restarted_gets_503_meanwhile_and_loses_no_a
     fast: Stack, token_for: TokenFor, tmp_path: Path
 ) -> None:
     # A database of this test's own, on a fixed port and storage path, so it can die and come back
-    database = EmbeddedDatabase(tmp_path / "fault-db").start()
+    database = EmbeddedDatabase(tmp_path / "fault-db", port=free_port()).start()
     try:
         fast.env["ENGINEROOM_MONGODB_URL"] = database.url
         fast.start_worker("--engines", "general")

@@ -13,6 +13,7 @@ import httpx
 from engineroom.core.embedded import EmbeddedDatabase
 from tests.e2e.test_reliability import TcpProxy, via_proxy
 from tests.e2e.test_walking_skeleton import TokenFor, auth, submit
+from tests.ports import free_port
 
 
 async def test_a_worker_logs_json_lines_tagged_with_the_job_including_the_tasks_own(
@@ -59,7 +60,7 @@ async def test_readyz_names_rabbitmq_or_mongodb_while_it_is_down_and_recovers_af
     upstream = urlsplit(amqp_url)
     proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672))
     proxy.up()
-    database = EmbeddedDatabase(tmp_path / "own-db").start()
+    database = EmbeddedDatabase(tmp_path / "own-db", port=free_port()).start()
     try:
         env = {"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port), "ENGINEROOM_MONGODB_URL": database.url}
         base_url = stack.start_api(env=env)

@@ -104,7 +104,7 @@ def starts_of(job: dict[str, Any]) -> list[str]:
     return [entry["detail"] for entry in job["history"] if entry["state"] == "running"]
 
 
-@pytest.mark.parametrize("machine", ["idle", "both cores loaded"])
+@pytest.mark.parametrize("machine", ["idle", pytest.param("both cores loaded", marks=pytest.mark.loads_cores)])
 @pytest.mark.timeout(180)
 async def test_the_limit_holds_across_two_worker_processes(
     stack: Any, token_for: TokenFor, machine: str, request: pytest.FixtureRequest
@@ -123,6 +123,7 @@ async def test_the_limit_holds_across_two_worker_processes(
     assert most_at_once(intervals(jobs)) == 3
 
 
+@pytest.mark.loads_cores
 @pytest.mark.timeout(300)
 async def test_three_hundred_jobs_on_two_loaded_workers_never_exceed_the_limit_and_none_starts_twice(
     stack: Any, token_for: TokenFor, loaded_cores: None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import re
 import signal
@@ -29,7 +30,7 @@ from pymongo import MongoClient
 from pymongo.collection import Collection
 from websockets.asyncio.client import ClientConnection
 
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Process, Stack
@@ -391,7 +392,7 @@ async def test_cancelling_a_busy_loop_that_never_checks_interrupts_it_and_frees_
     fast: Stack, token_for: TokenFor, tmp_path: Path
 ) -> None:
     (tmp_path / "spin_tasks_e2e.py").write_text(SPIN_TASK_MODULE)
-    fast.env["PYTHONPATH"] = str(tmp_path)
+    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
     fast.env["ENGINEROOM_TASK_MODULES"] = "spin_tasks_e2e"
     # Given a single-thread worker spinning in a task that never calls ctx.raise_if_cancelled
     fast.start_worker("--threads", "1", "--engines", "general", "--grace-s", "2", new_session=True)
@@ -476,7 +477,7 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
         # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
         # its job.started, the kill would take down no job a watcher saw start
         deadline = time.monotonic() + 30
-        with MongoClient(fast.env["ENGINEROOM_MONGODB_URL"]) as client:
+        with MongoClient[dict[str, Any]](fast.env["ENGINEROOM_MONGODB_URL"]) as client:
             queues = client[fast.env["ENGINEROOM_MONGODB_DB"]]["queues"]
             while not (await asyncio.to_thread(slots_held_by, queues, "general", killed_pid)) & (
                 events.started_ids() - events.finished_ids()
@@ -574,7 +575,7 @@ async def test_a_worker_dying_between_storing_and_announcing_a_completion_still_
     fast: Stack, token_for: TokenFor, tmp_path: Path
 ) -> None:
     (tmp_path / "dying_tasks_e2e.py").write_text(DIE_BEFORE_ANNOUNCING_MODULE)
-    fast.env["PYTHONPATH"] = str(tmp_path)
+    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
     fast.env["ENGINEROOM_TASK_MODULES"] = "dying_tasks_e2e"
     # Given two workers, so one survives the other's death and gets its unacknowledged message back
     workers = [fast.start_worker("--engines", "general", name=f"worker-{n}", new_session=True) for n in (1, 2)]

@@ -28,6 +28,7 @@ import pytest
 from engineroom.core.embedded import EmbeddedDatabase
 from engineroom.core.shutdown import EXIT_MARGIN_S
 from tests.e2e.test_reliability import FAST_SETTINGS, TokenFor, poll_job, submit
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Process, Stack
@@ -114,7 +115,7 @@ async def exit_time_s(process: Process, since: float) -> float:
 async def test_every_process_exits_within_its_grace_period_when_a_dependency_is_gone_and_says_what_it_abandoned(
     stack: Stack, token_for: TokenFor, tmp_path: Path, relay: Relay, amqp_url: str, dependency: str, fault: str
 ) -> None:
-    database = EmbeddedDatabase(tmp_path / "db").start()
+    database = EmbeddedDatabase(tmp_path / "db", port=free_port()).start()
     try:
         stack.env.update(FAST_SETTINGS)
         stack.env["ENGINEROOM_MONGODB_URL"] = database.url

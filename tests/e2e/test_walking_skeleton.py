@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -189,7 +190,7 @@ async def test_tasks_from_task_modules_are_listed_validated_and_run(
     stack: Any, token_for: TokenFor, tmp_path: Any
 ) -> None:
     (tmp_path / "user_tasks_e2e.py").write_text(USER_TASK_MODULE)
-    stack.env["PYTHONPATH"] = str(tmp_path)
+    stack.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), stack.env.get("PYTHONPATH")]))
     stack.env["ENGINEROOM_TASK_MODULES"] = "user_tasks_e2e"
     base_url = stack.start_api()
     stack.start_worker("--engines", "text_intelligence")

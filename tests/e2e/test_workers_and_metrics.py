@@ -11,7 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from engineroom.actors.presence import RECYCLE_EXIT_CODE
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Stack

@@ -22,14 +22,14 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from engineroom.api.app import create_app
-from engineroom.core.config import Settings
-from tests.conftest import TEST_JWT_SECRET, make_token
+from tests.conftest import make_token
+from tests.settings import make_settings
 
 #: Examples per operation: enough to hit each parameter's edges, few enough to keep the whole run under a minute.
 EXAMPLES_PER_OPERATION = 5
 
 #: The schema of the app the fixture runs (the routes do not depend on settings).
-SCHEMA = schemathesis.openapi.from_dict(create_app(Settings(jwt_secret=TEST_JWT_SECRET)).openapi())  # type: ignore[arg-type]
+SCHEMA = schemathesis.openapi.from_dict(create_app(make_settings()).openapi())
 CHECKS = [
     not_a_server_error,
     status_code_conformance,

@@ -14,8 +14,7 @@ from starlette.routing import Mount
 
 from engineroom.api.app import create_app
 from engineroom.api.deps import require_admin
-from engineroom.core.config import Settings
-from tests.conftest import TEST_JWT_SECRET
+from tests.settings import make_settings
 
 #: Routes that answer without a token, on purpose. A route missing from here that answers without a token fails
 #: ``test_only_the_allow_listed_routes_answer_without_a_token``: add it here only if it must be public.
@@ -91,7 +90,7 @@ def _walk(dependant: Dependant) -> Iterator[Dependant]:
 
 def build_app() -> FastAPI:
     """The app the gateway runs (its routes do not depend on settings); no lifespan runs."""
-    return create_app(Settings(jwt_secret=TEST_JWT_SECRET))  # type: ignore[arg-type]
+    return create_app(make_settings())
 
 
 def http_endpoints(app: FastAPI) -> list[Endpoint]:

@@ -15,9 +15,9 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from engineroom.core.clock import utcnow
-from tests.conftest import TEST_JWT_SECRET
 from tests.security.conftest import Victim, bearer
 from tests.security.routes import PROTECTED, Endpoint
+from tests.settings import TEST_JWT_SECRET
 
 
 def _in_an_hour() -> int:
@@ -39,7 +39,7 @@ def _signed(claims: dict[str, object], key: str = TEST_JWT_SECRET, algorithm: st
         return jwt.encode(claims, key, algorithm=algorithm)
 
 
-ADMIN = {"sub": "mallory", "tenant": "acme", "roles": ["admin"]}
+ADMIN: dict[str, object] = {"sub": "mallory", "tenant": "acme", "roles": ["admin"]}
 #: Each a token that looks like an admin's and must be worth nothing.
 BAD_TOKENS: dict[str, Callable[[], str]] = {
     "alg-none": lambda: _unsigned({**ADMIN, "exp": _in_an_hour()}),

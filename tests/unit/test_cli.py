@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from engineroom.cli import build_parser
-from engineroom.core.config import Settings
 from engineroom.services.tokens import decode_token
+from tests.settings import make_settings
 
 
 def test_token_prints_a_jwt_signed_with_the_configured_secret(jwt_secret: str) -> None:
@@ -20,7 +20,7 @@ def test_token_prints_a_jwt_signed_with_the_configured_secret(jwt_secret: str) -
         text=True,
         check=True,
     ).stdout.strip()
-    who = decode_token(Settings(jwt_secret=jwt_secret), printed)  # type: ignore[arg-type]
+    who = decode_token(make_settings(jwt_secret=jwt_secret), printed)
     assert (who.user_id, who.tenant_id, who.is_admin) == ("ops", "acme", True)
 
 

@@ -34,7 +34,7 @@ def loop_thread() -> Iterator[EventLoopThread]:
     set_event_loop_thread(thread)
     yield thread
     set_event_loop_thread(None)
-    thread.stop()
+    thread.stop()  # type: ignore[no-untyped-call]  # dramatiq leaves EventLoopThread.stop unannotated
 
 
 @pytest.fixture

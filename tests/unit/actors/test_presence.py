@@ -12,7 +12,6 @@ from typing import Any, cast
 import pytest
 from dramatiq import Broker, Worker
 
-from engineroom.actors import presence as presence_module
 from engineroom.actors.presence import RECYCLE_EXIT_CODE, WorkerPresence
 from engineroom.actors.runner import JobRunner
 from engineroom.core.config import Settings
@@ -103,7 +102,7 @@ def scenario(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Scenario:
     runner = FakeRunner()
     readings = [CALM]
     kills: list[tuple[int, int]] = []
-    monkeypatch.setattr(presence_module.os, "kill", lambda pid, signum: kills.append((pid, signum)))
+    monkeypatch.setattr("engineroom.actors.presence.os.kill", lambda pid, signum: kills.append((pid, signum)))
     presence = WorkerPresence(settings, cast(JobRunner, runner), read=lambda: readings[0])
     queues = [settings.queue_name("general"), settings.queue_name("image_generation"), settings.notifications_queue]
     worker = FakeWorker({queue: FakeConsumer() for queue in queues})

@@ -154,7 +154,7 @@ def test_submit_can_wait_for_the_result(client: TestClient, token_for: TokenFor)
     body = {"task": "general.demo", "payload": {"duration_s": 0.1, "result": "ok"}}
     quick = client.post("/jobs", params={"wait": 10}, json=body, headers=auth(token))
     assert quick.status_code == 200 and quick.json()["state"] == "completed"
-    body["payload"] = {"duration_s": 3, "steps": 3}
+    body["payload"] = {"duration_s": 1, "steps": 2}  # still running when the wait ends; the teardown waits for it
     slow = client.post("/jobs", params={"wait": 0.3}, json=body, headers=auth(token))
     assert slow.status_code == 202 and slow.json()["state"] in ("queued", "running")
     assert client.post("/jobs", params={"wait": 0}, json=body, headers=auth(token)).status_code == 422

@@ -37,7 +37,7 @@ def test_a_submitted_job_completes_and_its_events_arrive_in_order(client: TestCl
         response = client.post("/jobs", json=body, headers=auth(token))
         assert response.status_code == 202
         job_id = response.json()["id"]
-        types = []
+        types: list[str] = []
         while not types or types[-1] != "job.completed":
             event = socket.receive_json()
             if event["type"] == "notification.created":

@@ -63,7 +63,9 @@ def outcome_notifications(client: TestClient, token: str) -> list[dict[str, Any]
     failed = submit(client, token, fail="permanent")
     cancelled = client.post("/jobs", json={"task": "general.demo", "delay_s": 600}, headers=auth(token)).json()["id"]
     assert client.post(f"/jobs/{cancelled}/cancel", headers=auth(token)).status_code == 200
-    found = wait_for(lambda: len(items := notifications(client, token)) >= 3 and items, "three notifications")
+    found: list[dict[str, Any]] = wait_for(
+        lambda: len(items := notifications(client, token)) >= 3 and items, "three notifications"
+    )
     by_job = {item["job_id"]: item for item in found}
     assert set(by_job) == {completed, failed, cancelled}
     assert [by_job[job]["event_type"] for job in (completed, failed, cancelled)] == OUTCOMES
@@ -113,7 +115,9 @@ def test_a_preferences_put_reaches_the_notifier_of_the_same_process_at_once(
         put_preferences(client, token, websocket={"enabled": True, "events": ["job.started", "job.completed"]})
         second = submit(client, token)
         # Then the second job's start notifies her: the PUT made this process's notifier read again
-        found = wait_for(lambda: len(items := notifications(client, token)) >= 3 and items, "three notifications")
+        found: list[dict[str, Any]] = wait_for(
+            lambda: len(items := notifications(client, token)) >= 3 and items, "three notifications"
+        )
     assert sorted((item["job_id"], item["event_type"]) for item in found) == sorted(
         [(first, "job.completed"), (second, "job.started"), (second, "job.completed")]
     )

@@ -137,7 +137,7 @@ def test_pause_holds_new_jobs_lets_running_ones_finish_and_resume_runs_the_backl
         assert held["state"] == "queued" and held["started_at"] is None
         client.post("/queues/general/resume", headers=auth(admin))
         wait_all(client, admin, [waiting], "completed")
-        seen = []
+        seen: list[str] = []
         while len(seen) < 2:
             event = admin_socket.receive_json()
             if event["type"].startswith("queue."):

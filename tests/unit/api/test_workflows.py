@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -169,7 +169,7 @@ def test_another_users_workflow_is_not_found(client: TestClient, token_for: Toke
     assert client.get("/workflows", headers=auth(token_for("bob"))).json()["items"] == []
 
 
-def append(client: TestClient, token: str, workflow_id: str, new_steps: list[dict[str, Any]]) -> httpx.Response:
+def append(client: TestClient, token: str, workflow_id: str, new_steps: list[dict[str, Any]]) -> httpx2.Response:
     return client.post(f"/workflows/{workflow_id}/steps", json={"steps": new_steps}, headers=auth(token))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -100,7 +101,7 @@ def test_seen_ids_drop_repeats_within_a_bounded_window() -> None:
 
 def test_append_steps_posts_the_steps_shaped_as_at_creation() -> None:
     # POST /workflows/{id}/steps is being added on another branch: this pins the request the client sends.
-    workflow = {"id": "W" * 26, "name": None, "state": "running", "steps": [], "tags": []}
+    workflow: dict[str, Any] = {"id": "W" * 26, "name": None, "state": "running", "steps": [], "tags": []}
     workflow |= {"created_at": "2026-01-01T00:00:00Z", "finished_at": None}
     client, sent = client_answering(httpx.Response(200, json=workflow))
     client.append_steps("W" * 26, [{"id": "late", "task": "general.demo", "depends_on": ["first"]}])

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from engineroom.client.errors import WaitTimedOut
-from engineroom.core.embedded import free_port
+from tests.ports import free_port
 from tests.unit.client.test_transport import JOB, client_answering
 
 

@@ -14,13 +14,14 @@ from engineroom.core.config import Settings
 from engineroom.core.errors import Unauthenticated
 from engineroom.core.ids import ID_LENGTH, is_valid_id, new_id
 from engineroom.services.tokens import decode_token, issue_token
+from tests.settings import make_settings
 
 SECRET = "unit-test-secret-0123456789abcdef0123"
 
 
 @pytest.fixture
 def token_settings() -> Settings:
-    return Settings(jwt_secret=SECRET)  # type: ignore[arg-type]
+    return make_settings(jwt_secret=SECRET)
 
 
 def test_ids_are_url_safe_unique_and_sort_by_time() -> None:

@@ -39,7 +39,8 @@ def test_a_connection_idle_past_the_limit_is_closed_and_replaced_before_the_next
     assert bus._local.connection is first  # in use: kept
     time.sleep(IDLE_S * 2)
     bus.publish(progress())
-    assert bus._local.connection is not first and bus._local.connection.is_open
+    fresh = bus._local.connection
+    assert fresh is not None and fresh is not first and fresh.is_open
     assert first.is_closed  # closed by us, cleanly, while RabbitMQ still held it
     bus._drop_connection()
 
@@ -60,7 +61,8 @@ def test_an_exception_raised_into_a_publish_drops_the_connection(
     assert bus._local.connection is None and first.is_closed
     monkeypatch.undo()
     bus.publish(progress())  # a fresh connection
-    assert bus._local.connection is not first and bus._local.connection.is_open
+    fresh = bus._local.connection
+    assert fresh is not None and fresh is not first and fresh.is_open
     bus._drop_connection()
 
 

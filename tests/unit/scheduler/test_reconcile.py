@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pika
 import pytest
@@ -77,7 +78,7 @@ async def _checks(watch: BrokerWatch, count: int) -> None:
 
 def _drain(channel: BlockingChannel, queue: str) -> list[str]:
     """The job ids of the messages in the queue, in the order RabbitMQ delivers them."""
-    ids = []
+    ids: list[str] = []
     while True:
         method, _properties, body = channel.basic_get(queue, auto_ack=True)
         if method is None:
@@ -85,7 +86,7 @@ def _drain(channel: BlockingChannel, queue: str) -> list[str]:
         ids.append(json.loads(body)["args"][0])
 
 
-async def _store(jobs: JobStore, **fields: object) -> JobDocument:
+async def _store(jobs: JobStore, **fields: Any) -> JobDocument:
     """A job made and queued minutes ago; each one made a millisecond after the one stored before."""
     await asyncio.sleep(0.002)
     queued_at = utcnow() - LONG_AGO

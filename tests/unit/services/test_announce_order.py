@@ -6,10 +6,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import cast
 
 import pytest
 
 from engineroom.core.config import Settings
+from engineroom.messaging.broker import Enqueuer
 from engineroom.messaging.bus import LocalEventBus
 from engineroom.models.event import Event
 from engineroom.models.job import JobDocument, JobState, JobSubmit
@@ -60,7 +62,7 @@ async def gateway(db: Database, settings: Settings) -> AsyncIterator[_Gateway]:
     heard, bus, stores = _Heard(), LocalEventBus(), SchedulerStores.of(db, settings)
     bus.subscribe(heard.events.append)
     publisher = AsyncEventPublisher(bus, EventStore(db, ttl_s=3600))
-    dispatcher = Dispatcher(stores.jobs, heard)  # the enqueuer, as a worker would see it
+    dispatcher = Dispatcher(stores.jobs, cast(Enqueuer, heard))  # the enqueuer, as a worker would see it
     yield _Gateway(
         heard,
         JobSubmitter(stores.jobs, dispatcher, publisher),

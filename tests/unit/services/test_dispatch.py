@@ -104,9 +104,10 @@ async def test_a_clear_leaves_jobs_a_worker_claimed_meanwhile_alone() -> None:
     await jobs.collection.update_one({"_id": claimed.id}, {"$set": {"state": str(JobState.RUNNING)}})
     await jobs.confirm_dispatched({waiting.id: waiting.dispatch_token, claimed.id: claimed.dispatch_token})
     found = {job.id: await jobs.get(job.id) for job in (waiting, claimed)}
-    assert found[waiting.id] is not None and found[waiting.id].needs_dispatch is False
+    waiting_now, claimed_now = found[waiting.id], found[claimed.id]
+    assert waiting_now is not None and waiting_now.needs_dispatch is False
     # No write at all for the claimed job: in production its claim cleared the flag in the same write.
-    assert found[claimed.id] is not None and found[claimed.id].needs_dispatch is True
+    assert claimed_now is not None and claimed_now.needs_dispatch is True
 
 
 def _job() -> JobDocument:

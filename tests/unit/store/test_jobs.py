@@ -23,7 +23,7 @@ from engineroom.models.job import (
     Usage,
 )
 from engineroom.models.principal import ADMIN_ROLE, Principal
-from engineroom.store.client import ensure_indexes
+from engineroom.store.client import Database, ensure_indexes
 from engineroom.store.jobs import JobStore
 
 ALICE = Principal(user_id="alice", tenant_id="acme")
@@ -49,7 +49,7 @@ def make_job(owner: Principal = ALICE, **fields: Any) -> JobDocument:
 
 @pytest.fixture
 async def jobs() -> JobStore:
-    db = AsyncMongoMockClient(tz_aware=True)["test"]
+    db: Database = AsyncMongoMockClient(tz_aware=True)["test"]
     await ensure_indexes(db, retention_days=30)
     return JobStore(db)
 

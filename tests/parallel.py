@@ -1,0 +1,109 @@
+"""What running the suite on several pytest-xdist workers (``-n 2``) needs beyond a database per worker (each
+worker is a session of its own, so the session's SecantusDB already is): a RabbitMQ vhost per worker, a lock that
+lets a test run with no other test alongside, and groups that keep tests sharing a module's fixture together."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import pytest
+
+#: Tests that load both cores on purpose run one after the other on one worker (``--dist loadgroup``).
+LOADS_CORES_GROUP = "loads-cores"
+#: Seconds one ``rabbitmqctl`` call may take (it boots an Erlang VM: 1-3 s).
+RABBITMQCTL_TIMEOUT_S = 60
+
+
+def xdist_worker() -> str | None:
+    """``gw0``, ``gw1``, ... in a pytest-xdist worker; None in a run without workers."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+def _rabbitmqctl(*args: str) -> bool:
+    try:
+        result = subprocess.run(["rabbitmqctl", *args], capture_output=True, timeout=RABBITMQCTL_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+@contextlib.contextmanager
+def own_vhost(amqp_url: str) -> Iterator[str]:
+    """``amqp_url`` on a vhost of this worker's own, deleted afterwards; ``amqp_url`` itself outside xdist, or when
+    the broker is not local or ``rabbitmqctl`` cannot create one (queue prefixes still keep tests apart)."""
+    worker = xdist_worker()
+    parts = urlsplit(amqp_url)
+    if worker is None or parts.hostname not in ("127.0.0.1", "localhost") or shutil.which("rabbitmqctl") is None:
+        yield amqp_url
+        return
+    vhost = f"engineroom-test-{worker}-{os.getpid()}"
+    user = parts.username or "guest"
+    if not (_rabbitmqctl("add_vhost", vhost) and _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")):
+        _rabbitmqctl("delete_vhost", vhost)
+        yield amqp_url
+        return
+    try:
+        yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+def lock_directory(config: pytest.Config) -> Path | None:
+    """A directory all the workers of this run share (named for xdist's run id); None outside xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is None:
+        return None
+    directory = Path(tempfile.gettempdir()) / f"engineroom-pytest-{workerinput['testrunuid']}"
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path, *, alone: bool) -> Iterator[None]:
+    """Held around each test under xdist: shared by ordinary tests, exclusive for one that must run alone (it stops
+    RabbitMQ). A test waiting to run alone holds the turnstile, so the other workers' next tests wait behind it
+    rather than keep the shared lock taken for ever."""
+    with (directory / "turnstile.lock").open("a") as turnstile, (directory / "run.lock").open("a") as run:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(run, fcntl.LOCK_UN)
+            if alone:
+                fcntl.flock(turnstile, fcntl.LOCK_UN)
+
+
+def shares_module_fixture(item: pytest.Item) -> bool:
+    """Whether the test uses a fixture built once per module (a gateway, a browser): its module's tests then run
+    on one worker, which builds it once."""
+    if not isinstance(item, pytest.Function):
+        return False
+    definitions = item._fixtureinfo.name2fixturedefs.values()
+    return any(definition.scope in ("module", "package") for chain in definitions for definition in chain)
+
+
+def group_for_xdist(items: list[pytest.Item]) -> None:
+    """Add an ``xdist_group`` (``--dist loadgroup``) to the tests that must share a worker: those loading both
+    cores, one after another, and each module's tests that share a module-scoped fixture. Tests that run alone go
+    first (``--no-loadscope-reorder`` keeps this order): the other worker then waits once, early, for one test."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is None)
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        if item.get_closest_marker("loads_cores") is not None:
+            item.add_marker(pytest.mark.xdist_group(LOADS_CORES_GROUP))
+        elif shares_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
