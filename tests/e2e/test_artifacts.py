@@ -235,7 +235,9 @@ def test_the_scheduler_sweeps_the_files_of_a_job_the_retention_ttl_removed(stack
         expired = client.submit("image_generation.demo", {"duration_s": 0, "width": 16, "height": 16})
         for job in (kept, expired):
             assert client.wait(job.id, timeout_s=EVENT_TIMEOUT_S).state == "completed"
-    database = pymongo.MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])[stack.env["ENGINEROOM_MONGODB_DB"]]
+    database: pymongo.database.Database[dict[str, Any]] = pymongo.MongoClient(stack.env["ENGINEROOM_MONGODB_URL"])[
+        stack.env["ENGINEROOM_MONGODB_DB"]
+    ]
     assert database["fs.files"].count_documents({"metadata.job_id": expired.id}) == 1
     database["jobs"].delete_one({"_id": expired.id})  # as MongoDB's TTL monitor does, telling nobody
     deadline = time.monotonic() + EVENT_TIMEOUT_S

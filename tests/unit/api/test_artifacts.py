@@ -289,9 +289,11 @@ def test_the_sweep_deletes_the_files_of_jobs_the_retention_ttl_removed(client: T
     expired = run(client, token, "general.save_three_ways", {"path": __file__})
     db = client.app.state.db  # type: ignore[attr-defined]
     # MongoDB's TTL monitor deletes the document and tells nobody
-    client.portal.call(lambda: db["jobs"].delete_one({"_id": expired["id"]}))  # type: ignore[union-attr]
+    portal = client.portal
+    assert portal is not None
+    portal.call(lambda: db["jobs"].delete_one({"_id": expired["id"]}))
     sweeper = ArtifactSweeper(client.app.state.artifacts, JobStore(db), per_sweep=1)  # type: ignore[attr-defined]
-    deleted = [client.portal.call(sweeper.sweep) for _ in range(3)]  # one job per sweep, resuming in turn
+    deleted = [portal.call(sweeper.sweep) for _ in range(3)]  # one job per sweep, resuming in turn
     assert sum(deleted) == 1
     assert file_count(client, expired["id"]) == 0 and file_count(client, kept["id"]) == 3
 
@@ -305,6 +307,7 @@ def test_engineroom_cleanup_deletes_finished_jobs_with_their_files(
 
     job = run(client, token_for(), "general.save_three_ways", {"path": __file__})
     assert file_count(client, job["id"]) == 3
+    assert client.portal is not None
     deleted = client.portal.call(lambda: delete_finished_jobs(app_settings, timedelta(0), None, dry_run=False))
     assert deleted == 1 and file_count(client, job["id"]) == 0
 

@@ -28,6 +28,7 @@ from engineroom.artifacts.signing import check_signature, signed_path
 from engineroom.core.config import Settings
 from engineroom.core.errors import Forbidden, NotFound, RangeNotSatisfiable
 from engineroom.models.artifact import check_artifact_name
+from tests.settings import make_settings
 
 
 @pytest.mark.parametrize(
@@ -61,11 +62,11 @@ def test_a_range_names_its_bytes_in_content_range_form() -> None:
 
 
 def test_a_signed_link_is_accepted_for_its_file_until_it_expires_and_for_nothing_else() -> None:
-    settings = Settings(jwt_secret="a" * 40)  # type: ignore[arg-type]
+    settings = make_settings(jwt_secret="a" * 40)
     path, expires_at = signed_path(settings, "JOB1", "image.png", now_s=1000.0)
     assert expires_at == 1000 + int(settings.artifact_link_ttl_s)
     sig = path.split("sig=")[1]
-    fresh = Settings(jwt_secret="a" * 40, artifact_link_ttl_s=10**9)  # type: ignore[arg-type]
+    fresh = make_settings(jwt_secret="a" * 40, artifact_link_ttl_s=10**9)
     live_path, live_exp = signed_path(fresh, "JOB1", "image.png")
     live_sig = live_path.split("sig=")[1]
     check_signature(fresh, "JOB1", "image.png", live_exp, live_sig)
@@ -79,7 +80,7 @@ def test_a_signed_link_is_accepted_for_its_file_until_it_expires_and_for_nothing
     with pytest.raises(NotFound):  # not even ASCII
         check_signature(fresh, "JOB1", "image.png", live_exp, "é" * 64)
     with pytest.raises(NotFound):  # another secret: not signed here
-        check_signature(Settings(jwt_secret="b" * 40), "JOB1", "image.png", live_exp, live_sig)  # type: ignore[arg-type]
+        check_signature(make_settings(jwt_secret="b" * 40), "JOB1", "image.png", live_exp, live_sig)
     assert expires_at < time.time()
     with pytest.raises(Forbidden):
         check_signature(settings, "JOB1", "image.png", expires_at, sig)

@@ -126,7 +126,7 @@ def _index_names(collection: Any) -> set[str]:
 def test_secantusdb_gets_the_minimal_set_and_a_changed_set_adds_or_drops_the_difference(
     settings: Settings, mongodb_url: str
 ) -> None:
-    with pymongo.MongoClient(mongodb_url) as client:
+    with pymongo.MongoClient[dict[str, Any]](mongodb_url) as client:
         jobs = client[settings.mongodb_db]["jobs"]
         _ensure(settings, mongodb_url, "full")
         full = _index_names(jobs)
@@ -139,7 +139,7 @@ def test_secantusdb_gets_the_minimal_set_and_a_changed_set_adds_or_drops_the_dif
 
 def test_the_index_sets_have_the_indexes_the_clause_queries_ride(settings: Settings, mongodb_url: str) -> None:
     _ensure(settings, mongodb_url, "minimal")
-    with pymongo.MongoClient(mongodb_url) as client:
+    with pymongo.MongoClient[dict[str, Any]](mongodb_url) as client:
         information = client[settings.mongodb_db]["jobs"].index_information()
     for name, query, clause, index in CLAUSE_QUERIES:
         assert next(iter(query)) == clause, name  # SecantusDB tries the clauses in the query's order
@@ -152,7 +152,7 @@ def test_secantusdb_looks_one_clause_up_on_an_index_when_none_covers_the_query(
     """What the minimal set relies on for ``CLAUSE_QUERIES`` (explain on SecantusDB reports a collection scan for
     them all the same): a query whose first clause leads an index reads that clause's documents, not the
     collection, measured against a query that must scan."""
-    with pymongo.MongoClient(mongodb_url) as client:
+    with pymongo.MongoClient[dict[str, Any]](mongodb_url) as client:
         jobs = client[settings.mongodb_db]["clause_probe"]
         jobs.create_index([("state", 1), ("_id", 1)], name="by_state")
         jobs.insert_many(
@@ -192,8 +192,10 @@ def test_the_full_set_covers_the_clause_queries_whole(
     settings: Settings, mongodb_url: str, name: str, query: dict[str, Any], clause: str, index: str
 ) -> None:
     _ensure(settings, mongodb_url, "full")
-    with pymongo.MongoClient(mongodb_url) as client:
-        plan = client[settings.mongodb_db]["jobs"].find(query).limit(1).explain()["queryPlanner"]["winningPlan"]
+    with pymongo.MongoClient[dict[str, Any]](mongodb_url) as client:
+        plan: dict[str, Any] = (
+            client[settings.mongodb_db]["jobs"].find(query).limit(1).explain()["queryPlanner"]["winningPlan"]
+        )
     stages = _stages(plan)
     assert "IXSCAN" in stages and "COLLSCAN" not in stages, (name, stages)
 
