@@ -220,6 +220,10 @@ class JobDocument(_JobFields):
         """The new job as first stored: flagged for sending (the outbox) if it is queued, with a token of its own."""
         return self.model_copy(update={"needs_dispatch": self.state == JobState.QUEUED, "dispatch_token": new_id()})
 
+    def in_batch(self, token: str) -> JobDocument:
+        """The new job as stored in a batch: covered by the batch's outbox record (``token``), no flag of its own."""
+        return self.model_copy(update={"needs_dispatch": False, "dispatch_token": token})
+
     def waiting_on(self, depends_on: list[str], condition: StartCondition, detail: str) -> JobDocument:
         """The new job made to wait ``pending`` for ``depends_on`` instead: not queued, so nothing to send."""
         return self.model_copy(

@@ -61,7 +61,7 @@ class Dispatcher:
         return True
 
     async def hold(self, jobs: list[JobDocument]) -> tuple[list[JobDocument], str | None]:
-        """Before a batch is stored: its queued jobs, under one new ``dispatch_token`` and without flags of their
+        """Before a batch is stored: its queued jobs, under one new token and without flags of their
         own, go in one outbox record; returns the jobs to store and the record's token (None: nothing is queued).
 
         Raises:
@@ -72,8 +72,7 @@ class Dispatcher:
             return jobs, None
         token = new_id()
         await self.outbox.open(OutboxRecord(token=token, job_ids=queued, at=utcnow()))
-        batch_fields = {"needs_dispatch": False, "dispatch_token": token}
-        held = [job.model_copy(update=batch_fields) if job.state == JobState.QUEUED else job for job in jobs]
+        held = [job.in_batch(token) if job.state == JobState.QUEUED else job for job in jobs]
         return held, token
 
     async def dispatch_many(self, jobs: list[JobDocument], *, batch: str | None = None) -> int:
