@@ -139,7 +139,9 @@ async def test_a_client_that_stops_reading_is_disconnected_without_slowing_other
     token = token_for("carol", "acme")
     port = int(gateway.rsplit(":", 1)[1])
     slow = await asyncio.to_thread(open_frozen_websocket, port, f"/ws?token={token}")
-    fast = await connect(gateway, token)
+    # A fast reader: its library takes every frame off the wire as it comes, however many wait to be read
+    fast = await websockets.connect(ws_url(gateway, token), max_queue=None)
+    assert json.loads(await asyncio.wait_for(fast.recv(), EVENT_TIMEOUT_S))["type"] == "hello"
     # ~8 MB of events: more than the kernel buffers between the two (up to 4 MiB sending) and the 20 frames
     big = "x" * 400_000
     async with httpx.AsyncClient(base_url=gateway) as http:

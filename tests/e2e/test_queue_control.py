@@ -318,7 +318,11 @@ async def test_a_killed_workers_slot_comes_back(stack: Any, token_for: TokenFor)
             body["payload"] = {"duration_s": 0}
             next_job = (await http.post("/jobs", json=body, headers=auth(admin))).json()["id"]
             jobs = await wait_all(http, admin, [long_job, next_job], {"completed"}, timeout_s=40)
-            queue = (await http.get("/queues/video_pipeline", headers=auth(admin))).json()
+            # A job's slot is freed just after its outcome is stored: give that write a moment
+            deadline = time.monotonic() + 10
+            while (queue := (await http.get("/queues/video_pipeline", headers=auth(admin))).json())["running"]:
+                assert time.monotonic() < deadline, queue
+                await asyncio.sleep(0.1)
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
