@@ -18,7 +18,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -669,16 +669,25 @@ def via_proxy(amqp_url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{credentials}@127.0.0.1:{port}" if credentials else f"127.0.0.1:{port}"))
 
 
-async def test_a_job_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sent_later(
-    fast: Stack, token_for: TokenFor, amqp_url: str
-) -> None:
+@contextlib.contextmanager
+def gateway_behind_a_proxy(fast: Stack, amqp_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    """A worker that reaches RabbitMQ directly, and a gateway (its URL) that reaches it only through ``TcpProxy``,
+    which the test takes down; the scheduler is left for the test to start."""
     upstream = urlsplit(amqp_url)
     proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672))
     proxy.up()
     try:
-        # Given a gateway that reaches RabbitMQ only through the proxy (the worker and scheduler reach it directly)
         fast.start_worker("--engines", "general")
-        base_url = fast.start_api(env={"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port)})
+        yield fast.start_api(env={"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port)}), proxy
+    finally:
+        proxy.down()
+
+
+async def test_a_job_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sent_later(
+    fast: Stack, token_for: TokenFor, amqp_url: str
+) -> None:
+    # Given a gateway that reaches RabbitMQ only through a proxy (the worker and scheduler reach it directly)
+    with gateway_behind_a_proxy(fast, amqp_url) as (base_url, proxy):
         token = token_for()
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
             # When RabbitMQ becomes unreachable for the gateway and a job is submitted
@@ -695,8 +704,6 @@ async def test_a_job_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sen
             # and once a scheduler runs, it sends the job's message from the outbox and the job completes
             fast.start_scheduler()
             done = await poll_job(http, token, job["id"], is_terminal, timeout_s=40)
-    finally:
-        proxy.down()
     print(f"\nsubmit with RabbitMQ unreachable answered in {submit_s:.2f} s")  # noqa: T201
     assert done["state"] == "completed", done
     assert done["attempts"] == 1
@@ -705,12 +712,7 @@ async def test_a_job_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sen
 async def test_a_batch_submitted_while_rabbitmq_is_unreachable_is_accepted_and_sent_later_from_its_outbox_record(
     fast: Stack, token_for: TokenFor, amqp_url: str
 ) -> None:
-    upstream = urlsplit(amqp_url)
-    proxy = TcpProxy((upstream.hostname or "127.0.0.1", upstream.port or 5672))
-    proxy.up()
-    try:
-        fast.start_worker("--engines", "general")
-        base_url = fast.start_api(env={"ENGINEROOM_AMQP_URL": via_proxy(amqp_url, proxy.port)})
+    with gateway_behind_a_proxy(fast, amqp_url) as (base_url, proxy):
         token = token_for()
         async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
             # When RabbitMQ becomes unreachable for the gateway and a batch is submitted
@@ -724,8 +726,6 @@ async def test_a_batch_submitted_while_rabbitmq_is_unreachable_is_accepted_and_s
             # and once a scheduler runs, it sends them from that record and each completes, once
             fast.start_scheduler()
             done = [await poll_job(http, token, job_id, is_terminal, timeout_s=40) for job_id in ids]
-    finally:
-        proxy.down()
     assert [(job["state"], job["attempts"]) for job in done] == [("completed", 1)] * 5, done
 
 
