@@ -1,4 +1,4 @@
-"""Pure arithmetic of an engine's limits: how many jobs may start now, and which parked ones."""
+"""Pure arithmetic of an engine's limits: which parked jobs may start (how many: ``QueueDocument.start_room``)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,6 @@ from datetime import datetime
 
 from engineroom.models.job import JobDocument
 from engineroom.models.queue import QueueDocument
-
-
-def start_room(queue: QueueDocument, now: datetime, rate_window_s: float) -> int:
-    """Jobs the engine may start now: 0 while paused, else what concurrency and the rate window leave."""
-    return queue.start_room(now, rate_window_s)
 
 
 def pick_startable(queue: QueueDocument, candidates: list[JobDocument], room: int, now: datetime) -> list[JobDocument]:

@@ -23,7 +23,7 @@ from engineroom.core.shutdown import SHUTDOWN_DB_BUDGET_S
 from engineroom.models.event import EventType, job_event, queue_event
 from engineroom.models.job import JobDocument, JobError, JobState
 from engineroom.models.worker import WorkerPublic
-from engineroom.scheduler.admission import pick_startable, start_room
+from engineroom.scheduler.admission import pick_startable
 from engineroom.scheduler.dependencies import Readiness, inputs_of, judge
 from engineroom.scheduler.orphans import is_orphaned
 from engineroom.scheduler.presence import SchedulerPresence
@@ -181,7 +181,7 @@ class Scheduler:
         """Send as many parked jobs of each engine as its limits have room for now, in priority order."""
         now = utcnow()
         for queue in await self.queues.all():
-            room = start_room(queue, now, self.settings.rate_window_s)
+            room = queue.start_room(now, self.settings.rate_window_s)
             if room <= 0:
                 continue
             candidates = await self.jobs.parked(queue.engine, room + PARKED_LOOKAHEAD)
