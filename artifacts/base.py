@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-#: Bytes read or written per chunk: what a save or a download holds in memory at a time (a few of these).
-CHUNK_BYTES = 1024 * 1024
+# Bytes read or written per chunk: what a save or a download holds in memory at a time (a few of these). It is the
+# GridFS chunk size, so the store that writes GridFS owns it.
+from engineroom.store.artifact_files import CHUNK_BYTES as CHUNK_BYTES
 
 
 class ArtifactWriter(Protocol):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from engineroom.artifacts.base import ArtifactStore
-from engineroom.artifacts.gridfs import GridFSArtifactStore
 from engineroom.core.config import Settings
+from engineroom.store.artifact_files import GridFSArtifactStore
 from engineroom.store.client import Database
 
 

@@ -1,7 +1,7 @@
 """Artifact benchmark: writing and reading a file through engineroom's GridFS artifact store, against the driver's
 own GridFS bucket on the same database, in one run.
 
-(a) engineroom: ``GridFSArtifactStore`` (``artifacts/gridfs.py``) writes ``--size-mb`` of incompressible bytes in
+(a) engineroom: ``GridFSArtifactStore`` (``store/artifact_files.py``) writes ``--size-mb`` of incompressible bytes in
 1 MiB chunks (``open_writer``, ``write`` per chunk, ``commit``), then reads the whole file back (``open_reader``).
 
 (b) raw GridFS: motor's ``AsyncIOMotorGridFSBucket`` (bucket ``raw``, the same database) writes the same chunks
@@ -31,7 +31,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorGridFSBucket
 
 from bench._common import RESULTS_DIR, Comparison, database, machine, parser_for, spread, table, write_result
 from engineroom.artifacts.base import CHUNK_BYTES
-from engineroom.artifacts.gridfs import GridFSArtifactStore
+from engineroom.store.artifact_files import GridFSArtifactStore
 
 DEFAULT_OUTPUT = RESULTS_DIR / "artifacts.json"
 #: Distinct chunks the file cycles through (incompressible, and not one object written over and over).

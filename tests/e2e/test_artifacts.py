@@ -18,10 +18,10 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from engineroom.artifacts.base import ArtifactStore
-from engineroom.artifacts.gridfs import GridFSArtifactStore
 from engineroom.artifacts.s3 import S3ArtifactStore
 from engineroom.client import AsyncClient, Client
 from engineroom.core.errors import NotFound
+from engineroom.store.artifact_files import GridFSArtifactStore
 from tests.e2e.artifact_tasks import pattern_blocks, pattern_slice
 from tests.e2e.s3_server import S3Server, s3_server
 from tests.e2e.test_walking_skeleton import (

@@ -15,12 +15,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from bson import Binary, ObjectId
-from pymongo.errors import PyMongoError
 
-from engineroom.artifacts.base import CHUNK_BYTES
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import NotFound, StoreUnavailable
+from engineroom.core.errors import NotFound
 from engineroom.store.client import Database
+from engineroom.store.errors import run_once, safe_to_repeat
+
+#: Bytes per chunk of a saved file, in GridFS and in S3's multipart parts alike (``artifacts.base`` re-exports it).
+CHUNK_BYTES = 1024 * 1024
 
 #: The bucket's collection prefix (``fs.files``, ``fs.chunks``): GridFS's default, so tools see the files.
 BUCKET_NAME = "fs"
@@ -61,23 +63,14 @@ class GridFSWriter:
             "filename": self._filename,
             "metadata": self._metadata,
         }
-        try:
-            await self._store.files.insert_one(document)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self._store.insert_file(document)
         await self._store.delete_older(self._filename, keep=self._id)
 
     async def abort(self) -> None:
-        try:
-            await self._store.chunks.delete_many({"files_id": self._id})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self._store.delete_chunks(self._id)
 
     async def _insert_chunk(self, data: bytes) -> None:
-        try:
-            await self._store.chunks.insert_one({"files_id": self._id, "n": self._chunks, "data": Binary(data)})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self._store.insert_chunk({"files_id": self._id, "n": self._chunks, "data": Binary(data)})
         self._chunks += 1
         self._length += len(data)
 
@@ -89,15 +82,27 @@ class GridFSArtifactStore:
         self.files = db[f"{BUCKET_NAME}.files"]
         self.chunks = db[f"{BUCKET_NAME}.chunks"]
 
+    @safe_to_repeat
     async def prepare(self) -> None:
         """The indexes the GridFS layout has (a driver's bucket makes them on its first write), and one for a job's
         files (deletes and sweeps)."""
-        try:
-            await self.files.create_index([("filename", 1), ("uploadDate", 1)])
-            await self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
-            await self.files.create_index([("metadata.job_id", 1)], name="by_job")
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.files.create_index([("filename", 1), ("uploadDate", 1)])
+        await self.chunks.create_index([("files_id", 1), ("n", 1)], unique=True)
+        await self.files.create_index([("metadata.job_id", 1)], name="by_job")
+
+    @run_once
+    async def insert_chunk(self, chunk: dict[str, Any]) -> None:
+        """One chunk of a file being written (once: a repeat of an applied insert would meet the unique index)."""
+        await self.chunks.insert_one(chunk)
+
+    @run_once
+    async def insert_file(self, document: dict[str, Any]) -> None:
+        """A file's document, written last: readers find the file only once all its chunks are there."""
+        await self.files.insert_one(document)
+
+    @safe_to_repeat
+    async def delete_chunks(self, file_id: ObjectId) -> None:
+        await self.chunks.delete_many({"files_id": file_id})
 
     async def open_writer(self, job_id: str, name: str, content_type: str) -> GridFSWriter:
         filename = _filename(job_id, name)
@@ -111,10 +116,7 @@ class GridFSArtifactStore:
         position = start
         while position < end:
             n, offset = divmod(position, chunk_size)
-            try:
-                chunk = await self.chunks.find_one({"files_id": file["_id"], "n": n})
-            except PyMongoError as exc:
-                raise StoreUnavailable() from exc
+            chunk = await self._chunk(file["_id"], n)
             if chunk is None:
                 raise NotFound(f"artifact {name} of job {job_id} is missing chunk {n}")
             data = bytes(chunk["data"])[offset : offset + end - position]
@@ -125,11 +127,9 @@ class GridFSArtifactStore:
         for file_id in await self._ids({"metadata.job_id": job_id}):
             await self._delete(file_id)
 
+    @safe_to_repeat
     async def job_ids(self) -> list[str]:
-        try:
-            return [str(job_id) for job_id in await self.files.distinct("metadata.job_id")]
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        return [str(job_id) for job_id in await self.files.distinct("metadata.job_id")]
 
     async def delete_older(self, filename: str, keep: Any) -> None:
         """Delete the files saved under ``filename`` before the one just committed (``keep``)."""
@@ -140,24 +140,23 @@ class GridFSArtifactStore:
     async def close(self) -> None:
         """The database client belongs to whoever built the store."""
 
+    @safe_to_repeat
+    async def _chunk(self, file_id: ObjectId, n: int) -> dict[str, Any] | None:
+        chunk: dict[str, Any] | None = await self.chunks.find_one({"files_id": file_id, "n": n})
+        return chunk
+
+    @safe_to_repeat
     async def _newest(self, filename: str) -> dict[str, Any]:
-        try:
-            files = await self.files.find({"filename": filename}).to_list(None)
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        files = await self.files.find({"filename": filename}).to_list(None)
         if not files:
             raise NotFound(f"artifact {filename} not found")
         return max(files, key=lambda file: file["uploadDate"])
 
+    @safe_to_repeat
     async def _ids(self, query: dict[str, Any]) -> list[ObjectId]:
-        try:
-            return [file["_id"] for file in await self.files.find(query, {"_id": 1}).to_list(None)]
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        return [file["_id"] for file in await self.files.find(query, {"_id": 1}).to_list(None)]
 
+    @safe_to_repeat
     async def _delete(self, file_id: ObjectId) -> None:
-        try:
-            await self.files.delete_one({"_id": file_id})
-            await self.chunks.delete_many({"files_id": file_id})
-        except PyMongoError as exc:
-            raise StoreUnavailable() from exc
+        await self.files.delete_one({"_id": file_id})
+        await self.chunks.delete_many({"files_id": file_id})
