@@ -13,7 +13,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketDisconnected
 
 from engineroom.core.metrics import count_delivered
-from engineroom.models.event import Event
+from engineroom.models.event import Event, EventType
 from engineroom.models.principal import Principal
 from engineroom.notifications.topics import Topic, routing_keys
 
@@ -21,6 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Event ids a gateway remembers to drop repeats.
 RECENT_EVENT_IDS = 10_000
+#: Jobs a gateway remembers as ended, to drop their progress that arrives after the outcome.
+RECENT_FINISHED_JOBS = 10_000
 #: Event ids each socket remembers, so a replay never repeats what it just sent live, nor live what it replayed.
 RECENT_IDS_PER_SOCKET = 512
 #: Close code for a client too slow to keep up (RFC 6455 1013: try again later).
@@ -49,9 +51,48 @@ class RecentIds:
         """True if ``event_id`` was seen before; remembers it either way."""
         if event_id in self._ids:
             return True
+        self.remember(event_id)
+        return False
+
+    def remember(self, event_id: str) -> None:
         self._ids[event_id] = None
         if len(self._ids) > self._size:
             self._ids.popitem(last=False)
+
+    def forget(self, event_id: str) -> None:
+        self._ids.pop(event_id, None)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._ids
+
+
+class FinishedJobs:
+    """Jobs whose outcome this gateway delivered last, so that their late progress is dropped.
+
+    A worker publishes progress without waiting, and it learns of a cancel only from the bus: a progress event it
+    sent a moment before (or a slow publish) can reach the gateway after ``job.cancelled`` from another process.
+    A browser must not see a job move after it ended. A job that starts over (an operator's retry) moves again.
+    """
+
+    OUTCOMES = frozenset({EventType.JOB_COMPLETED, EventType.JOB_FAILED, EventType.JOB_CANCELLED})
+    STARTS_OVER = frozenset(
+        {EventType.JOB_PENDING, EventType.JOB_SCHEDULED, EventType.JOB_QUEUED, EventType.JOB_RETRYING}
+    )
+
+    def __init__(self, size: int) -> None:
+        self._ended = RecentIds(size)
+
+    def is_late(self, event: Event) -> bool:
+        """True for the progress of a job whose outcome came first; notes outcomes and restarts as they pass."""
+        job_id = event.job_id
+        if job_id is None:
+            return False
+        if event.type in self.OUTCOMES:
+            self._ended.remember(job_id)
+        elif event.type in self.STARTS_OVER:
+            self._ended.forget(job_id)
+        elif event.type is EventType.JOB_PROGRESS:
+            return job_id in self._ended
         return False
 
 
@@ -176,6 +217,7 @@ class Hub:
         self._connections: set[ClientConnection] = set()
         self._by_key: dict[str, set[ClientConnection]] = defaultdict(set)
         self._recent = RecentIds(RECENT_EVENT_IDS)
+        self._finished = FinishedJobs(RECENT_FINISHED_JOBS)
 
     @property
     def connection_count(self) -> int:
@@ -219,6 +261,8 @@ class Hub:
     def deliver(self, event: Event) -> None:
         if self._recent.seen(event.id):
             return  # a re-published event (say, an outcome announced again after its worker died)
+        if self._finished.is_late(event):
+            return
         candidates: set[ClientConnection] = set()
         for key in routing_keys(event):
             candidates.update(self._by_key.get(key, ()))
