@@ -11,6 +11,7 @@ from typing import Any, Literal
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo.errors import OperationFailure
 from pymongo.monitoring import CommandFailedEvent, CommandListener, CommandStartedEvent, CommandSucceededEvent
+from pymongo.write_concern import WriteConcern
 
 from engineroom.core.config import Settings
 from engineroom.core.metrics import MONGODB_COMMANDS
@@ -29,6 +30,22 @@ OBSOLETE_JOB_INDEXES = ("parked_by_tenant", "line", "line_by_tenant", "engine_st
 
 #: How long a query waits for a reachable server before the caller gets ``StoreUnavailable``.
 SERVER_SELECTION_TIMEOUT_MS = 3000
+
+
+#: Writes acknowledged only once in the journal (MongoDB's ``j: true``).
+JOURNALED = WriteConcern(j=True)
+
+
+def journaled(db: Database, name: str) -> AsyncIOMotorCollection[dict[str, Any]]:
+    """Collection ``name`` for writes that answer a request with a promise: a stored job, workflow or schedule.
+
+    A 202 says the job is kept. MongoDB's default (``j: false``) acknowledges a write once it is in memory; a crash
+    within its journal interval loses it. SecantusDB the same: its journal buffer lives in the process, and a
+    SIGKILL lost a job accepted a second before. ``j: true`` costs one journal flush per request (a batch is one
+    write) and leaves ``w`` to the server's default (majority on a replica set).
+    """
+    # Not ``with_options``: mongomock-motor (the unit tests' store) returns a synchronous collection from it.
+    return db.get_collection(name, write_concern=JOURNALED)
 
 
 def connect(

@@ -34,7 +34,7 @@ from engineroom.models.job import (
     Usage,
 )
 from engineroom.models.principal import Principal
-from engineroom.store.client import Database
+from engineroom.store.client import Database, journaled
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.errors import run_once, safe_to_repeat
 from engineroom.store.paging import newest_first
@@ -80,6 +80,7 @@ class JobStore:
 
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
+        self._accepting = journaled(db, "jobs")
 
     # -- new jobs --
 
@@ -96,7 +97,7 @@ class JobStore:
         contested: DuplicateKeyError | None = None
         for _ in range(_INSERT_TRIES):
             try:
-                await self.collection.insert_one(to_mongo(job))
+                await self._accepting.insert_one(to_mongo(job))
                 return job
             except DuplicateKeyError as exc:
                 if job.idempotency_key is None:
@@ -119,7 +120,7 @@ class JobStore:
           StoreUnavailable: MongoDB failed; none may be assumed stored.
         """
         if jobs:
-            await self.collection.insert_many([to_mongo(job) for job in jobs], ordered=False)
+            await self._accepting.insert_many([to_mongo(job) for job in jobs], ordered=False)
 
     # -- reads --
 

@@ -16,7 +16,7 @@ from pymongo import ReturnDocument
 from engineroom.core.errors import NotFound
 from engineroom.models.principal import Principal
 from engineroom.models.schedule import PendingFire, ScheduleDocument, SchedulePage, SchedulePublic
-from engineroom.store.client import Database
+from engineroom.store.client import Database, journaled
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.errors import run_once, safe_to_repeat
 from engineroom.store.paging import newest_first
@@ -28,11 +28,12 @@ class ScheduleStore:
 
     def __init__(self, db: Database) -> None:
         self.collection = db["schedules"]
+        self._accepting = journaled(db, "schedules")
 
     @run_once
     async def insert(self, schedule: ScheduleDocument) -> ScheduleDocument:
         """Run once: a repeat of an applied try would fail on its own id."""
-        await self.collection.insert_one(to_mongo(schedule))
+        await self._accepting.insert_one(to_mongo(schedule))
         return schedule
 
     @safe_to_repeat

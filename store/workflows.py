@@ -10,7 +10,7 @@ from engineroom.core.clock import utcnow
 from engineroom.core.errors import NotFound
 from engineroom.models.principal import Principal
 from engineroom.models.workflow import StepRecord, WorkflowDocument, WorkflowState
-from engineroom.store.client import Database
+from engineroom.store.client import Database, journaled
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.errors import run_once, safe_to_repeat
 from engineroom.store.paging import newest_first
@@ -20,11 +20,12 @@ from engineroom.store.visibility import visible_to
 class WorkflowStore:
     def __init__(self, db: Database) -> None:
         self.collection = db["workflows"]
+        self._accepting = journaled(db, "workflows")
 
     @run_once
     async def insert(self, workflow: WorkflowDocument) -> None:
         """Run once: a repeat of an applied try would fail on its own id."""
-        await self.collection.insert_one(to_mongo(workflow))
+        await self._accepting.insert_one(to_mongo(workflow))
 
     @safe_to_repeat
     async def get_visible(self, workflow_id: str, who: Principal) -> WorkflowDocument:

@@ -66,6 +66,16 @@ async def wait_all(
         await asyncio.sleep(0.2)
 
 
+async def wait_for_a_start(http: httpx.AsyncClient, token: str, job_ids: list[str], timeout_s: float = 60) -> None:
+    """Until one of the jobs has started (its start is written 0.1 s in): what a test times from."""
+    deadline = time.monotonic() + timeout_s
+    while not any(
+        [(await http.get(f"/jobs/{job_id}", headers=auth(token))).json()["started_at"] for job_id in job_ids]
+    ):
+        assert time.monotonic() < deadline, "no job started"
+        await asyncio.sleep(0.1)
+
+
 def intervals(jobs: list[dict[str, Any]]) -> list[tuple[datetime, datetime]]:
     return [(datetime.fromisoformat(job["started_at"]), datetime.fromisoformat(job["finished_at"])) for job in jobs]
 
@@ -214,6 +224,7 @@ async def test_a_live_limit_change_and_a_pause_show_in_the_timeline(stack: Any, 
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         await put_limits(http, admin, "general", max_concurrency=1)
         job_ids = await submit_many(http, admin, 12, {"duration_s": 0.8, "steps": 4})
+        await wait_for_a_start(http, admin, job_ids)  # the workers may still be booting on a loaded machine
         await asyncio.sleep(2.0)
         raised_at = datetime.now().astimezone()
         await put_limits(http, admin, "general", max_concurrency=3)
