@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic_core import to_jsonable_python
-from pymongo import DESCENDING, UpdateMany
-from pymongo.errors import DuplicateKeyError
+from pymongo import DESCENDING, UpdateMany, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from engineroom.core.clock import utcnow
-from engineroom.core.errors import InvalidTransition, NotFound
+from engineroom.core.errors import InvalidTransition, NotFound, StoreUnavailable
 from engineroom.core.ids import id_floor, new_id
 from engineroom.models.artifact import ArtifactRecord
 from engineroom.models.event import Event
@@ -37,10 +38,11 @@ from engineroom.models.principal import Principal
 from engineroom.store.client import Database, journaled
 from engineroom.store.documents import from_mongo, to_mongo
 from engineroom.store.errors import run_once, safe_to_repeat
+from engineroom.store.grouped import Grouped
 from engineroom.store.paging import newest_first
 from engineroom.store.visibility import visible_to
 
-#: Every field a job document has: a write names no other (``_transition`` checks).
+#: Every field a job document has: a write names no other (``_move`` checks).
 _JOB_FIELDS = frozenset(JobDocument.model_fields)
 #: How many times an insert meets an idempotency key whose holder vanishes before it is read, before it gives up.
 _INSERT_TRIES = 2
@@ -81,6 +83,8 @@ class JobStore:
     def __init__(self, db: Database) -> None:
         self.collection = db["jobs"]
         self._accepting = journaled(db, "jobs")
+        self._reads: Grouped[str, JobDocument | None] = Grouped(self._read_group, most=CONFIRM_CHUNK)
+        self._outcomes: Grouped[_Ending, None] = Grouped(self._end_group, most=CONFIRM_CHUNK)
 
     # -- new jobs --
 
@@ -149,8 +153,17 @@ class JobStore:
         return await self._find_many(query, sort="_id", limit=limit)
 
     async def get(self, job_id: str) -> JobDocument | None:
-        """The job, whoever owns it (for workers)."""
-        return await self._find_one({"_id": job_id})
+        """The job, whoever owns it (for workers: the reads of jobs starting together go in one ``find``)."""
+        return await self._reads(job_id)
+
+    @safe_to_repeat
+    async def _read_group(self, job_ids: list[str]) -> list[JobDocument | None]:
+        if len(job_ids) == 1:
+            document = await self.collection.find_one({"_id": job_ids[0]})
+            return [None if document is None else from_mongo(JobDocument, document)]
+        documents = await self.collection.find({"_id": {"$in": sorted(set(job_ids))}}).to_list(None)
+        found = {document["_id"]: from_mongo(JobDocument, document) for document in documents}
+        return [found.get(job_id) for job_id in job_ids]
 
     async def get_visible(self, job_id: str, who: Principal) -> JobDocument:
         """The job if ``who`` may see it.
@@ -385,13 +398,15 @@ class JobStore:
         Raises:
           InvalidTransition: the job is no longer queued (cancelled meanwhile); nothing was written.
         """
-        await self._transition(
-            job_id,
-            expected=[JobState.QUEUED],
-            to=JobState.RUNNING,
-            fields=start.changes(),
-            detail=start.detail,
-            increment_attempts=True,
+        await self._apply(
+            _move(
+                job_id,
+                expected=[JobState.QUEUED],
+                to=JobState.RUNNING,
+                fields=start.changes(),
+                detail=start.detail,
+                increment_attempts=True,
+            )
         )
 
     async def complete(
@@ -483,8 +498,8 @@ class JobStore:
         if inputs is not None:
             fields["inputs"] = to_jsonable_python(inputs)
         lease = {"lease_expires_at": job.lease_expires_at} if source == JobState.RUNNING else {}
-        await self._transition(
-            job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, conditions=lease
+        await self._apply(
+            _move(job.id, expected=[source], to=JobState.QUEUED, fields=fields, detail=detail, conditions=lease)
         )
         return job.model_copy(update={"state": JobState.QUEUED, **fields})
 
@@ -495,8 +510,8 @@ class JobStore:
           InvalidTransition: it is no longer running; nothing was written.
         """
         fields = {"error": error.model_dump(), "finished_at": utcnow(), "lease_expires_at": None}
-        await self._transition(
-            job_id, expected=[JobState.RUNNING], to=JobState.FAILED, fields=fields, detail=detail, error=error
+        await self._apply(
+            _move(job_id, expected=[JobState.RUNNING], to=JobState.FAILED, fields=fields, detail=detail, error=error)
         )
 
     async def cancel(self, job_id: str, *, expected: Collection[JobState], detail: str) -> None:
@@ -506,7 +521,7 @@ class JobStore:
           InvalidTransition: it is in another state; nothing was written.
         """
         fields = {"finished_at": utcnow(), "needs_dispatch": False, "lease_expires_at": None, "next_attempt_at": None}
-        await self._transition(job_id, expected=expected, to=JobState.CANCELLED, fields=fields, detail=detail)
+        await self._apply(_move(job_id, expected=expected, to=JobState.CANCELLED, fields=fields, detail=detail))
 
     async def retry(self, job: JobDocument, *, expected: Collection[JobState], detail: str) -> None:
         """Queue a finished ``job`` (in one of ``expected``) again by hand, flagged for sending: its history and
@@ -525,7 +540,7 @@ class JobStore:
             # attempts keep counting across manual retries; the budget of automatic retries starts afresh
             "attempts_before_retry": job.attempts,
         }
-        await self._transition(job.id, expected=expected, to=JobState.QUEUED, fields=fields, detail=detail)
+        await self._apply(_move(job.id, expected=expected, to=JobState.QUEUED, fields=fields, detail=detail))
 
     # -- the one conditional write every move is --
 
@@ -539,66 +554,61 @@ class JobStore:
         detail: str | None = None,
         error: JobError | None = None,
     ) -> None:
+        how: dict[str, Any] = {"to": to, "detail": detail, "error": error}
         if isinstance(attempt, RunningAttempt):
             fence = {"worker_id": attempt.worker_id, "attempts": attempt.attempts}
-            await self._transition(
-                job_id, expected=[JobState.RUNNING], to=to, fields=fields, detail=detail, error=error, conditions=fence
-            )
+            move = _move(job_id, expected=[JobState.RUNNING], fields=fields, conditions=fence, **how)
         elif isinstance(attempt, JobStart):  # the start is written with the outcome: queued → running → ``to``
-            await self._transition(
+            move = _move(
                 job_id,
                 expected=[JobState.QUEUED],
-                to=to,
                 fields={**attempt.changes(), **fields},
-                detail=detail,
-                error=error,
                 passed_through=attempt.entry(),
                 increment_attempts=True,
+                **how,
             )
         else:
-            await self._transition(job_id, expected=[JobState.QUEUED], to=to, fields=fields, detail=detail, error=error)
+            move = _move(job_id, expected=[JobState.QUEUED], fields=fields, **how)
+        outcome = fields.get("outcome_event")
+        if outcome is not None:  # an outcome: concurrent jobs' go together, and the event's id tells if it landed
+            await self._outcomes(_Ending(move, outcome["id"]))
+        else:
+            await self._apply(move)
 
     @safe_to_repeat
-    async def _transition(
-        self,
-        job_id: str,
-        *,
-        expected: Collection[JobState],
-        to: JobState,
-        fields: Mapping[str, Any],
-        detail: str | None = None,
-        error: JobError | None = None,
-        increment_attempts: bool = False,
-        conditions: Mapping[str, Any] | None = None,
-        passed_through: HistoryEntry | None = None,
-    ) -> None:
-        """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``conditions``), setting
-        ``fields`` and appending a history entry in the same write — after ``passed_through``, the entry of a state
-        the job went through on the way when one write records both (a short job: queued → running → completed).
+    async def _apply(self, move: _Move) -> None:
+        """Safe to repeat: once applied, the state condition no longer matches (see ``store/errors.py``)."""
+        if (await self.collection.update_one(move.query, move.update)).matched_count != 1:
+            raise move.refused()
 
-        Safe to repeat: once applied, the state condition no longer matches (see ``store/errors.py``).
+    @safe_to_repeat
+    async def _end_group(self, endings: list[_Ending]) -> list[None | BaseException]:
+        """The outcomes of several jobs in one ``bulk_write``. Safe to repeat: an outcome applied by an earlier try no
+        longer matches, and the read below finds its event id stored.
 
-        Raises:
-          InvalidTransition: the job is absent or in another state; nothing was written.
+        ``bulk_write`` counts the statements that matched, not which: where fewer did than were sent, one read of
+        the jobs' stored outcome event ids tells which landed (only those with this write's id did).
         """
-        changes: dict[str, Any] = {"state": str(to), **fields}
-        if not changes.keys() <= _JOB_FIELDS:
-            raise ValueError(f"not fields of a job: {sorted(changes.keys() - _JOB_FIELDS)}")
-        entries = [] if passed_through is None else [passed_through]
-        entries.append(HistoryEntry(state=to, at=utcnow(), detail=detail, error=error))
-        update: dict[str, Any] = {
-            "$set": changes,
-            "$push": {"history": {"$each": [entry.model_dump(mode="python") for entry in entries]}},
-        }
-        if increment_attempts:
-            update["$inc"] = {"attempts": 1}
-        states = _values(expected)
-        # One expected state (nearly every transition) as an equality: SecantusDB's planner takes a third less time
-        # over ``_id`` plus an equality than over ``_id`` plus a one-element ``$in``.
-        state: str | dict[str, list[str]] = states[0] if len(states) == 1 else {"$in": states}
-        outcome = await self.collection.update_one({"_id": job_id, "state": state, **(conditions or {})}, update)
-        if outcome.matched_count != 1:
-            raise InvalidTransition(f"job {job_id} is not in state {', '.join(sorted(states))}; cannot move it to {to}")
+        failed: dict[int, BaseException] = {}
+        try:
+            if len(endings) == 1:  # alone: a plain update
+                move = endings[0].move
+                matched = (await self.collection.update_one(move.query, move.update)).matched_count
+            else:
+                statements = [UpdateOne(ending.move.query, ending.move.update) for ending in endings]
+                matched = (await self.collection.bulk_write(statements, ordered=False)).matched_count
+        except BulkWriteError as exc:
+            matched = exc.details.get("nMatched", 0)
+            failed = {error["index"]: _refusal(exc) for error in exc.details.get("writeErrors", [])}
+        if matched == len(endings):
+            return [None] * len(endings)
+        ids = [ending.move.job_id for ending in endings]
+        stored = await self.collection.find({"_id": {"$in": ids}}, {"outcome_event.id": 1}).to_list(None)
+        landed = {document["_id"]: (document.get("outcome_event") or {}).get("id") for document in stored}
+        return [
+            failed.get(index) or (None if landed.get(ending.move.job_id) == ending.event_id else ending.move.refused())
+            for index, ending in enumerate(endings)
+        ]
 
     @safe_to_repeat
     async def _by_ids(self, job_ids: list[str], conditions: dict[str, Any]) -> list[JobDocument]:
@@ -640,3 +650,69 @@ def _spent(usage: Usage | None, progress: Progress | None) -> dict[str, Any]:
 def _ended(finished_at: datetime, outcome: Event) -> dict[str, Any]:
     """A finished job: when, no lease any more, and its outcome event's id and time, to publish the same again."""
     return {"finished_at": finished_at, "lease_expires_at": None, "outcome_event": {"id": outcome.id, "ts": outcome.ts}}
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One conditional state transition: its filter, its update, and what a refusal says."""
+
+    job_id: str
+    query: dict[str, Any]
+    update: dict[str, Any]
+    description: str
+
+    def refused(self) -> InvalidTransition:
+        return InvalidTransition(self.description)
+
+
+@dataclass(frozen=True)
+class _Ending:
+    """A job's outcome write, known by the id of the outcome event it stores."""
+
+    move: _Move
+    event_id: str
+
+
+def _refusal(error: BulkWriteError) -> BaseException:
+    """What the caller of a statement that MongoDB refused gets: the driver's error, as every store error leaves."""
+    refusal = StoreUnavailable()
+    refusal.__cause__ = error
+    return refusal
+
+
+def _move(
+    job_id: str,
+    *,
+    expected: Collection[JobState],
+    to: JobState,
+    fields: Mapping[str, Any],
+    detail: str | None = None,
+    error: JobError | None = None,
+    increment_attempts: bool = False,
+    conditions: Mapping[str, Any] | None = None,
+    passed_through: HistoryEntry | None = None,
+) -> _Move:
+    """Move the job to ``to`` only if it is still in one of ``expected`` (and matches ``conditions``), setting
+    ``fields`` and appending a history entry in the same write — after ``passed_through``, the entry of a state the
+    job went through on the way when one write records both (a short job: queued → running → completed)."""
+    changes: dict[str, Any] = {"state": str(to), **fields}
+    if not changes.keys() <= _JOB_FIELDS:
+        raise ValueError(f"not fields of a job: {sorted(changes.keys() - _JOB_FIELDS)}")
+    entries = [] if passed_through is None else [passed_through]
+    entries.append(HistoryEntry(state=to, at=utcnow(), detail=detail, error=error))
+    update: dict[str, Any] = {
+        "$set": changes,
+        "$push": {"history": {"$each": [entry.model_dump(mode="python") for entry in entries]}},
+    }
+    if increment_attempts:
+        update["$inc"] = {"attempts": 1}
+    states = _values(expected)
+    # One expected state (nearly every transition) as an equality: SecantusDB's planner takes a third less time over
+    # ``_id`` plus an equality than over ``_id`` plus a one-element ``$in``.
+    state: str | dict[str, list[str]] = states[0] if len(states) == 1 else {"$in": states}
+    return _Move(
+        job_id=job_id,
+        query={"_id": job_id, "state": state, **(conditions or {})},
+        update=update,
+        description=f"job {job_id} is not in state {', '.join(sorted(states))}; cannot move it to {to}",
+    )
