@@ -14,29 +14,13 @@ from typing import Any
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from engineroom.core.clock import utcnow
 from engineroom.core.embedded import EmbeddedDatabase
-from engineroom.core.ids import new_id
-from engineroom.models.job import JobDocument, JobState
 from engineroom.store.jobs import JobStore
 from tests.ports import free_port
+from tests.unit.store.test_jobs import make_job
 
 #: Kills, each right after acknowledged inserts (with ``j: false``, two kills lost all 8 jobs).
 TRIES = 2
-
-
-def new_job() -> JobDocument:
-    now = utcnow()
-    return JobDocument(
-        id=new_id(),
-        tenant_id="acme",
-        user_id="alice",
-        engine="general",
-        task="general.demo",
-        state=JobState.QUEUED,
-        created_at=now,
-        queued_at=now,
-    )
 
 
 @pytest.fixture
@@ -59,7 +43,7 @@ async def test_jobs_acknowledged_just_before_the_database_is_killed_are_there_af
         jobs = JobStore(client["engineroom"])
         stored: list[str] = []
         for _ in range(TRIES):
-            one, batch = new_job(), [new_job() for _ in range(3)]
+            one, batch = make_job(), [make_job() for _ in range(3)]
             await jobs.insert(one)
             await jobs.insert_many(batch)
             stored += [one.id, *(job.id for job in batch)]
