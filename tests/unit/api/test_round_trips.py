@@ -24,7 +24,7 @@ TokenFor = Callable[..., str]
 JOBS = 300
 #: MongoDB commands a job may cost on the happy path, amortized (issue 17 aims at 4; see the README's benchmarks):
 #: its share of the batch insert, its announcement and its batch's outbox record, a slot hand-over, a read, its
-#: outcome, its events (start, progress and outcome, grouped), and its notification. 5.07 measured.
+#: outcome, its events (start, progress and outcome, grouped), and its notification. 5.07-5.14 measured.
 BUDGET_PER_JOB = 5.2
 
 
