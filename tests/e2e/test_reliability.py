@@ -534,10 +534,13 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     assert duplicates == set() and twice_in_history == set()
     # The kill hit jobs in flight: each was started again elsewhere. One whose start was written ran out its lease
     # and is on its second attempt; one killed in its first 0.1 s (start not yet written, actors/start_write.py)
-    # was simply redelivered and counts one attempt, written before it ran again.
-    assert restarted and rerun <= restarted
-    assert all(last_ran_on(stored[job_id], killed_pid) is False for job_id in restarted)
-    for job_id in restarted:
+    # was simply redelivered and counts one attempt, written before it ran again. A job.started leaves without
+    # waiting (it is recorded and published behind the task's back): on a loaded machine the kill can come after
+    # the start was written and before it was announced, so a re-run job may have been heard starting only once.
+    again = restarted | rerun
+    assert again
+    assert all(last_ran_on(stored[job_id], killed_pid) is False for job_id in again)
+    for job_id in again:
         history = [entry["state"] for entry in stored[job_id]["history"]]
         assert history.count("running") == stored[job_id]["attempts"] == (2 if job_id in rerun else 1), history
     # A job the killed worker stored as completed in the instant before it died may never be announced: that
