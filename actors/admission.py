@@ -170,7 +170,14 @@ class SlotGate:
         else a free one; that handed-over slot is freed if it cannot be taken over."""
         job_id = str(message.args[0]) if message.args else ""
         tenant_id = str(message.options.get("tenant_id", ""))
-        taken_at = self.take(engine, job_id, tenant_id, replacing)
+        try:
+            taken_at = self.take(engine, job_id, tenant_id, replacing)
+        except Exception:
+            # The database failed: the handed-over slot must not stay held here, renewed by the heartbeat and listed
+            # as this process's, for a job that ended (the scheduler would never recover it, nor the engine its slot).
+            if replacing is not None:
+                self.release(engine, replacing)
+            raise
         if taken_at is not None:
             # The job starts when it takes its slot: the time its start counts against a rate limit is its
             # ``started_at`` too.
