@@ -539,7 +539,7 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     # the start was written and before it was announced, so a re-run job may have been heard starting only once.
     again = restarted | rerun
     assert again
-    assert all(last_ran_on(stored[job_id], killed_pid) is False for job_id in again)
+    assert all(last_ran_on(stored[job_id], killed_pid) is False for job_id in restarted)
     for job_id in again:
         history = [entry["state"] for entry in stored[job_id]["history"]]
         assert history.count("running") == stored[job_id]["attempts"] == (2 if job_id in rerun else 1), history
