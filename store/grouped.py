@@ -16,9 +16,6 @@ from typing import Generic, TypeVar
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-#: What a group's round trip gives back for each item, in order: its result, or the exception its caller gets.
-Answers = Sequence["Result | BaseException"]
-
 
 class Grouped(Generic[Item, Result]):
     """``await grouped(item)`` runs ``serve`` over ``item`` and whoever waits with it, at most ``most`` at a time.
