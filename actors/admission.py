@@ -22,12 +22,13 @@ scheduler sends it again when its tenant has room (``Scheduler.start_parked``).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -81,6 +82,10 @@ class HeldSlots:
         self._freed: dict[str, threading.Event] = {}
         self._waiting: Counter[str] = Counter()
         self._offers: dict[str, deque[str]] = defaultdict(deque)
+        #: Jobs whose slot is being taken now: listed with the held ones in this process's presence, so a report
+        #: written during the take, stamped after the job's ``started_at`` (the take's start), still names the job
+        #: (``scheduler/orphans.py`` takes a job from a live worker whose report since its start leaves it out).
+        self._taking: Counter[str] = Counter()
         self._lock = threading.Lock()
 
     def add(self, job_id: str, engine: str) -> None:
@@ -137,6 +142,24 @@ class HeldSlots:
         with self._lock:
             return list(self._engines)
 
+    @contextlib.contextmanager
+    def taking(self, job_id: str) -> Iterator[None]:
+        """List ``job_id`` (``listed``) while its slot is being taken, before the take's time is read."""
+        with self._lock:
+            self._taking[job_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._taking[job_id] -= 1
+                if self._taking[job_id] <= 0:
+                    del self._taking[job_id]
+
+    def listed(self) -> set[str]:
+        """The jobs held here or whose slot is being taken: what this process's presence reports."""
+        with self._lock:
+            return {*self._engines, *self._taking}
+
     def freed_event(self, engine: str) -> threading.Event:
         with self._lock:
             return self._freed.setdefault(engine, threading.Event())
@@ -190,13 +213,14 @@ class SlotGate:
     def take(self, engine: str, job_id: str, tenant_id: str, replacing: str | None = None) -> datetime | None:
         """Take a slot of ``engine`` for ``job_id`` (in place of the one held for ``replacing``): when, or None if
         the engine has no room for it."""
-        now = utcnow()
-        until = now + timedelta(seconds=self.settings.slot_lease_s)
-        if not self._try_acquire(engine, job_id, tenant_id, now, until, replacing):
-            return None
-        if replacing is not None:
-            self.held.forget(replacing, freed=False)
-        self.held.add(job_id, engine)
+        with self.held.taking(job_id):
+            now = utcnow()
+            until = now + timedelta(seconds=self.settings.slot_lease_s)
+            if not self._try_acquire(engine, job_id, tenant_id, now, until, replacing):
+                return None
+            if replacing is not None:
+                self.held.forget(replacing, freed=False)
+            self.held.add(job_id, engine)
         return now
 
     def refusal(self, engine: str, tenant_id: str, job_id: str = "", *, fresh: bool = False) -> Admission:

@@ -115,6 +115,9 @@ class WorkerPresence(Middleware):
                 self.runner.call_heartbeat_stores(lambda stores: stores.workers.beat(report))
 
     def describe(self, readings: Readings, verdict: Verdict) -> WorkerPublic:
+        # Stamped before the jobs are listed: a job missing from the list began its admission after the stamp, so
+        # its ``started_at`` is later, and the scheduler does not read the report as leaving it out (orphans.py).
+        stamped_at = utcnow()
         worker = self._worker
         queues = set(worker.consumers) if worker is not None else set()
         return WorkerPublic(
@@ -134,7 +137,7 @@ class WorkerPresence(Middleware):
                 rss_mb=round(readings.rss_mb, 1),
             ),
             started_at=self.started_at,
-            last_heartbeat=utcnow(),
+            last_heartbeat=stamped_at,
         )
 
     def _set_paused(self, pause: bool, reasons: list[str]) -> None:

@@ -224,8 +224,9 @@ class JobRunner:
         self.call_heartbeat_stores(renew)
 
     def held_job_ids(self) -> list[str]:
-        """The jobs this process answers for: running, or admitted (their slot taken) and about to run."""
-        return sorted({*self.running.ids(), *self.slots.ids()})
+        """The jobs this process answers for: running, admitted (their slot taken) and about to run, or being
+        admitted."""
+        return sorted({*self.running.ids(), *self.slots.listed()})
 
     # -- a job's life --
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 import pytest
@@ -14,6 +16,7 @@ from dramatiq import Broker, Worker
 
 from engineroom.actors.presence import RECYCLE_EXIT_CODE, WorkerPresence
 from engineroom.actors.runner import JobRunner
+from engineroom.core.clock import utcnow
 from engineroom.core.config import Settings
 from engineroom.core.pressure import Readings
 from engineroom.models.worker import WorkerPublic
@@ -160,3 +163,18 @@ def test_a_clean_stop_deletes_the_document_and_later_beats_do_not_write_it_back(
     reports = len(scenario.runner.workers.reports)
     scenario.presence.beat()
     assert len(scenario.runner.workers.reports) == reports
+
+
+def test_a_report_is_stamped_before_it_lists_the_jobs(scenario: Scenario, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A job missing from the list began its admission after the stamp, so its started_at is later than the report's
+    # last_heartbeat: the scheduler never reads such a report as "reported since the start without the job".
+    listed_at: list[datetime] = []
+
+    def held_job_ids() -> list[str]:
+        listed_at.append(utcnow())
+        time.sleep(0.002)  # past the clock's millisecond
+        return []
+
+    monkeypatch.setattr(scenario.runner, "held_job_ids", held_job_ids)
+    report = scenario.beat(CALM)
+    assert listed_at and report.last_heartbeat <= listed_at[0]
