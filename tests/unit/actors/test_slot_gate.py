@@ -153,5 +153,5 @@ def test_a_consumer_waiting_on_rabbitmq_for_a_slot_wakes_as_soon_as_one_is_freed
         line.idle(5.0)
         assert time.monotonic() - started < 2.0
     finally:
-        line_consumer.close()
+        line_consumer.connection.close()
         broker.close()
