@@ -3,18 +3,22 @@ the sweeps for rare events at their own pace."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
 
-from engineroom.core.config import Settings
+from engineroom.core.config import ENGINES, Settings
 from engineroom.messaging.bus import LocalEventBus
+from engineroom.models.job import JobDocument
+from engineroom.models.queue import QueueLimits
 from engineroom.scheduler import loop
 from engineroom.scheduler.loop import Scheduler, SchedulerStores
 from engineroom.services.dispatch import Dispatcher
 from engineroom.services.publisher import AsyncEventPublisher
 from engineroom.store.client import Database
 from engineroom.store.events import EventStore
+from tests.unit.store.test_jobs import make_job
 
 
 async def test_a_slow_tick_phase_is_logged_by_name(
@@ -41,4 +45,49 @@ async def test_a_slow_tick_phase_is_logged_by_name(
         "start_parked",
         "resend_lost_messages",
     ]
+    publisher.close()
+
+
+class _Sent:
+    def __init__(self) -> None:
+        self.job_ids: list[str] = []
+
+    async def enqueue(self, job: JobDocument) -> None:
+        self.job_ids.append(job.id)
+
+
+async def test_parked_jobs_are_looked_for_every_tick_only_where_a_tenant_cap_can_park_them(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stores, sent = SchedulerStores.of(db, settings), _Sent()
+    publisher = AsyncEventPublisher(LocalEventBus(), EventStore(db, ttl_s=60))
+    scheduler = Scheduler(settings, stores, Dispatcher(stores.jobs, sent), publisher)  # type: ignore[arg-type]
+    await stores.queues.ensure_defaults()
+    await stores.queues.set_limits("image_generation", QueueLimits(max_concurrency_per_tenant=1))
+    # A job parked under general's cap, which was lifted since
+    left_over = make_job(engine="general")
+    await stores.jobs.insert(left_over)
+    assert await stores.jobs.park(left_over.id)
+    looked_at: list[str] = []
+    parked = stores.jobs.parked
+
+    async def spied(engine: str, limit: int) -> list[JobDocument]:
+        looked_at.append(engine)
+        return await parked(engine, limit)
+
+    monkeypatch.setattr(stores.jobs, "parked", spied)
+    monkeypatch.setattr(loop, "UNCAPPED_PARKED_SWEEP_S", 1.0)
+    # The first sweep looks at every engine and sends the left-over job
+    await scheduler.start_parked()
+    assert set(looked_at) == set(ENGINES) and sent.job_ids == [left_over.id]
+    # The next ones, until UNCAPPED_PARKED_SWEEP_S has passed, only at the engine with a cap
+    looked_at.clear()
+    for _ in range(3):
+        await scheduler.start_parked()
+    assert looked_at == ["image_generation"] * 3
+    # And once it has, at every engine again
+    await asyncio.sleep(1.0)
+    looked_at.clear()
+    await scheduler.start_parked()
+    assert set(looked_at) == set(ENGINES)
     publisher.close()
