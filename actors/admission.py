@@ -82,6 +82,9 @@ class HeldSlots:
         self._freed: dict[str, threading.Event] = {}
         self._waiting: Counter[str] = Counter()
         self._offers: dict[str, deque[str]] = defaultdict(deque)
+        #: Held slots whose job's attempt is over, its outcome or retry being written: a message of the job arriving
+        #: now is its next attempt (a retry due at once, a retry by hand), which waits for the slot to be freed here.
+        self._ending: set[str] = set()
         #: Per engine, what wakes its consumer when its freed event is set (on RabbitMQ the consumer waits in pika's
         #: I/O loop, which no ``threading.Event`` interrupts).
         self._wakers: dict[str, Callable[[], None]] = {}
@@ -94,6 +97,16 @@ class HeldSlots:
     def add(self, job_id: str, engine: str) -> None:
         with self._lock:
             self._engines[job_id] = engine
+
+    def mark_ending(self, job_id: str) -> None:
+        """The job's attempt here is over; its slot is freed once its outcome or retry is written."""
+        with self._lock:
+            if job_id in self._engines:
+                self._ending.add(job_id)
+
+    def is_ending(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._ending
 
     def engine_of(self, job_id: str) -> str | None:
         with self._lock:
@@ -113,6 +126,7 @@ class HeldSlots:
         consumer is woken, those of its engine to try for it and the others because this process has room again)."""
         with self._lock:
             engine = self._engines.pop(job_id, None)
+            self._ending.discard(job_id)
             woken = [name for name, count in self._waiting.items() if count and name != engine]
         if engine is not None and freed:
             self.wake(engine)
@@ -257,7 +271,10 @@ class SlotGate:
         # Slots are judged on a document read now only: one remembered would show slots since freed (a job whose
         # retry this is, say).
         if read_now and job_id and any(holder.job_id == job_id for holder in queue.live_holders(utcnow())):
-            return Admission.DUPLICATE
+            # Held here by the attempt that just ended: this is the job's next attempt, come before that slot was
+            # freed (the scheduler re-queues a retry due at once within milliseconds); dropped, it would wait
+            # queued with no message. Held by a job still running, here or elsewhere: a duplicate message.
+            return Admission.WAIT if self.held.is_ending(job_id) else Admission.DUPLICATE
         if read_now and tenant_id and queue.only_tenant_cap_blocks(tenant_id, utcnow(), self.settings.rate_window_s):
             return Admission.PARK
         return Admission.WAIT

@@ -487,6 +487,7 @@ class JobRunner:
         Where ``attempt``'s start is not written yet, this one write records it too: queued → running → ``to``.
         Where it is, the write is fenced to this worker's attempt (``RunningAttempt``).
         """
+        self.slots.mark_ending(job.id)  # a message of the job from now on is its next attempt (admission.py)
         state: AttemptState = None
         if attempt is not None:
             written = attempt.start.settle()

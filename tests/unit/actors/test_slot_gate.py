@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 import pytest
@@ -19,6 +19,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 
 from engineroom.actors.admission import (
     RETRY_INTERVAL_S,
+    Admission,
     GatedConsumer,
     HeldSlots,
     SlotGate,
@@ -26,8 +27,9 @@ from engineroom.actors.admission import (
     _LineConsumer,
     _RabbitLine,
 )
+from engineroom.core.clock import utcnow
 from engineroom.core.errors import StoreUnavailable
-from engineroom.models.queue import QueueDocument
+from engineroom.models.queue import QueueDocument, SlotHolder
 from tests.settings import make_settings
 
 
@@ -155,3 +157,28 @@ def test_a_consumer_waiting_on_rabbitmq_for_a_slot_wakes_as_soon_as_one_is_freed
     finally:
         line_consumer.connection.close()
         broker.close()
+
+
+@pytest.mark.parametrize(("attempt_over", "verdict"), [(True, Admission.WAIT), (False, Admission.DUPLICATE)])
+def test_a_message_of_a_job_whose_slot_is_held_here_waits_only_once_its_attempt_is_over(
+    attempt_over: bool, verdict: Admission
+) -> None:
+    # Seen in CI: a retry due at once was re-queued by the scheduler while the failed attempt's worker was still
+    # recording it, slot held; the retry's message was judged a duplicate and dropped, and the job waited, queued,
+    # with no message. A message of a job still running is a duplicate, dropped as before.
+    held = HeldSlots()
+    held.add("job-1", "general")
+    if attempt_over:
+        held.mark_ending("job-1")
+    holder = SlotHolder(job_id="job-1", tenant_id="acme", worker_id="here", expires_at=utcnow() + timedelta(minutes=1))
+
+    def no_room(engine: str, job_id: str, tenant: str, now: datetime, until: datetime, replacing: str | None) -> bool:
+        return False  # the job holds a slot already
+
+    def read_queue(engine: str) -> QueueDocument:
+        return QueueDocument(engine="general", max_concurrency=2, holders=[holder])
+
+    gate = SlotGate(make_settings(), held, no_room, lambda engine, job_id: None, read_queue)
+    assert gate.admit("general", job_message("job-1")) is verdict
+    held.forget("job-1", freed=True)
+    assert not held.is_ending("job-1")
