@@ -26,7 +26,8 @@ import json
 import os
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ class LatencySample:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    #: engineroom only, medians: from the submit to the worker's start (the ``job.started`` event's own ``ts``), and
+    #: from there to the socket (its record, publish and the gateway): where the latency goes.
+    to_start_p50_ms: float | None = None
+    to_socket_p50_ms: float | None = None
 
 
 def sample_of(latencies_s: list[float], jobs: int, rate: float) -> LatencySample:
@@ -104,6 +109,15 @@ def sample_of(latencies_s: list[float], jobs: int, rate: float) -> LatencySample
     )
 
 
+@dataclass(frozen=True)
+class _Seen:
+    """A ``job.started`` frame: read at ``perf`` (this process's clock), stamped ``ts`` by the worker (wall clock)."""
+
+    perf: float
+    wall: float
+    ts: float
+
+
 def _schedule(config: LatencyConfig) -> list[float]:
     """Offsets in seconds from the start of each submit, warm-up first."""
     return [index / config.rate for index in range(config.warmup + config.jobs)]
@@ -112,12 +126,13 @@ def _schedule(config: LatencyConfig) -> list[float]:
 # --- (a) engineroom ------------------------------------------------------------------------------------------
 
 
-async def _listen_started(websocket: ClientConnection, started: dict[str, float]) -> None:
+async def _listen_started(websocket: ClientConnection, started: dict[str, _Seen]) -> None:
     """Record when each ``job.started`` arrives (it may arrive before its submit's answer does)."""
     async for text in websocket:
         event = json.loads(text)
         if event.get("type") == "job.started":
-            started.setdefault(event["job_id"], time.perf_counter())
+            stamped = datetime.fromisoformat(event["ts"]).timestamp()
+            started.setdefault(event["job_id"], _Seen(time.perf_counter(), time.time(), stamped))
         elif event.get("type") == "job.failed":
             raise RuntimeError(f"job {event['job_id']} failed: {event.get('data')}")
 
@@ -147,7 +162,7 @@ async def _paced_submits(stack: Stack, config: LatencyConfig) -> tuple[list[tupl
 
 
 async def engineroom_latency(stack: Stack, config: LatencyConfig) -> LatencySample:
-    started: dict[str, float] = {}
+    started: dict[str, _Seen] = {}
     async with connect(stack.ws_url, max_size=None) as websocket:
         await subscribed(websocket)
         listener = asyncio.create_task(_listen_started(websocket, started))
@@ -162,8 +177,16 @@ async def engineroom_latency(stack: Stack, config: LatencyConfig) -> LatencySamp
                 await asyncio.sleep(POLL_S)
         finally:
             await discard(listener)
-    latencies = [started[job_id] - sent_at for job_id, sent_at in counted if job_id in started]
-    return sample_of(latencies, config.jobs, rate)
+    seen = [(started[job_id], sent_at) for job_id, sent_at in counted if job_id in started]
+    sample = sample_of([frame.perf - sent_at for frame, sent_at in seen], config.jobs, rate)
+    # The worker's stamp is wall-clock time (one machine, one clock): place each send on it by the frame's own.
+    to_socket = [frame.wall - frame.ts for frame, _ in seen]
+    to_start = [(frame.perf - sent_at) - (frame.wall - frame.ts) for frame, sent_at in seen]
+    return replace(
+        sample,
+        to_start_p50_ms=1000 * statistics.median(to_start),
+        to_socket_p50_ms=1000 * statistics.median(to_socket),
+    )
 
 
 def measure_engineroom(ctx: RunContext[LatencyConfig], repeat: int) -> LatencySample:
@@ -217,9 +240,13 @@ def run(config: LatencyConfig) -> dict[str, Any]:
         for repeat in range(1, config.repeat + 1):
             for side, measure, samples in (("engineroom", measure_engineroom, engineroom), ("raw", measure_raw, raw)):
                 samples.append(sample := measure(ctx, repeat))
+                split = ""
+                if sample.to_start_p50_ms is not None and sample.to_socket_p50_ms is not None:
+                    to_start, to_socket = sample.to_start_p50_ms, sample.to_socket_p50_ms
+                    split = f"; p50 to the worker's start {to_start:.1f} ms, then to the socket {to_socket:.1f}"
                 print(
                     f"  #{repeat} {side:<10} p50 {sample.p50_ms:7.2f} ms  p99 {sample.p99_ms:7.2f} ms"
-                    f"  ({sample.seen}/{sample.jobs} seen, {sample.rate:.1f}/s)"
+                    f"  ({sample.seen}/{sample.jobs} seen, {sample.rate:.1f}/s{split})"
                 )
     return {**report(config, ctx.work_dir, engineroom, raw), **machine(load_before)}
 
@@ -234,6 +261,10 @@ def figures(engineroom: list[LatencySample], raw: list[LatencySample]) -> list[F
             (f"{side} seen of counted", [s.seen / s.jobs for s in samples]),
             (f"{side} rate achieved /s", [s.rate for s in samples]),
         ]
+    rows += [
+        ("engineroom submit->worker start p50 ms", [s.to_start_p50_ms or 0.0 for s in engineroom]),
+        ("engineroom worker start->socket p50 ms", [s.to_socket_p50_ms or 0.0 for s in engineroom]),
+    ]
     return rows
 
 
