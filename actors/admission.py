@@ -359,8 +359,10 @@ class _RabbitLine(_Line):
     def wake(self) -> None:
         # A callback queued from another thread ends ``process_data_events`` early: a slot freed by a worker thread
         # is taken at once rather than at the end of the idle step (~10 ms a hand-over, at a capped engine's pace).
-        with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+        try:
             self.inner.connection.add_callback_threadsafe(_nothing)
+        except Exception:  # best effort, called as a job frees its slot: the idle step bounds the wait anyway
+            logger.debug("could not wake the %s consumer", self.inner.queue_name, exc_info=True)
 
     def set_prefetch(self, prefetch: int) -> None:
         # Scheduled like Dramatiq schedules its acks: this may be called from a worker thread.
