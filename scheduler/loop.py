@@ -55,7 +55,7 @@ LEADER_LEASE = "scheduler"
 SWEEP_BATCH = 200
 #: Parked jobs read beyond an engine's room, to step over tenants at their cap.
 PARKED_LOOKAHEAD = 50
-#: Seconds between two looks at the parked jobs of an engine without a per-tenant cap. Only that cap parks a job,
+#: Seconds between two looks at the parked jobs of the engines without a per-tenant cap. Only that cap parks a job,
 #: so such an engine has parked jobs only if its cap was lifted while they waited; a look every tick at each of the
 #: seven engines was most of the scheduler's queries, at rest and under load alike.
 UNCAPPED_PARKED_SWEEP_S = 5.0
@@ -106,8 +106,6 @@ class Scheduler:
         self._phases = self._paced_phases()
         #: When each phase runs next (``time.monotonic()``); a phase not in it yet runs at the next tick.
         self._next_run: dict[str, float] = {}
-        #: When ``start_parked`` looks next at the engines without a per-tenant cap (``time.monotonic()``).
-        self._uncapped_parked_due = 0.0
 
     async def run_forever(self) -> None:
         """Lead when the lease is free and sweep every ``scheduler_interval_s``; never returns on its own."""
@@ -163,6 +161,7 @@ class Scheduler:
             ("resume_due_pauses", self.resume_due_pauses, max(tick_s, PACED_PHASE_S)),
             ("fire_due_schedules", self.fire_due_schedules, max(tick_s, PACED_PHASE_S)),
             ("start_parked", self.start_parked, every_tick),
+            ("start_parked_uncapped", lambda: self.start_parked(capped=False), max(tick_s, UNCAPPED_PARKED_SWEEP_S)),
             # A message is late only after dispatch_grace_s.
             ("send_undispatched", self.send_undispatched, max(tick_s, self.settings.dispatch_grace_s / 2)),
             ("resend_lost_messages", self.broker_watch.tick, every_tick),  # scheduler/reconcile.py: after the outbox
@@ -183,15 +182,12 @@ class Scheduler:
         """Submit one job for each due cron tick (``scheduler/schedules.py``)."""
         await self.schedule_firer.fire_due(utcnow())
 
-    async def start_parked(self) -> None:
-        """Send as many parked jobs of each engine as its limits have room for now, in priority order: every tick
-        for an engine with a per-tenant cap, every ``UNCAPPED_PARKED_SWEEP_S`` for the others."""
+    async def start_parked(self, *, capped: bool = True) -> None:
+        """Send as many parked jobs of each engine with a per-tenant cap (or, not ``capped``, of each without one)
+        as its limits have room for now, in priority order."""
         now = utcnow()
-        uncapped_due = time.monotonic() >= self._uncapped_parked_due
-        if uncapped_due:
-            self._uncapped_parked_due = time.monotonic() + UNCAPPED_PARKED_SWEEP_S
         for queue in await self.queues.all():
-            if queue.max_concurrency_per_tenant is None and not uncapped_due:
+            if (queue.max_concurrency_per_tenant is not None) is not capped:
                 continue
             room = queue.start_room(now, self.settings.rate_window_s)
             if room <= 0:
