@@ -29,13 +29,16 @@ from engineroom.models.notification import NotifiableEvent
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Event], None]
+#: Handles the events a shared queue delivered together, in order; all are acknowledged when it returns.
+BatchHandler = Callable[[list[Event]], None]
 
 #: Publish attempts before an event is reported lost (each failure reconnects first).
 MAX_PUBLISH_ATTEMPTS = 3
 #: Seconds between reconnect attempts of a gateway's consumer.
 CONSUMER_RECONNECT_DELAY_S = 1.0
-#: Unacknowledged events a shared-queue consumer holds (its handler takes them one at a time).
-SHARED_PREFETCH = 20
+#: Unacknowledged events a shared-queue consumer holds: the most its handler is given at once (the notifier stores a
+#: batch's notifications in one round trip).
+SHARED_PREFETCH = 100
 #: Seconds a shared-queue consumer waits before handing back an event its handler failed on, so a handler
 #: failing on every event (MongoDB down) does not spin.
 REDELIVERY_DELAY_S = 1.0
@@ -58,11 +61,15 @@ class EventBus(Protocol):
         """Call ``handler`` (from another thread) with every event published from now on whose type matches
         one of ``routing_keys`` (AMQP topic patterns: ``#`` is everything, ``job.*`` every job event)."""
 
-    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
-        """Call ``handler`` (from another thread) with events matching ``routing_keys`` through the durable queue
-        ``queue_name``, which every consumer of that name shares: each event reaches one of them, events published
-        while none runs wait for the next, and an event is acknowledged only once ``handler`` returned (one it
-        raised on comes back later: at least once, so handlers must be idempotent)."""
+    def consume(
+        self, queue_name: str, handler: BatchHandler, routing_keys: Sequence[str], *, linger_s: float = 0.0
+    ) -> Subscription:
+        """Call ``handler`` (from another thread) with the events matching ``routing_keys`` that arrived within
+        ``linger_s`` of the first one through the durable queue ``queue_name``, in order, at most ``SHARED_PREFETCH``
+        at a time. Every consumer of
+        that name shares the queue: each event reaches one of them, events published while none runs wait for the
+        next, and events are acknowledged only once ``handler`` returned (a batch it raised on comes back later: at
+        least once, so handlers must be idempotent)."""
 
     def close(self) -> None: ...
 
@@ -87,10 +94,12 @@ class LocalEventBus:
             self._handlers.append(entry)
         return _LocalSubscription(self, entry)
 
-    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
-        """In process there is one consumer: events go to ``handler`` on a thread of its own, in order, so that a
-        publisher never waits for (or deadlocks with) the handler."""
-        consumer = _LocalQueueConsumer(queue_name, handler)
+    def consume(
+        self, queue_name: str, handler: BatchHandler, routing_keys: Sequence[str], *, linger_s: float = 0.0
+    ) -> Subscription:
+        """In process there is one consumer: events go to ``handler`` on a thread of its own, in order, in batches
+        as on RabbitMQ, so that a publisher never waits for (or deadlocks with) the handler."""
+        consumer = _LocalQueueConsumer(queue_name, handler, linger_s)
         consumer.subscription = self.subscribe(consumer.offer, routing_keys)
         consumer.start()
         return consumer
@@ -113,9 +122,9 @@ class _LocalSubscription:
 
 
 class _LocalQueueConsumer(threading.Thread):
-    def __init__(self, queue_name: str, handler: EventHandler) -> None:
+    def __init__(self, queue_name: str, handler: BatchHandler, linger_s: float) -> None:
         super().__init__(name=f"engineroom-consumer-{queue_name}", daemon=True)
-        self.handler = handler
+        self.handler, self.linger_s = handler, linger_s
         self.subscription: Subscription | None = None
         self._events: queue.Queue[Event | None] = queue.Queue()
 
@@ -124,10 +133,23 @@ class _LocalQueueConsumer(threading.Thread):
 
     def run(self) -> None:
         while (event := self._events.get()) is not None:
+            batch, closing = [event], False
+            deadline = time.monotonic() + self.linger_s
+            while len(batch) < SHARED_PREFETCH:
+                try:
+                    event = self._events.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if event is None:
+                    closing = True
+                    break
+                batch.append(event)
             try:
-                self.handler(event)
-            except Exception:  # the loop must survive one bad event; nothing redelivers it in process
-                logger.exception("event handler failed for %s", event.id)
+                self.handler(batch)
+            except Exception:  # the loop must survive one bad batch; nothing redelivers it in process
+                logger.exception("event handler failed for %d events from %s", len(batch), batch[0].id)
+            if closing:
+                return
 
     def close(self) -> None:
         if self.subscription is not None:
@@ -205,10 +227,14 @@ class RabbitEventBus:
         raise BrokerUnavailable(f"could not publish event {event.id}")
 
     def subscribe(self, handler: EventHandler, routing_keys: Sequence[str] = ("#",)) -> Subscription:
-        return self._start(_RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys)))
+        return self._start(_RabbitConsumer(self.parameters, self.exchange, _one_by_one(handler), tuple(routing_keys)))
 
-    def consume(self, queue_name: str, handler: EventHandler, routing_keys: Sequence[str]) -> Subscription:
-        consumer = _RabbitConsumer(self.parameters, self.exchange, handler, tuple(routing_keys), shared=queue_name)
+    def consume(
+        self, queue_name: str, handler: BatchHandler, routing_keys: Sequence[str], *, linger_s: float = 0.0
+    ) -> Subscription:
+        consumer = _RabbitConsumer(
+            self.parameters, self.exchange, handler, tuple(routing_keys), shared=queue_name, linger_s=linger_s
+        )
         return self._start(consumer)
 
     @staticmethod
@@ -222,6 +248,19 @@ class RabbitEventBus:
         self._drop_connection()
 
 
+def _one_by_one(handler: EventHandler) -> BatchHandler:
+    """A batch handler calling ``handler`` with each event, so that one it fails on does not stop the others."""
+
+    def handle_each(events: list[Event]) -> None:
+        for event in events:
+            try:
+                handler(event)
+            except Exception:  # a subscriber's bug must not cost the other events
+                logger.exception("event handler failed for %s", event.id)
+
+    return handle_each
+
+
 def _declare_shared_queue(channel: BlockingChannel, name: str, exchange: str, routing_keys: Sequence[str]) -> str:
     """The durable queue ``name``, bound to ``exchange`` for ``routing_keys`` (declaring it again is a no-op)."""
     queue: str = channel.queue_declare(name, durable=True).method.queue
@@ -232,24 +271,31 @@ def _declare_shared_queue(channel: BlockingChannel, name: str, exchange: str, ro
 
 class _RabbitConsumer(threading.Thread):
     """Consumes the events exchange through an exclusive, server-named queue (auto-acknowledged), or through the
-    durable queue named ``shared`` (acknowledged after the handler); reconnects until closed."""
+    durable queue named ``shared`` (acknowledged after the handler); reconnects until closed.
+
+    What arrives within ``linger_s`` of a first delivery is handed to ``handler`` as one batch: pika dispatches
+    deliveries one callback at a time, and a batch lets the notifier write them in one round trip.
+    """
 
     def __init__(
         self,
         parameters: pika.URLParameters,
         exchange: str,
-        handler: EventHandler,
+        handler: BatchHandler,
         routing_keys: tuple[str, ...],
         *,
         shared: str | None = None,
+        linger_s: float = 0.0,
     ) -> None:
         super().__init__(name=f"engineroom-events-consumer-{shared or 'own'}", daemon=True)
         self.parameters, self.exchange, self.handler = parameters, exchange, handler
         self.routing_keys = routing_keys
-        self.shared = shared
+        self.shared, self.linger_s = shared, linger_s
         self.ready = threading.Event()
         self._stopping = threading.Event()
         self._connection: pika.BlockingConnection | None = None
+        #: Delivery tags and bodies of the current wait, handled together once it ends.
+        self._delivered: list[tuple[int, bytes]] = []
 
     def run(self) -> None:
         while not self._stopping.is_set():
@@ -261,6 +307,7 @@ class _RabbitConsumer(threading.Thread):
                     time.sleep(CONSUMER_RECONNECT_DELAY_S)
 
     def _consume(self) -> None:
+        self._delivered = []  # a lost connection's deliveries come back to whoever consumes next
         self._connection = connection = pika.BlockingConnection(self.parameters)
         channel = connection.channel()
         channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
@@ -274,32 +321,50 @@ class _RabbitConsumer(threading.Thread):
         channel.basic_consume(queue, self._on_message, auto_ack=self.shared is None)
         self.ready.set()
         while not self._stopping.is_set():
-            connection.process_data_events(time_limit=0.5)
+            connection.process_data_events(time_limit=0.5)  # returns once something was delivered
+            if self._delivered:
+                self._gather(connection)
+                self._dispatch(channel)
         connection.close()
 
+    def _gather(self, connection: pika.BlockingConnection) -> None:
+        """Take in what else arrives within ``linger_s`` of the first delivery (a full prefetch brings no more)."""
+        deadline = time.monotonic() + self.linger_s
+        while len(self._delivered) < SHARED_PREFETCH and (remaining_s := deadline - time.monotonic()) > 0:
+            connection.process_data_events(time_limit=remaining_s)
+        connection.process_data_events(time_limit=0)
+
     def _on_message(
-        self, channel: BlockingChannel, method: pika.spec.Basic.Deliver, _properties: object, body: bytes
+        self, _channel: BlockingChannel, method: pika.spec.Basic.Deliver, _properties: object, body: bytes
     ) -> None:
-        handled = self._handle(body)
+        self._delivered.append((method.delivery_tag, body))
+
+    def _dispatch(self, channel: BlockingChannel) -> None:
+        delivered, self._delivered = self._delivered, []
+        handled = self._handle([body for _, body in delivered])
         if self.shared is None:
             return
+        last_tag = delivered[-1][0]  # every unacknowledged delivery of this channel is in the batch
         if handled:
-            channel.basic_ack(method.delivery_tag)
+            channel.basic_ack(last_tag, multiple=True)
         else:
             time.sleep(REDELIVERY_DELAY_S)
-            channel.basic_nack(method.delivery_tag, requeue=True)
+            channel.basic_nack(last_tag, multiple=True, requeue=True)
 
-    def _handle(self, body: bytes) -> bool:
-        """False if the handler failed (a shared queue hands the event back); a malformed event counts as done."""
-        try:
-            event = Event.model_validate_json(body)
-        except ValueError:
-            logger.error("dropping a malformed event: %r", body[:200])
+    def _handle(self, bodies: list[bytes]) -> bool:
+        """False if the handler failed (a shared queue hands the events back); malformed events count as done."""
+        events: list[Event] = []
+        for body in bodies:
+            try:
+                events.append(Event.model_validate_json(body))
+            except ValueError:
+                logger.error("dropping a malformed event: %r", body[:200])
+        if not events:
             return True
         try:
-            self.handler(event)
+            self.handler(events)
         except Exception:  # one failing handler must not stop the consumer
-            logger.exception("event handler failed for %s", event.id)
+            logger.exception("event handler failed for %d events from %s", len(events), events[0].id)
             return False
         return True
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 
 from pymongo import InsertOne, ReturnDocument
@@ -56,45 +57,73 @@ class NotificationStore:
         return True
 
     @run_once
-    async def insert_announced(
-        self, notification: NotificationDocument, announcement: Event, events: EventStore
-    ) -> bool:
-        """Store the notification unless one with its id exists, and record ``announcement`` (its
-        ``notification.created``) for replay only if this stored it; True if it did.
+    async def insert_all(
+        self, notifications: Sequence[tuple[NotificationDocument, Event | None]], events: EventStore
+    ) -> list[bool]:
+        """Store each notification unless one with its id exists, and record its announcement (its
+        ``notification.created``, where it has one) only if this stored it; which of them this stored, in order.
 
-        One round trip from MongoDB 8.0 on: an ordered ``bulkWrite`` across the two collections stops at the
-        notification a redelivered event finds stored, so no announcement is recorded that is never made. Older
-        servers take two, one after the other.
+        One round trip from MongoDB 8.0 on: an ordered ``bulkWrite`` across the two collections stops at a
+        notification a redelivered event finds stored, so no announcement is recorded that is never made; the writes
+        after it go in another. Older servers take two writes per notification, one after the other.
 
         Raises:
-          StoreUnavailable: MongoDB failed; the notification may be stored without its record (handling the event
+          StoreUnavailable: MongoDB failed; a notification may be stored without its record (handling its event
           again finds it and announces it, recording it then).
         """
         if self._bulk_write_across_collections:
             try:
-                return await self._insert_both(notification, events.record_operation(announcement))
+                return await self._insert_together(notifications, events)
             except InvalidOperation:  # pymongo refuses before sending anything when the server predates 8.0 (and
                 # on a closed client, whose every later command fails anyway)
                 logger.warning("MongoDB before 8.0: a notification and its event take two round trips")
                 self._bulk_write_across_collections = False
-        if not await self.insert(notification):
-            return False
-        await events.record(announcement)
-        return True
+        stored = []
+        for notification, announcement in notifications:
+            stored.append(await self.insert(notification))
+            if stored[-1] and announcement is not None:
+                await events.record(announcement)
+        return stored
 
-    async def _insert_both(self, notification: NotificationDocument, record: InsertOne[dict[str, Any]]) -> bool:
+    async def _insert_together(
+        self, notifications: Sequence[tuple[NotificationDocument, Event | None]], events: EventStore
+    ) -> list[bool]:
         namespace = f"{self.collection.database.name}.{self.collection.name}"
-        operations = [InsertOne(to_mongo(notification), namespace=namespace), record]
+        writes: list[tuple[int, bool]] = []  # per operation: the notification's index, and whether it is its record
+        operations: list[InsertOne[dict[str, Any]]] = []
+        for index, (notification, announcement) in enumerate(notifications):
+            writes.append((index, False))
+            operations.append(InsertOne(to_mongo(notification), namespace=namespace))
+            if announcement is not None:
+                writes.append((index, True))
+                operations.append(events.record_operation(announcement))
+        stored = [False] * len(notifications)
+        start = 0
+        while start < len(operations):
+            duplicate = await self._insert_in_order(operations[start:])
+            end = len(operations) if duplicate is None else start + duplicate
+            for index, is_record in writes[start:end]:
+                stored[index] = stored[index] or not is_record
+            if duplicate is None:
+                break
+            index, is_record = writes[end]
+            start = end + 1
+            if not is_record and writes[start : start + 1] == [(index, True)]:
+                start += 1  # the notification was stored before: its announcement is not recorded again
+        return stored
+
+    async def _insert_in_order(self, operations: list[InsertOne[dict[str, Any]]]) -> int | None:
+        """Apply ``operations`` in order up to the first duplicate key; its position, or None if there was none."""
         try:
             await self.collection.database.client.bulk_write(operations, ordered=True)
         except ClientBulkWriteException as exc:
             # The server's error documents; pymongo 4.20 annotates them as ``WriteError``s, which they are not.
             errors = cast("list[dict[str, Any]]", exc.write_errors or [])
-            only_duplicates = errors and all(error.get("code") == DUPLICATE_KEY for error in errors)
-            if exc.error is not None or exc.write_concern_errors or not only_duplicates:
+            duplicate = len(errors) == 1 and errors[0].get("code") == DUPLICATE_KEY
+            if exc.error is not None or exc.write_concern_errors or not duplicate:
                 raise
-            return all(error.get("idx") != 0 for error in errors)  # only the record existed: stored now
-        return True
+            return int(errors[0]["idx"])
+        return None
 
     @safe_to_repeat
     async def get(self, notification_id: str) -> NotificationDocument | None:

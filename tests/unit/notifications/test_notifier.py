@@ -136,8 +136,8 @@ async def test_a_redelivered_event_makes_one_notification_and_one_email_message(
     await PreferenceStore(db).put("acme", "alice", NotificationPreferences(email=email))
     event = completed_event()
     # When the same event arrives twice (RabbitMQ delivers at least once)
-    await harness.notifier.handle(event)
-    await harness.notifier.handle(event)
+    await harness.notifier.handle([event])
+    await harness.notifier.handle([event])
     # Then one notification, named after the event, with its email queued once
     page = await NotificationStore(db).list_own(ALICE)
     assert [item.id for item in page.items] == [event.id]
@@ -155,7 +155,7 @@ async def test_events_of_other_kinds_or_without_an_owner_notify_nobody(db: Datab
     progress = new_event(EventType.JOB_PROGRESS, tenant_id="acme", user_id="alice", job_id=new_id(), data={})
     ownerless = completed_event().model_copy(update={"user_id": None})
     for event in (progress, ownerless):
-        await harness.notifier.handle(event)
+        await harness.notifier.handle([event])
     assert (await NotificationStore(db).list_own(ALICE)).items == []
 
 
@@ -168,7 +168,7 @@ async def test_starts_and_progress_nobody_asked_for_are_dropped_before_any_read(
     with harness.log.counting() as commands:
         for n in range(200):
             for kind in (EventType.JOB_STARTED, EventType.JOB_PROGRESS):
-                await harness.notifier.handle(job_event(kind, users[n % len(users)]))
+                await harness.notifier.handle([job_event(kind, users[n % len(users)])])
     # Then the only commands are one refresh of "does anyone enable job.started": no per-event read, no write
     assert len(commands) <= REFRESH_COMMANDS, Counter(commands)
     assert set(commands) <= {("find", "notification_preferences")}
@@ -181,7 +181,7 @@ async def test_a_completion_on_the_default_preferences_costs_one_command(db: Dat
     # When 100 of their jobs complete
     with harness.log.counting() as commands:
         for n in range(100):
-            await harness.notifier.handle(completed_event(users[n % len(users)]))
+            await harness.notifier.handle([completed_event(users[n % len(users)])])
     # Then each user's preferences were read once, and each notification took one write with its announcement
     assert Counter(commands) == {
         ("find", "notification_preferences"): len(users),
@@ -197,6 +197,43 @@ async def test_a_completion_on_the_default_preferences_costs_one_command(db: Dat
         assert {event.data["id"] for event in replay} == {item.id for item in page.items}
 
 
+async def test_completions_delivered_together_cost_one_write(db: Database, harness: Harness) -> None:
+    # Given five users who never set preferences, and 100 completions of their jobs that the bus delivered together
+    users = [f"user{n}" for n in range(5)]
+    events = [completed_event(users[n % len(users)]) for n in range(100)]
+    # When the notifier handles them
+    with harness.log.counting() as commands:
+        await harness.notifier.handle(events)
+    # Then each user's preferences were read once, and the 100 notifications and their records took one write
+    assert Counter(commands) == {("find", "notification_preferences"): len(users), ("bulkWrite", ""): 1}
+    stored = await db["notifications"].count_documents({})
+    replay, _ = await EventStore(db, ttl_s=60).after([f"user:acme:{user}" for user in users], "0", limit=200)
+    assert stored == 100 and sorted(event.data["id"] for event in replay) == sorted(event.id for event in events)
+    assert [event.id for event in harness.heard] == [event.id for event in replay]
+
+
+async def test_a_redelivered_event_in_a_batch_is_announced_again_and_the_others_once(
+    db: Database, harness: Harness
+) -> None:
+    # Given a completion whose notification was stored and announced
+    first, redelivered, last = completed_event(), completed_event(), completed_event()
+    await harness.notifier.handle([redelivered])
+    announced = [event.id for event in harness.heard]
+    # When it comes again between two new ones
+    with harness.log.counting() as commands:
+        await harness.notifier.handle([first, redelivered, last])
+    # Then the write stopped at it and went on after it; it was read back to be announced again under its id, its
+    # record written again in case the first handling stored it without one (here a duplicate, passed over)
+    assert commands == [("bulkWrite", ""), ("bulkWrite", ""), ("find", "notifications"), ("insert", "events")]
+    items = (await NotificationStore(db).list_own(ALICE)).items
+    assert sorted(item.id for item in items) == sorted([first.id, redelivered.id, last.id])
+    # and each notification was recorded for replay once: none for the repeat
+    replay, _ = await EventStore(db, ttl_s=60).after(["user:acme:alice"], "0", limit=10)
+    assert sorted(recorded.data["id"] for recorded in replay) == sorted([first.id, redelivered.id, last.id])
+    heard_again = [event.id for event in harness.heard[1:]]
+    assert len(heard_again) == 3 and announced[0] in heard_again
+
+
 async def test_before_mongodb_8_a_notification_and_its_record_are_two_writes(
     db: Database, harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,8 +245,8 @@ async def test_before_mongodb_8_a_notification_and_its_record_are_two_writes(
     event = completed_event()
     # When a completion arrives twice
     with harness.log.counting() as commands:
-        await harness.notifier.handle(event)
-        await harness.notifier.handle(event)
+        await harness.notifier.handle([event])
+        await harness.notifier.handle([event])
     # Then the first stored it and recorded its announcement in two inserts; the second found it and re-announced it
     assert commands[:3] == [("find", "notification_preferences"), ("insert", "notifications"), ("insert", "events")]
     items = (await NotificationStore(db).list_own(ALICE)).items
@@ -222,15 +259,15 @@ async def test_before_mongodb_8_a_notification_and_its_record_are_two_writes(
 
 async def test_a_type_enabled_elsewhere_is_noticed_once_the_cache_expires(db: Database, harness: Harness) -> None:
     # Given the notifier saw that nobody wants starts
-    await harness.notifier.handle(job_event(EventType.JOB_STARTED, "alice"))
+    await harness.notifier.handle([job_event(EventType.JOB_STARTED, "alice")])
     # When alice asks for them through another process's gateway (nothing tells this notifier)
     websocket = WebSocketPreference(events=[NotifiableEvent.JOB_STARTED])
     await PreferenceStore(db).put("acme", "alice", NotificationPreferences(websocket=websocket))
     before_expiry, after_expiry = job_event(EventType.JOB_STARTED, "alice"), job_event(EventType.JOB_STARTED, "alice")
     harness.clock[0] += LONG_TTL_S - 0.001
-    await harness.notifier.handle(before_expiry)
+    await harness.notifier.handle([before_expiry])
     harness.clock[0] += 0.001
-    await harness.notifier.handle(after_expiry)
+    await harness.notifier.handle([after_expiry])
     # Then a start after the expiry notifies her (one before it may not: that is the stated delay)
     items = (await NotificationStore(db).list_own(ALICE)).items
     assert [item.id for item in items] == [after_expiry.id]
@@ -238,14 +275,14 @@ async def test_a_type_enabled_elsewhere_is_noticed_once_the_cache_expires(db: Da
 
 async def test_the_gateway_forgetting_a_user_makes_the_next_event_read_again(db: Database, harness: Harness) -> None:
     # Given the notifier cached that nobody wants starts, and alice's defaults
-    await harness.notifier.handle(job_event(EventType.JOB_STARTED, "alice"))
-    await harness.notifier.handle(completed_event("alice"))
+    await harness.notifier.handle([job_event(EventType.JOB_STARTED, "alice")])
+    await harness.notifier.handle([completed_event("alice")])
     # When alice enables starts, and the gateway of the notifier's process forgets what it knew
     websocket = WebSocketPreference(events=[NotifiableEvent.JOB_STARTED])
     await PreferenceStore(db).put("acme", "alice", NotificationPreferences(websocket=websocket))
     harness.notifier.preferences.forget("acme", "alice")
     started = job_event(EventType.JOB_STARTED, "alice")
-    await harness.notifier.handle(started)
+    await harness.notifier.handle([started])
     # Then her very next start notifies her, long before the expiry
     items = (await NotificationStore(db).list_own(ALICE)).items
     assert items[0].id == started.id and items[0].event_type == NotifiableEvent.JOB_STARTED

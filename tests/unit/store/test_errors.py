@@ -195,9 +195,9 @@ _UNDECORATED = {
     ("client.py", "ensure_indexes"),
     ("client.py", "chosen_index_set"),
     ("client.py", "_replace_old_replay_indexes"),
-    # Called only by insert_announced (run_once), which must tell pymongo's InvalidOperation (a server before 8.0)
-    # from a failure before it is translated.
-    ("notifications.py", "_insert_both"),
+    # Called only by insert_all (run_once), which must tell pymongo's InvalidOperation (a server before 8.0) from a
+    # failure before it is translated.
+    ("notifications.py", "_insert_in_order"),
     # Called only by put and get_or_create (safe_to_repeat), which try again on a DuplicateKeyError first.
     ("preferences.py", "_find_one_and_upsert"),
 }
