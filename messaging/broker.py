@@ -253,11 +253,19 @@ class Enqueuer:
 
     def _touch_connection(self) -> None:
         assert isinstance(self.broker, RabbitmqBroker)
+        broker = self.broker
+        self._on_a_live_connection(lambda: broker.connection.process_data_events(time_limit=0))
+
+    def _on_a_live_connection(self, question: Callable[[], T]) -> T:
+        """``question``'s answer, asked once more on a new connection if the first attempt finds this thread's
+        connection broken: RabbitMQ (or the network) may have reset an idle one, which only its next use notices."""
         try:
-            self.broker.connection.process_data_events(time_limit=0)
+            return question()
         except CONNECTION_ERRORS:
-            del self.broker.connection  # drop the broken connection; the next access reconnects
-            self.broker.connection.process_data_events(time_limit=0)
+            if not isinstance(self.broker, RabbitmqBroker):
+                raise
+            del self.broker.connection  # drop the broken connection (and its channel); the next access reconnects
+            return question()
 
     async def depth(self, engine: str) -> int | None:
         """Messages waiting in the engine's queue, or ``None`` if the broker cannot say right now."""
@@ -285,7 +293,9 @@ class Enqueuer:
         probes must not fail on a broker hiccup. An unreachable RabbitMQ is a warning; anything else is logged with
         its traceback (still ``None``: a figure is not worth failing a request over)."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, question)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._on_a_live_connection, question
+            )
         except CONNECTION_ERRORS as exc:
             logger.warning("could not %s: %r", what, exc)
         except Exception:

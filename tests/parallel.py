@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import pytest
 
@@ -54,6 +54,15 @@ def own_vhost(amqp_url: str) -> Iterator[str]:
         yield urlunsplit(parts._replace(path="/" + quote(vhost, safe="")))
     finally:
         _rabbitmqctl("delete_vhost", vhost)
+
+
+def close_connections_on_own_vhost(amqp_url: str) -> bool:
+    """Have RabbitMQ close every connection on ``amqp_url``'s vhost, as a reset or a missed heartbeat would; False
+    (nothing closed) where that vhost is not one of a worker's own (``own_vhost``): others share it."""
+    vhost = unquote(urlsplit(amqp_url).path.lstrip("/"))
+    if not vhost.startswith("engineroom-test-"):
+        return False
+    return _rabbitmqctl("close_all_connections", "-p", vhost, "closed by a test")
 
 
 def lock_directory(config: pytest.Config) -> Path | None:

@@ -12,6 +12,7 @@ from engineroom.core.config import Settings
 from engineroom.core.embedded import free_port
 from engineroom.core.errors import BrokerUnavailable
 from engineroom.messaging.broker import Enqueuer, build_broker, job_message
+from tests.parallel import close_connections_on_own_vhost
 from tests.unit.store.test_jobs import make_job
 
 
@@ -49,6 +50,27 @@ async def test_an_unreachable_rabbitmq_is_unavailable_and_has_no_depth(
             assert await enqueuer.depth("general") is None
         (record,) = [record for record in caplog.records if record.name == "engineroom.messaging.broker"]
         assert record.levelno == logging.WARNING and record.exc_info is None  # expected: no traceback
+    finally:
+        enqueuer.close()
+        enqueuer.broker.close()
+
+
+async def test_a_connection_rabbitmq_closed_is_replaced_before_a_depth_is_given_up(
+    settings: Settings, amqp_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    enqueuer = Enqueuer(build_broker(settings), settings)
+    try:
+        # Given a gateway that read a depth once, then RabbitMQ closed its idle connection
+        assert await enqueuer.depth("general") == 0
+        if not close_connections_on_own_vhost(amqp_url):
+            pytest.skip("needs a RabbitMQ vhost of this test process's own (run under pytest-xdist)")
+        # When the next depth is asked for
+        with caplog.at_level(logging.WARNING, logger="engineroom.messaging.broker"):
+            depth = await enqueuer.depth("general")
+        # Then it is read on a new connection, not given up with a warning
+        assert depth == 0
+        assert [record for record in caplog.records if record.name == "engineroom.messaging.broker"] == []
     finally:
         enqueuer.close()
         enqueuer.broker.close()
