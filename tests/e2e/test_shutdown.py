@@ -27,8 +27,10 @@ import pytest
 
 from engineroom.core.embedded import EmbeddedDatabase
 from engineroom.core.shutdown import EXIT_MARGIN_S
+from engineroom.store.client import connect, ensure_indexes
 from tests.e2e.test_reliability import FAST_SETTINGS, TokenFor, poll_job, submit
 from tests.ports import free_port
+from tests.settings import make_settings
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Process, Stack
@@ -94,6 +96,17 @@ def through(amqp_url: str, port: int) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}"))
 
 
+async def with_indexes(mongodb_url: str, db_name: str) -> None:
+    """Make the database's collections and indexes before the processes start. Four processes creating the
+    collections of a new SecantusDB at once hung it once in eight suite runs (its connection threads stuck in a
+    WiredTiger insert inside ``create_collection``), and this test is about stopping, not starting."""
+    client = connect(make_settings(mongodb_url=mongodb_url, mongodb_db=db_name))
+    try:
+        await ensure_indexes(client[db_name], retention_days=30)
+    finally:
+        client.close()
+
+
 async def exit_time_s(process: Process, since: float) -> float:
     """Seconds from ``since`` until the process and every process it started have exited (at most 60 s)."""
     try:
@@ -117,6 +130,7 @@ async def test_every_process_exits_within_its_grace_period_when_a_dependency_is_
 ) -> None:
     database = EmbeddedDatabase(tmp_path / "db", port=free_port()).start()
     try:
+        await with_indexes(database.url, stack.env["ENGINEROOM_MONGODB_DB"])
         stack.env.update(FAST_SETTINGS)
         stack.env["ENGINEROOM_MONGODB_URL"] = database.url
         stack.env["ENGINEROOM_AMQP_URL"] = through(amqp_url, relay.port)
