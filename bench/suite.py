@@ -96,7 +96,7 @@ def parts(repeat: int, quick: bool, full: bool, amqp_url: str, backlog_cap_s: fl
     jobs = "200" if quick else "10000" if full else "2000"
     batch_size = "100" if quick else "1000"
     throughput = ["--jobs", jobs, "--batch-size", batch_size, "--concurrency", "2"]
-    backlog_size = ["--jobs", "300", "--window", "100"] if quick else ["--jobs", jobs]
+    backlog_size = ["--jobs", "150", "--window", "50"] if quick else ["--jobs", jobs]
     backlog_argv = [*common, *backlog_size, "--batch-size", batch_size, "--time-cap-s", f"{backlog_cap_s:g}"]
     return [
         Part("throughput", [*common, *throughput], _runner(burst.parse_args, burst.run), burst.comparisons),

@@ -105,7 +105,7 @@ def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_p
 
     # When it runs
     result = run_bench(
-        "burst", "--jobs", "100", "--batch-size", "50", "--concurrency", "2", "--repeat", "1",
+        "burst", "--jobs", "60", "--batch-size", "30", "--concurrency", "2", "--repeat", "1",
         "--amqp-url", amqp_url, "--output", str(output),
     )  # fmt: skip
 
@@ -126,7 +126,7 @@ def test_a_small_throughput_run_reports_the_floor_round_trips_and_database_cpu_p
 def test_the_suite_runs_the_floor_and_a_backlog_of_a_few_hundred_jobs_at_the_default_limit(
     amqp_url: str, secantusd: None, tmp_path: Path
 ) -> None:
-    # Given the suite's quick sizes: a 300-job backlog with windows of 100, a 200-job floor
+    # Given the suite's quick sizes: a 150-job backlog with windows of 50, a 200-job floor
     output = tmp_path / "suite.json"
 
     # When only those two run, once, the backlog capped

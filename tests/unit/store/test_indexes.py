@@ -156,7 +156,7 @@ def test_secantusdb_looks_one_clause_up_on_an_index_when_none_covers_the_query(
         jobs = client[settings.mongodb_db]["clause_probe"]
         jobs.create_index([("state", 1), ("_id", 1)], name="by_state")
         jobs.insert_many(
-            [{"_id": f"J{n:05d}", "state": "completed", "lease_expires_at": NOW, "pad": "x" * 200} for n in range(4000)]
+            [{"_id": f"J{n:05d}", "state": "completed", "lease_expires_at": NOW, "pad": "x" * 200} for n in range(1500)]
         )
         jobs.insert_one({"_id": "R", "state": "running", "lease_expires_at": NOW, "probe": True})
 
