@@ -65,7 +65,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Seconds a job's start or progress event waits to be recorded with the next one (a short job's start, progress
-#: and outcome then cost one write): the latency a watcher sees added to them, at most.
+#: and outcome then cost one write): the latency a watcher sees added to them, at most. The start of a job that runs
+#: alone in its process does not wait: see ``_start``.
 EVENT_LINGER_S = 0.005
 #: Seconds lingering event records may wait further while a job's outcome is written (its outcome event, recorded
 #: next, takes them along; this bounds the wait if it never comes).
@@ -231,13 +232,19 @@ class JobRunner:
     # -- a job's life --
 
     def publish(
-        self, job: JobDocument, event_type: EventType, data: dict[str, Any] | None = None, *, wait: bool = True
+        self,
+        job: JobDocument,
+        event_type: EventType,
+        data: dict[str, Any] | None = None,
+        *,
+        wait: bool = True,
+        linger_s: float = EVENT_LINGER_S,
     ) -> None:
         """Tell the job's watchers; without ``wait``, the event is recorded and published behind the calling thread's
-        back (see ``_publish_event``)."""
-        self._publish_event(job_event(job, event_type, data), wait=wait)
+        back, its record waiting up to ``linger_s`` for company (see ``_publish_event``)."""
+        self._publish_event(job_event(job, event_type, data), wait=wait, linger_s=linger_s)
 
-    def _publish_event(self, event: Event, *, wait: bool = True) -> None:
+    def _publish_event(self, event: Event, *, wait: bool = True, linger_s: float = EVENT_LINGER_S) -> None:
         """Record the event for replay, then publish it. A lost event is logged, never fatal: the document is the
         truth.
 
@@ -250,7 +257,7 @@ class JobRunner:
         if wait:
             self._call(lambda stores: self._record_then_publish(stores, event))
         else:
-            self._stores.submit(lambda stores: self._record_then_publish(stores, event, linger_s=EVENT_LINGER_S))
+            self._stores.submit(lambda stores: self._record_then_publish(stores, event, linger_s=linger_s))
 
     async def _record_then_publish(self, stores: WorkerStores, event: Event, *, linger_s: float = 0.0) -> None:
         try:
@@ -356,7 +363,11 @@ class JobRunner:
                 return
         else:
             attempt.start.begin()
-        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts}, wait=False)
+        # Beside other running jobs, the start's record waits a moment for their events (or for this job's own
+        # outcome, if it is short) to share a write. A job alone in its process has no company coming but its own
+        # outcome: its start is recorded and announced at once, so that the watcher of an idle engine sees it start.
+        linger_s = EVENT_LINGER_S if self.slots.listed() - {job.id} else 0.0
+        self.publish(claimed, EventType.JOB_STARTED, {"attempt": claimed.attempts}, wait=False, linger_s=linger_s)
         try:
             self._execute(attempt, task)
         finally:

@@ -40,8 +40,10 @@ class EventStore:
         self.ttl = timedelta(seconds=ttl_s)
         #: Events waiting for the next group write, each with its caller's future (all on one event loop).
         self._waiting: list[tuple[Event, asyncio.Future[None]]] = []
+        #: How many of ``_waiting`` wait for no timer: while there are any, the writer writes.
+        self._due = 0
         self._writer: asyncio.Task[None] | None = None
-        #: The timer of lingering events (``record``'s ``linger_s``), until a write starts.
+        #: The timer of lingering events (``record``'s ``linger_s``): it makes them due.
         self._linger: asyncio.TimerHandle | None = None
 
     async def record(self, event: Event, *, linger_s: float = 0.0) -> None:
@@ -50,8 +52,8 @@ class EventStore:
         Group commit: callers that arrive while a write is in flight wait for the next one, which records them all
         with one ``insert_many`` (several times cheaper per event than one insert each). A caller alone waits for
         no timer, so an idle system adds no latency; a busy one writes once per round trip. With ``linger_s``, a
-        caller that nobody waits on (a job's start or progress) lets the write wait that long for company: the
-        next event of the same job, or its outcome, which writes them all at once.
+        caller that nobody waits on (a job's start or progress) lets its event wait that long for company, even
+        while a write is in flight: the next event of the same job, or its outcome, which writes them all at once.
 
         Raises:
           StoreUnavailable: MongoDB failed.
@@ -59,13 +61,11 @@ class EventStore:
         loop = asyncio.get_running_loop()
         recorded: asyncio.Future[None] = loop.create_future()
         self._waiting.append((event, recorded))
-        if self._writer is not None and not self._writer.done():
-            return await recorded  # the writer under way takes it next
         if linger_s > 0:
             if self._linger is None:
-                self._linger = loop.call_later(linger_s, self._start_writer, loop)
+                self._linger = loop.call_later(linger_s, self._make_all_due, loop)
         else:
-            self._start_writer(loop)
+            self._make_all_due(loop)  # an event that waits for none takes the lingering ones along
         await recorded
 
     def postpone_lingering(self, seconds: float) -> None:
@@ -74,18 +74,20 @@ class EventStore:
         if self._linger is not None:
             self._linger.cancel()
             loop = asyncio.get_running_loop()
-            self._linger = loop.call_later(seconds, self._start_writer, loop)
+            self._linger = loop.call_later(seconds, self._make_all_due, loop)
 
-    def _start_writer(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _make_all_due(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        self._due = len(self._waiting)
         if self._writer is None or self._writer.done():
             self._writer = loop.create_task(self._write_waiting())
 
     async def _write_waiting(self) -> None:
-        while self._waiting:
+        while self._due > 0:
             batch, self._waiting = self._waiting[:RECORD_BATCH], self._waiting[RECORD_BATCH:]
+            self._due = max(0, self._due - len(batch))
             try:
                 await self._insert([event for event, _ in batch])
             except Exception as exc:  # every caller must hear of it: a writer that dies silently would hang them

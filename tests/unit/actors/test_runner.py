@@ -27,14 +27,18 @@ from engineroom.store.client import connect
 
 
 class JobWrites(CommandListener):
-    """Counts the updates of job documents the runner's own client sends."""
+    """Counts the updates of job documents the runner's own client sends, and lists the types of the events each of
+    its inserts into ``events`` records."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.event_inserts: list[list[str]] = []
 
     def started(self, event: CommandStartedEvent) -> None:
         if event.command_name == "update" and event.command.get("update") == "jobs":
             self.count += len(event.command.get("updates", []))
+        if event.command_name == "insert" and event.command.get("insert") == "events":
+            self.event_inserts.append([document["type"] for document in event.command.get("documents", [])])
 
     def succeeded(self, event: CommandSucceededEvent) -> None:
         """Counted when started."""
@@ -156,6 +160,31 @@ def test_a_short_job_gets_one_write_for_its_start_and_its_outcome(
     assert [entry.state for entry in done.history] == [JobState.RUNNING, JobState.COMPLETED]
     assert job_writes.count - before == 1  # a single write took it queued → running → completed
     assert [event.type for event in recorder.events] == ["job.started", "job.progress", "job.completed"]
+
+
+def test_a_short_job_alone_in_its_process_announces_its_start_before_its_outcome_is_written(
+    runner: tuple[JobRunner, Recorder], job_writes: JobWrites
+) -> None:
+    # Given no other job in the process: nothing would share its start's record but its own outcome
+    job_runner, _ = runner
+    job = store_job(job_runner)
+    # When it runs
+    job_runner.run_job(job.id)
+    # Then its start was recorded (and announced) at once, on its own, not held for its outcome's write
+    assert job_writes.event_inserts == [["job.started"], ["job.progress", "job.completed"]]
+
+
+def test_beside_another_job_a_short_jobs_start_shares_the_write_of_its_outcome(
+    runner: tuple[JobRunner, Recorder], job_writes: JobWrites
+) -> None:
+    # Given another job holding a slot in this process
+    job_runner, _ = runner
+    job_runner.slots.add(new_id(), "general")
+    job = store_job(job_runner)
+    # When a short job runs
+    job_runner.run_job(job.id)
+    # Then its start waited for company, and went with its outcome: one write for its three events
+    assert job_writes.event_inserts == [["job.started", "job.progress", "job.completed"]]
 
 
 def test_a_job_still_running_after_the_start_delay_is_written_running_first(

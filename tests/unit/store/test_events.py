@@ -3,6 +3,7 @@ records carry the expiry the TTL index reads."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -88,3 +89,34 @@ async def test_events_recorded_before_the_replay_index_replay_after_the_upgrade(
         assert set(await old.index_information()) == {"_id_", "replay", "events_ttl"}
     finally:
         client.close()
+
+
+async def test_an_event_that_lingers_keeps_lingering_while_a_write_is_in_flight(
+    events: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes: list[list[str]] = []
+    insert = events._insert
+
+    async def counted(batch: list[Event]) -> None:
+        writes.append([recorded.id for recorded in batch])
+        await insert(batch)
+
+    monkeypatch.setattr(events, "_insert", counted)
+    first, lingering, last = event("alice"), event("alice"), event("alice")
+    # Given a write in flight, and an event that may wait for company arriving during it
+    in_flight = asyncio.create_task(events.record(first))
+    await asyncio.sleep(0)
+    waiting = asyncio.create_task(events.record(lingering, linger_s=10.0))
+    await in_flight
+    # When, after that write, an event that waits for none is recorded
+    await events.record(last)
+    await waiting
+    # Then the lingering event went with it, not on its own right after the write it arrived during
+    assert writes == [[first.id], [lingering.id, last.id]]
+
+
+async def test_a_lingering_event_is_written_when_its_time_is_up(events: EventStore) -> None:
+    lingering = event("alice")
+    await asyncio.wait_for(events.record(lingering, linger_s=0.01), timeout=5)
+    replay, _ = await events.after(["user:replay:alice"], "0", limit=10)
+    assert [recorded.id for recorded in replay] == [lingering.id]
