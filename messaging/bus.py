@@ -64,12 +64,11 @@ class EventBus(Protocol):
     def consume(
         self, queue_name: str, handler: BatchHandler, routing_keys: Sequence[str], *, linger_s: float = 0.0
     ) -> Subscription:
-        """Call ``handler`` (from another thread) with the events matching ``routing_keys`` that arrived within
-        ``linger_s`` of the first one through the durable queue ``queue_name``, in order, at most ``SHARED_PREFETCH``
-        at a time. Every consumer of
-        that name shares the queue: each event reaches one of them, events published while none runs wait for the
-        next, and events are acknowledged only once ``handler`` returned (a batch it raised on comes back later: at
-        least once, so handlers must be idempotent)."""
+        """Call ``handler`` (from another thread) with the events matching ``routing_keys`` that arrived through the
+        durable queue ``queue_name`` within ``linger_s`` of the first one, in order, at most ``SHARED_PREFETCH`` at a
+        time. Every consumer of that name shares the queue: each event reaches one of them, events published while
+        none runs wait for the next, and events are acknowledged only once ``handler`` returned (a batch it raised on
+        comes back later: at least once, so handlers must be idempotent)."""
 
     def close(self) -> None: ...
 
