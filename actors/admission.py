@@ -30,7 +30,6 @@ import time
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
-from functools import partial
 from typing import Any
 
 import pika
@@ -340,6 +339,9 @@ class _RabbitLine(_Line):
     def __init__(self, inner: Any, freed: threading.Event, timeout_ms: int) -> None:
         super().__init__(inner, freed)
         self.timeout_ms = timeout_ms
+        #: The channel-wide prefetch the gate wants, and the one RabbitMQ has (``_LineConsumer`` starts at one).
+        self._wanted_prefetch = self._applied_prefetch = 1
+        self._prefetch_lock = threading.Lock()
 
     def give_back(self, message: MessageProxy) -> None:
         self.inner.known_tags.discard(message._tag)
@@ -366,8 +368,19 @@ class _RabbitLine(_Line):
 
     def set_prefetch(self, prefetch: int) -> None:
         # Scheduled like Dramatiq schedules its acks: this may be called from a worker thread.
-        qos = partial(self.inner.channel.basic_qos, prefetch_count=prefetch, global_qos=True)
-        self.inner.connection.add_callback_threadsafe(qos)
+        with self._prefetch_lock:
+            self._wanted_prefetch = prefetch
+        self.inner.connection.add_callback_threadsafe(self._apply_prefetch)
+
+    def _apply_prefetch(self) -> None:
+        """On the consumer's thread: send the prefetch wanted now, unless RabbitMQ has it already. ``basic_qos`` is
+        a round trip that holds this thread, and a job that ends and the admission that takes its slot change the
+        prefetch by one and back: queued together, they now cost none."""
+        with self._prefetch_lock:
+            wanted = self._wanted_prefetch
+        if wanted != self._applied_prefetch:
+            self.inner.channel.basic_qos(prefetch_count=wanted, global_qos=True)
+            self._applied_prefetch = wanted
 
 
 class _LineConsumer(_RabbitmqConsumer):

@@ -170,14 +170,17 @@ def test_a_short_job_alone_in_its_process_announces_its_start_before_its_outcome
     job = store_job(job_runner)
     # When it runs
     job_runner.run_job(job.id)
-    # Then its start was recorded (and announced) at once, on its own, not held for its outcome's write
-    assert job_writes.event_inserts == [["job.started"], ["job.progress", "job.completed"]]
+    # Then its start was recorded (and announced) at once, not held for its outcome's write (its progress, 5 ms
+    # later, may ride along if the write has not begun, or go with the outcome)
+    assert job_writes.event_inserts[0][0] == "job.started" and "job.completed" not in job_writes.event_inserts[0]
+    assert sum(job_writes.event_inserts, []) == ["job.started", "job.progress", "job.completed"]
 
 
 def test_beside_another_job_a_short_jobs_start_shares_the_write_of_its_outcome(
-    runner: tuple[JobRunner, Recorder], job_writes: JobWrites
+    runner: tuple[JobRunner, Recorder], job_writes: JobWrites, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given another job holding a slot in this process
+    # Given another job holding a slot in this process (and a start that lingers long enough for a loaded machine)
+    monkeypatch.setattr(runner_module, "EVENT_LINGER_S", 1.0)
     job_runner, _ = runner
     job_runner.slots.add(new_id(), "general")
     job = store_job(job_runner)

@@ -159,6 +159,41 @@ def test_a_consumer_waiting_on_rabbitmq_for_a_slot_wakes_as_soon_as_one_is_freed
         broker.close()
 
 
+def test_a_prefetch_lowered_and_raised_again_before_the_consumer_runs_costs_rabbitmq_no_round_trip(
+    amqp_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate keeps a consumer's prefetch at its admitted messages plus one: a job that ends lowers it, and the
+    # admission that takes its slot raises it again. Each was a basic_qos round trip on the consumer's thread.
+    queue_name = f"{namespace}general"
+    broker = RabbitmqBroker(url=amqp_url)
+    broker.declare_queue(queue_name, ensure=True)
+    line_consumer = _LineConsumer(broker, queue_name, timeout_ms=1000)
+    line = _RabbitLine(line_consumer, threading.Event(), timeout_ms=1000)
+    sent: list[int] = []
+    basic_qos = line_consumer.channel.basic_qos
+
+    def counted(*, prefetch_count: int, global_qos: bool) -> None:
+        sent.append(prefetch_count)
+        basic_qos(prefetch_count=prefetch_count, global_qos=global_qos)
+
+    monkeypatch.setattr(line_consumer.channel, "basic_qos", counted)
+    try:
+        # Given one admitted message
+        line.set_prefetch(2)
+        line.idle(0.05)
+        # When its job ends and the next admission follows before the consumer's loop runs
+        line.set_prefetch(1)
+        line.set_prefetch(2)
+        line.idle(0.05)
+        # Then RabbitMQ, which has 2 already, is not asked again; a real change still is
+        line.set_prefetch(3)
+        line.idle(0.05)
+        assert sent == [2, 3]
+    finally:
+        line_consumer.connection.close()
+        broker.close()
+
+
 @pytest.mark.parametrize(("attempt_over", "verdict"), [(True, Admission.WAIT), (False, Admission.DUPLICATE)])
 def test_a_message_of_a_job_whose_slot_is_held_here_waits_only_once_its_attempt_is_over(
     attempt_over: bool, verdict: Admission
