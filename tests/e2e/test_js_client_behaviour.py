@@ -4,6 +4,7 @@ rarely does on cue (duplicates, refused tokens, silent connections, long outages
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import pytest
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
+CLOCK_START = datetime(2026, 1, 1, tzinfo=UTC)
 CLIENT_JS = Path(__file__).resolve().parents[2] / "api" / "static" / "engineroom.js"
 #: A WebSocket stand-in the test opens, feeds and closes by hand; ``fetch`` answers the token probe with
 #: ``window.probeStatus``.
@@ -50,8 +52,13 @@ window.event = (id) => ({id, type: "job.progress", ts: "2026-01-01T00:00:00Z", j
 
 @pytest.fixture
 def client_page(page: Page) -> Page:
-    """A blank page with the fakes, the fake clock and the client script; nothing reaches the network."""
-    page.clock.install()
+    """A blank page with the fakes, the fake clock and the client script; nothing reaches the network.
+
+    The clock is paused: installed alone it also runs in real time, so a slow machine fired a timer the test had
+    not reached yet (a reconnect 250 ms after a dropped ping, seen in CI).
+    """
+    page.clock.install(time=CLOCK_START)
+    page.clock.pause_at(CLOCK_START + timedelta(seconds=1))
     page.set_content("<!doctype html><html><body></body></html>")
     page.add_script_tag(content=FAKES)
     page.add_script_tag(content=CLIENT_JS.read_text())
