@@ -20,6 +20,7 @@ import pytest
 from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.services.tokens import issue_token
+from tests.mongomock_fixes import keep_index_options
 from tests.parallel import group_for_xdist, lock_directory, own_vhost, run_lock
 from tests.ports import free_port
 from tests.settings import TEST_JWT_SECRET, make_settings
@@ -32,6 +33,10 @@ def _unavailable(what: str) -> None:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{what} is required in CI and is not available")
     pytest.skip(f"{what} is not available")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    keep_index_options()
 
 
 @pytest.hookimpl(tryfirst=True)

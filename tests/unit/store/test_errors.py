@@ -183,9 +183,9 @@ async def test_run_once_never_repeats() -> None:
 #: What the driver is asked to do: a function that awaits one of these talks to MongoDB.
 _DRIVER_CALLS = frozenset(
     {
-        "aggregate", "bulk_write", "command", "count_documents", "create_index", "delete_many", "delete_one",
-        "drop_index", "find", "find_one", "find_one_and_update", "insert_many", "insert_one", "replace_one",
-        "update_many", "update_one",
+        "aggregate", "bulk_write", "command", "count_documents", "create_index", "create_indexes", "delete_many",
+        "delete_one", "drop_index", "find", "find_one", "find_one_and_update", "insert_many", "insert_one",
+        "replace_one", "update_many", "update_one",
     }
 )  # fmt: skip
 #: Functions that talk to MongoDB undecorated, and why.
@@ -195,6 +195,7 @@ _UNDECORATED = {
     ("client.py", "ensure_indexes"),
     ("client.py", "chosen_index_set"),
     ("client.py", "_replace_old_replay_indexes"),
+    ("client.py", "_drop"),
     # Called only by insert_all (run_once), which must tell pymongo's InvalidOperation (a server before 8.0) from a
     # failure before it is translated.
     ("notifications.py", "_insert_in_order"),
