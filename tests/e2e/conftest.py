@@ -12,7 +12,7 @@ import time
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 import psutil
@@ -174,6 +174,13 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(f"--- {process.name} ---\n{process.log()}" for process in self.processes)
+
+
+def listed_workers(base_url: str, admin_token: str) -> list[dict[str, Any]]:
+    """The worker processes ``GET /workers`` lists (schedulers left out)."""
+    response = httpx.get(f"{base_url}/workers", headers={"Authorization": f"Bearer {admin_token}"}, timeout=5)
+    assert response.status_code == 200, response.text
+    return [process for process in response.json() if process["kind"] == "worker"]
 
 
 @pytest.fixture

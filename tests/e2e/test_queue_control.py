@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import make_token
+from tests.e2e.conftest import START_TIMEOUT_S, listed_workers
+
 TokenFor = Callable[..., str]
 FAST = {
     "ENGINEROOM_SCHEDULER_INTERVAL_S": "0.1",
@@ -30,12 +33,19 @@ def auth(token: str) -> dict[str, str]:
 
 
 def start_cluster(stack: Any, *, workers: int = 2, engines: str = "general", threads: int = 8) -> str:
-    """A gateway, a scheduler and ``workers`` worker processes (1 process × ``threads`` threads each)."""
+    """A gateway, a scheduler and ``workers`` worker processes (1 process × ``threads`` threads each), returned once
+    ``GET /workers`` lists them all: a test spreading jobs over two workers saw a loaded machine's second worker
+    come up after the first had run all thirty."""
     stack.env.update(FAST)
     base_url: str = stack.start_api()
     stack.start("scheduler", "scheduler")
     for number in range(workers):
         stack.start(f"worker-{number}", "worker", "--engines", engines, "--processes", "1", "--threads", str(threads))
+    admin = make_token("ops", "acme", admin=True)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while len(listed := listed_workers(base_url, admin)) < workers:
+        assert time.monotonic() < deadline, f"{workers} workers not listed: {listed}\n{stack.logs()}"
+        time.sleep(0.1)
     return base_url
 
 

@@ -11,6 +11,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from engineroom.actors.presence import RECYCLE_EXIT_CODE
+from tests.e2e.conftest import listed_workers
 from tests.ports import free_port
 
 if TYPE_CHECKING:
@@ -33,12 +34,6 @@ def wait_for(condition: Callable[[], Any], what: str, timeout_s: float = 30) -> 
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
-
-
-def listed_workers(base_url: str, token: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{base_url}/workers", headers=auth(token), timeout=5)
-    assert response.status_code == 200, response.text
-    return [process for process in response.json() if process["kind"] == "worker"]
 
 
 def scrape(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
