@@ -11,6 +11,14 @@ in this process, and every ``RETRY_INTERVAL_S`` for slots freed elsewhere: the d
 constant per worker process, whatever its backlog. A held message is the head of the line when it was fetched, so
 at most one job per worker process may start ahead of a higher-priority job submitted after it.
 
+A redelivered message whose job holds a slot elsewhere most likely comes from a worker that died running it: its
+slot stays held until the scheduler sees that worker gone (or the slot's lease lapses). Such a message is set aside,
+unacknowledged, and tried again (after ``RETRY_INTERVAL_S``, then twice as long each time up to ``MAX_ASIDE_RETRY_S``:
+the job may be running on a live worker whose connection was reset) while the line goes on behind it: held at the
+head, it
+stopped every other worker of the engine until then (6 s after a ``kill -9`` in the tests; a minute or more with
+production leases).
+
 A paused engine is not consumed at all: the held message goes back to the head of its line and the consumer is
 cancelled until a check (every ``RETRY_INTERVAL_S``) finds the engine resumed, so the whole backlog then starts in
 RabbitMQ's priority order.
@@ -48,6 +56,11 @@ logger = logging.getLogger(__name__)
 RETRY_INTERVAL_S = 0.5
 #: Seconds a gated consumer idles per turn while it holds a message (it wakes sooner on a local release).
 IDLE_STEP_S = 0.02
+#: Redelivered messages a consumer keeps beside its line at most (see ``GatedConsumer._set_aside``): the slots a
+#: worker process of 8 threads can have held when it died, twice.
+MAX_SET_ASIDE = 16
+#: Seconds between two tries of a message set aside, at most.
+MAX_ASIDE_RETRY_S = 5.0
 #: The message option that tells the runner what admission decided.
 ADMISSION_OPTION = "engineroom_admission"
 #: The message option that tells the runner when its job took its slot (ISO 8601).
@@ -244,7 +257,9 @@ class SlotGate:
             return Admission.ADMITTED
         if replacing is not None:  # the limits shrank, or the engine was paused: the slot goes back
             self.release(engine, replacing)
-        return self.refusal(engine, tenant_id, job_id)
+        # A redelivered message is judged on the engine's document read now: its job may hold a slot elsewhere (see
+        # ``GatedConsumer._set_aside``), which one read up to ``RETRY_INTERVAL_S`` ago may not show.
+        return self.refusal(engine, tenant_id, job_id, fresh=getattr(message, "redelivered", False))
 
     def take(self, engine: str, job_id: str, tenant_id: str, replacing: str | None = None) -> datetime | None:
         """Take a slot of ``engine`` for ``job_id`` (in place of the one held for ``replacing``): when, or None if
@@ -418,7 +433,11 @@ class GatedConsumer(Consumer):
         self._freed = gate.held.freed_event(engine)
         #: Admitted messages not yet acknowledged: they count against RabbitMQ's prefetch.
         self._admitted: set[Any] = set()
-        self._admitted_lock = threading.Lock()
+        #: Messages set aside (``_set_aside``), by message id, with when to try each again: they count too.
+        self._aside: dict[Any, tuple[MessageProxy, float]] = {}
+        #: How many times each message set aside was tried, for its backoff (forgotten once it is admitted).
+        self._aside_tries: Counter[Any] = Counter()
+        self._unacked_lock = threading.Lock()
 
     def __iter__(self) -> GatedConsumer:
         return self
@@ -428,7 +447,7 @@ class GatedConsumer(Consumer):
             self._while_paused()
             return None
         if self._held is None:
-            message = next(self.inner)
+            message = self._due_aside() or next(self.inner)
             if message is None:
                 self.gate.release_offers(self.engine)
                 return None
@@ -461,7 +480,10 @@ class GatedConsumer(Consumer):
             logger.warning("admission of a %s message failed; retrying", self.engine, exc_info=True)
             verdict = Admission.WAIT
         if verdict is Admission.DUPLICATE and getattr(message, "redelivered", False):
-            # Its holder may be the worker that died holding this very message: wait for that slot to lapse.
+            # Its holder may be the worker that died holding this very message: wait for that slot to be freed.
+            if len(self._aside) < MAX_SET_ASIDE:
+                self._set_aside(message)
+                return None
             verdict = Admission.WAIT
         # Still full after a hand-over (it takes one slot for another) or a refusal: the next message waits for a
         # slot to come free instead of trying at once and failing.
@@ -473,19 +495,50 @@ class GatedConsumer(Consumer):
             self.line.idle(IDLE_STEP_S)
             return None
         self._hold(None)
+        self._aside_tries.pop(message.message_id, None)
         message.options[ADMISSION_OPTION] = str(verdict)
         if verdict is Admission.ADMITTED:
-            with self._admitted_lock:
+            with self._unacked_lock:
                 self._admitted.add(message.message_id)
             self._set_prefetch()
         return message
 
+    def _set_aside(self, message: MessageProxy) -> None:
+        """Keep ``message`` unacknowledged beside the line, to be tried again in ``RETRY_INTERVAL_S``, and go on with
+        the line (the module says why)."""
+        tries = self._aside_tries[message.message_id]
+        self._aside_tries[message.message_id] += 1
+        retry_in = min(MAX_ASIDE_RETRY_S, RETRY_INTERVAL_S * 2**tries)
+        with self._unacked_lock:
+            self._aside[message.message_id] = (message, time.monotonic() + retry_in)
+        logger.debug("job %s holds a %s slot elsewhere; its message waits aside", message.args[0], self.engine)
+        self._full = False
+        self._hold(None)
+        self._set_prefetch()
+
+    def _due_aside(self) -> MessageProxy | None:
+        """A message set aside whose time to be tried again has come, taken back from beside the line."""
+        now = time.monotonic()
+        with self._unacked_lock:
+            due = next((key for key, (_, retry_at) in self._aside.items() if retry_at <= now), None)
+            if due is None:
+                return None
+            message, _ = self._aside.pop(due)
+        self._set_prefetch()
+        return message
+
     def _pause(self) -> None:
-        """Give the held message back and fetch nothing while the engine is paused: its whole line, in priority
-        order, waits in the broker for the resume."""
+        """Give the held message and those set aside back and fetch nothing while the engine is paused: its whole
+        line, in priority order, waits in the broker for the resume."""
         if self._held is not None:
             self.line.give_back(self._held)
             self._hold(None)
+        with self._unacked_lock:
+            aside = [message for message, _ in self._aside.values()]
+            self._aside.clear()
+        self._aside_tries.clear()
+        for message in aside:
+            self.line.give_back(message)
         self.gate.release_offers(self.engine)
         self.line.stop_fetching()
         self._paused = True
@@ -508,13 +561,13 @@ class GatedConsumer(Consumer):
         return
 
     def _set_prefetch(self) -> None:
-        """Admitted messages plus the one this consumer may hold."""
-        with self._admitted_lock:
-            prefetch = len(self._admitted) + 1
+        """Admitted messages and those set aside, plus the one this consumer may hold."""
+        with self._unacked_lock:
+            prefetch = len(self._admitted) + len(self._aside) + 1
         self.line.set_prefetch(prefetch)
 
     def _settled(self, message: MessageProxy) -> None:
-        with self._admitted_lock:
+        with self._unacked_lock:
             if message.message_id not in self._admitted:
                 return
             self._admitted.discard(message.message_id)
@@ -532,7 +585,10 @@ class GatedConsumer(Consumer):
         self.inner.requeue(messages)
 
     def close(self) -> None:
-        self._hold(None)  # RabbitMQ gets it back with the connection
+        self._hold(None)  # RabbitMQ gets it back with the connection, and those set aside
+        with self._unacked_lock:
+            self._aside.clear()
+        self._aside_tries.clear()
         self.gate.release_offers(self.engine)
         self.inner.close()
 

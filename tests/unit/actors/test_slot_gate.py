@@ -15,7 +15,7 @@ from typing import cast
 import pytest
 from dramatiq import Consumer, Message
 from dramatiq.broker import MessageProxy
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqMessage
 
 from engineroom.actors.admission import (
     RETRY_INTERVAL_S,
@@ -217,3 +217,41 @@ def test_a_message_of_a_job_whose_slot_is_held_here_waits_only_once_its_attempt_
     assert gate.admit("general", job_message("job-1")) is verdict
     held.forget("job-1", freed=True)
     assert not held.is_ending("job-1")
+
+
+def test_a_redelivered_message_of_a_job_a_dead_worker_holds_waits_aside_while_the_line_goes_on() -> None:
+    # Seen in the kill -9 test: the dead worker's running jobs came back to the survivor, whose consumer held the first
+    # at the head of the line until the scheduler freed the dead worker's slots, 6 s later: the survivor, with free
+    # threads and the engine with free slots, ran nothing meanwhile.
+    held, dead_holds = HeldSlots(), threading.Event()
+    held.set_capacity(4)
+    dead_holds.set()
+    holder = SlotHolder(job_id="lost", tenant_id="acme", worker_id="dead", expires_at=utcnow() + timedelta(minutes=1))
+
+    def try_acquire(
+        engine: str, job_id: str, tenant: str, now: datetime, until: datetime, replacing: str | None
+    ) -> bool:
+        return not (job_id == "lost" and dead_holds.is_set())
+
+    def read_queue(engine: str) -> QueueDocument:
+        return QueueDocument(engine="general", max_concurrency=8, holders=[holder] if dead_holds.is_set() else [])
+
+    gate = SlotGate(make_settings(), held, try_acquire, lambda engine, job_id: None, read_queue)
+    lost = _RabbitmqMessage(True, 1, job_message("lost")._message)  # type: ignore[no-untyped-call]
+    inner = _Fetched([lost, job_message("a"), job_message("b")])
+    consumer = GatedConsumer(cast(Consumer, inner), _Line(inner, held.freed_event("general")), "general", gate)
+
+    def admitted(calls: int) -> list[str]:
+        return [message.args[0] for message in (next(consumer) for _ in range(calls)) if message is not None]
+
+    # When the lost job's message comes first, its slot still held by the dead worker
+    # Then the jobs behind it start at once
+    assert admitted(3) == ["a", "b"]
+    assert sorted(held.ids()) == ["a", "b"]
+    # And once the scheduler frees the dead worker's slot, the lost job starts within a retry
+    dead_holds.clear()
+    deadline = time.monotonic() + 5 * RETRY_INTERVAL_S
+    started: list[str] = []
+    while not started and time.monotonic() < deadline:
+        started = admitted(1)
+    assert started == ["lost"]
