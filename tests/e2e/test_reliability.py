@@ -438,6 +438,14 @@ def slots_held_by(queues: Collection[dict[str, Any]], engine: str, pid: str) -> 
     return {holder["job_id"] for holder in queue.get("holders", []) if f":{pid}:" in holder.get("worker_id", "")}
 
 
+def still_running(jobs: Collection[dict[str, Any]], job_ids: set[str]) -> set[str]:
+    """Those of the jobs whose document says ``running`` now: a job whose ``job.completed`` has not reached the test
+    yet may have finished (its slot is freed just after), and a kill then would hit no job in flight."""
+    if not job_ids:
+        return set()
+    return {job["_id"] for job in jobs.find({"_id": {"$in": sorted(job_ids)}, "state": "running"}, {"_id": 1})}
+
+
 def last_ran_on(job: Job, pid: str) -> bool:
     """Whether the job's last attempt ran in the worker process ``pid`` (history says ``attempt n on host:pid:x``)."""
     running = [entry for entry in job["history"] if entry["state"] == "running"]
@@ -475,17 +483,22 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
     async def kill_first_worker_mid_load() -> int:
         await events.wait_until(lambda: len(completed_ids()) >= KILL_AFTER_COMPLETED, timeout_s=60)
         # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
-        # its job.started, the kill would take down no job a watcher saw start
+        # its job.started, the kill would take down no job a watcher saw start. The check and the kill run in one
+        # thread: this loop, busy with 200 submits, once came back to the kill after the job had ended.
         deadline = time.monotonic() + 30
         with MongoClient[dict[str, Any]](fast.env["ENGINEROOM_MONGODB_URL"]) as client:
-            queues = client[fast.env["ENGINEROOM_MONGODB_DB"]]["queues"]
-            while not (await asyncio.to_thread(slots_held_by, queues, "general", killed_pid)) & (
-                events.started_ids() - events.finished_ids()
-            ):
+            database = client[fast.env["ENGINEROOM_MONGODB_DB"]]
+
+            def kill_if_running(announced: set[str]) -> bool:
+                held = slots_held_by(database["queues"], "general", killed_pid)
+                if not still_running(database["jobs"], held & announced):
+                    return False
+                workers[0].kill_group()
+                return True
+
+            while not await asyncio.to_thread(kill_if_running, events.started_ids() - events.finished_ids()):
                 assert time.monotonic() < deadline, "the worker to kill never ran an announced job"
-        done_at_kill = len(completed_ids())
-        workers[0].kill_group()
-        return done_at_kill
+        return len(completed_ids())
 
     async def all_terminal(http: httpx.AsyncClient, timeout_s: float) -> list[Job]:
         deadline = time.monotonic() + timeout_s
