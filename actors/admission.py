@@ -280,7 +280,13 @@ class SlotGate:
         queue, read_now = self._queue(engine, fresh=fresh)
         if queue.paused:
             return Admission.PAUSED
-        if tenant_id and queue.max_concurrency_per_tenant is not None and not read_now:
+        if not read_now and (
+            (tenant_id and queue.max_concurrency_per_tenant is not None)
+            or queue.start_room(utcnow(), self.settings.rate_window_s) > 0
+        ):
+            # A take that failed where the remembered document shows room: it is out of date, or the job holds a
+            # slot already (a duplicate, held at the head of the line for a retry until this read, a second after a
+            # worker died in the kill-under-load test). Either way, judge on the document as it is now.
             queue, read_now = self._queue(engine, fresh=True)
         # Slots are judged on a document read now only: one remembered would show slots since freed (a job whose
         # retry this is, say).
