@@ -36,7 +36,7 @@ import logging
 import threading
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -587,7 +587,17 @@ class GatedConsumer(Consumer):
         self.inner.nack(message)
         self._settled(message)
 
-    def requeue(self, messages: Any) -> None:
+    def requeue(self, messages: Iterable[MessageProxy]) -> None:
+        """Give messages back to the line (the worker stops, or lost its connection), freeing first the slots of
+        those admitted: they never ran here, and a slot left held for a job whose message another worker then takes
+        stops that job until the slot's lease lapses (four job leases; a 13 s wait in the SIGTERM test)."""
+        messages = list(messages)
+        for message in messages:
+            with self._unacked_lock:
+                admitted = message.message_id in self._admitted
+                self._admitted.discard(message.message_id)
+            if admitted:
+                self.gate.release(self.engine, str(message.args[0]))
         self.inner.requeue(messages)
 
     def close(self) -> None:

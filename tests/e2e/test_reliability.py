@@ -804,8 +804,12 @@ async def test_sigterm_lets_running_jobs_finish_and_leaves_the_queued_ones_for_t
         stopping_at = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, worker.popen.wait, 15)
         stopped_s = time.monotonic() - stopping_at
-        # Then it finished the running jobs before exiting, and left the others queued
+        # Then it finished the running jobs before exiting, and left the others queued, holding no slot for them (a
+        # message it had admitted and gave back kept its slot, and that job waited four job leases for it)
         after_stop = [await get_job(http, token, job["id"]) for job in running + waiting]
+        with MongoClient[dict[str, Any]](fast.env["ENGINEROOM_MONGODB_URL"]) as client:
+            queues = client[fast.env["ENGINEROOM_MONGODB_DB"]]["queues"]
+            assert slots_held_by(queues, "general", worker_pid(worker)) == set()
         # and a new worker runs those
         fast.start_worker("--threads", "2", "--engines", "general", name="worker-2")
         finished = [await poll_job(http, token, job["id"], is_terminal, timeout_s=30) for job in waiting]

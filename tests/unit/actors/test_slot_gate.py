@@ -96,10 +96,17 @@ def test_a_job_whose_take_finds_no_room_is_no_longer_listed() -> None:
 
 
 class _Fetched:
-    """An engine queue's consumer holding ``messages``, in order, then nothing."""
+    """An engine queue's consumer holding ``messages``, in order, then nothing; it keeps what it is given back."""
 
     def __init__(self, messages: list[MessageProxy]) -> None:
         self.messages = messages
+        self.requeued: list[str] = []
+
+    def ack(self, message: MessageProxy) -> None:
+        """Nothing to settle in memory."""
+
+    def requeue(self, messages: list[MessageProxy]) -> None:
+        self.requeued += [str(message.args[0]) for message in messages]
 
     def __iter__(self) -> _Fetched:
         return self
@@ -279,3 +286,29 @@ def test_a_duplicate_is_told_at_once_where_the_remembered_document_shows_room() 
     holders.append(SlotHolder(job_id="dup", tenant_id="acme", worker_id="other", expires_at=utcnow() + timedelta(1)))
     assert gate.admit("general", job_message("dup")) is Admission.DUPLICATE
     assert reads == [0, 1]
+
+
+def test_a_worker_stopping_frees_the_slots_of_the_admitted_messages_it_gives_back() -> None:
+    # Seen in the SIGTERM test: a message admitted as the worker began to stop never ran; Dramatiq gave it back to
+    # RabbitMQ with its slot still held, and the next worker could not start that job until the slot's lease lapsed.
+    held, released = HeldSlots(), list[str]()
+
+    def try_acquire(
+        engine: str, job_id: str, tenant: str, now: datetime, until: datetime, replacing: str | None
+    ) -> bool:
+        return True
+
+    def read_queue(engine: str) -> QueueDocument:
+        raise AssertionError("every take succeeds here")
+
+    gate = SlotGate(make_settings(), held, try_acquire, lambda engine, job_id: released.append(job_id), read_queue)
+    inner = _Fetched([job_message("ran"), job_message("never-ran")])
+    consumer = GatedConsumer(cast(Consumer, inner), _Line(inner, held.freed_event("general")), "general", gate)
+    ran, never_ran = next(consumer), next(consumer)
+    assert ran is not None and never_ran is not None
+    consumer.ack(ran)  # as its worker thread would once it finished
+    held.forget("ran", freed=True)
+
+    consumer.requeue([never_ran])
+
+    assert (released, inner.requeued, held.ids()) == (["never-ran"], ["never-ran"], [])
