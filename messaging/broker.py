@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import Queue
@@ -47,6 +49,31 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (
 
 class _Returned(Exception):
     """RabbitMQ returned a message of a batch: no queue took it."""
+
+
+class _ExpectedNotFound(logging.Filter):
+    """Drops pika's WARNING for a channel RabbitMQ closed with 404 while this thread asks something whose answer may
+    be "not found" (a passive declare): the scheduler probed every engine's queue at start, and each absent one put
+    a warning in the operators' log. Any other close, or one on another thread, is logged as before."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._expecting = threading.local()
+
+    @contextlib.contextmanager
+    def expected(self) -> Iterator[None]:
+        self._expecting.on = True
+        try:
+            yield
+        finally:
+            self._expecting.on = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(self._expecting, "on", False) and f"({_NOT_FOUND})" in record.getMessage())
+
+
+_QUIET_NOT_FOUND = _ExpectedNotFound()
+logging.getLogger("pika.channel").addFilter(_QUIET_NOT_FOUND)
 
 
 @dataclass(frozen=True)
@@ -305,7 +332,8 @@ class Enqueuer:
     def _probe(self, queue: str) -> QueueProbe:
         assert isinstance(self.broker, RabbitmqBroker)
         try:
-            answer = self.broker.channel.queue_declare(queue, passive=True)
+            with _QUIET_NOT_FOUND.expected():
+                answer = self.broker.channel.queue_declare(queue, passive=True)
         except pika.exceptions.ChannelClosedByBroker as exc:
             del self.broker.channel  # RabbitMQ closed it to refuse the declare; the next use opens another
             if exc.reply_code != _NOT_FOUND:

@@ -143,3 +143,19 @@ async def test_a_batch_reaches_rabbitmq_whole_in_order_with_its_priorities_even_
         connection.close()
         enqueuer.close()
         broker.close()
+
+
+async def test_probing_a_queue_rabbitmq_lacks_says_so_without_a_warning_from_pika(
+    settings: Settings, amqp_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The scheduler probes every engine's queue at start: pika logged RabbitMQ's 404 for each one not yet declared.
+    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+    enqueuer = Enqueuer(build_broker(settings), settings)
+    try:
+        with caplog.at_level(logging.WARNING):
+            probe = await enqueuer.probe("discovery_analytics")
+        assert probe is not None and not probe.exists
+        assert [record.getMessage() for record in caplog.records] == []
+    finally:
+        enqueuer.close()
+        enqueuer.broker.close()
