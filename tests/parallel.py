@@ -107,12 +107,8 @@ def shares_module_fixture(item: pytest.Item) -> bool:
 def group_for_xdist(items: list[pytest.Item]) -> None:
     """Add an ``xdist_group`` (``--dist loadgroup``) to the tests that must share a worker: those loading both
     cores, one after another, and each module's tests that share a module-scoped fixture. Tests that run alone go
-    first (``--no-loadscope-reorder`` keeps this order): the other worker then waits once, early, for one test. The
-    tests loading both cores come next: in series they are the longest unit of work (~80 s), and handed out last
-    they would leave one worker running them while the other has nothing left."""
-    items.sort(
-        key=lambda item: (item.get_closest_marker("alone") is None, item.get_closest_marker("loads_cores") is None)
-    )
+    first (``--no-loadscope-reorder`` keeps this order): the other worker then waits once, early, for one test."""
+    items.sort(key=lambda item: item.get_closest_marker("alone") is None)
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
