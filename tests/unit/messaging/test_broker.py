@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import pika
 import pytest
@@ -14,6 +15,20 @@ from engineroom.core.errors import BrokerUnavailable
 from engineroom.messaging.broker import Enqueuer, build_broker, job_message
 from tests.parallel import close_connections_on_own_vhost
 from tests.unit.store.test_jobs import make_job
+
+
+@pytest.fixture
+def rabbit_settings(settings: Settings, amqp_url: str, namespace: str) -> Settings:
+    return settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
+
+
+@pytest.fixture
+def enqueuer(rabbit_settings: Settings) -> Iterator[Enqueuer]:
+    """An enqueuer on the real RabbitMQ, under this test's namespace."""
+    made = Enqueuer(build_broker(rabbit_settings), rabbit_settings)
+    yield made
+    made.close()
+    made.broker.close()
 
 
 def test_a_job_message_sent_after_its_queue_was_deleted_is_not_dropped(
@@ -56,24 +71,18 @@ async def test_an_unreachable_rabbitmq_is_unavailable_and_has_no_depth(
 
 
 async def test_a_connection_rabbitmq_closed_is_replaced_before_a_depth_is_given_up(
-    settings: Settings, amqp_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    enqueuer: Enqueuer, amqp_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
-    enqueuer = Enqueuer(build_broker(settings), settings)
-    try:
-        # Given a gateway that read a depth once, then RabbitMQ closed its idle connection
-        assert await enqueuer.depth("general") == 0
-        if not close_connections_on_own_vhost(amqp_url):
-            pytest.skip("needs a RabbitMQ vhost of this test process's own (run under pytest-xdist)")
-        # When the next depth is asked for
-        with caplog.at_level(logging.WARNING, logger="engineroom.messaging.broker"):
-            depth = await enqueuer.depth("general")
-        # Then it is read on a new connection, not given up with a warning
-        assert depth == 0
-        assert [record for record in caplog.records if record.name == "engineroom.messaging.broker"] == []
-    finally:
-        enqueuer.close()
-        enqueuer.broker.close()
+    # Given a gateway that read a depth once, then RabbitMQ closed its idle connection
+    assert await enqueuer.depth("general") == 0
+    if not close_connections_on_own_vhost(amqp_url):
+        pytest.skip("needs a RabbitMQ vhost of this test process's own (run under pytest-xdist)")
+    # When the next depth is asked for
+    with caplog.at_level(logging.WARNING, logger="engineroom.messaging.broker"):
+        depth = await enqueuer.depth("general")
+    # Then it is read on a new connection, not given up with a warning
+    assert depth == 0
+    assert [record for record in caplog.records if record.name == "engineroom.messaging.broker"] == []
 
 
 async def test_a_broker_failure_that_is_not_about_reaching_it_keeps_its_traceback(
@@ -98,21 +107,14 @@ async def test_a_broker_failure_that_is_not_about_reaching_it_keeps_its_tracebac
 
 
 async def test_a_readiness_check_lets_a_fault_that_is_not_about_reaching_rabbitmq_through(
-    settings: Settings, amqp_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+    enqueuer: Enqueuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
-    enqueuer = Enqueuer(build_broker(settings), settings)
-
     def a_bug() -> None:
         raise AttributeError("a bug, not an outage")
 
     monkeypatch.setattr(enqueuer, "_touch_connection", a_bug)
-    try:
-        with pytest.raises(AttributeError):
-            await enqueuer.ping()
-    finally:
-        enqueuer.close()
-        enqueuer.broker.close()
+    with pytest.raises(AttributeError):
+        await enqueuer.ping()
 
 
 async def test_a_batch_reaches_rabbitmq_whole_in_order_with_its_priorities_even_after_its_queue_was_deleted(
@@ -146,16 +148,10 @@ async def test_a_batch_reaches_rabbitmq_whole_in_order_with_its_priorities_even_
 
 
 async def test_probing_a_queue_rabbitmq_lacks_says_so_without_a_warning_from_pika(
-    settings: Settings, amqp_url: str, namespace: str, caplog: pytest.LogCaptureFixture
+    enqueuer: Enqueuer, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The scheduler probes every engine's queue at start: pika logged RabbitMQ's 404 for each one not yet declared.
-    settings = settings.model_copy(update={"amqp_url": amqp_url, "namespace": namespace})
-    enqueuer = Enqueuer(build_broker(settings), settings)
-    try:
-        with caplog.at_level(logging.WARNING):
-            probe = await enqueuer.probe("discovery_analytics")
-        assert probe is not None and not probe.exists
-        assert [record.getMessage() for record in caplog.records] == []
-    finally:
-        enqueuer.close()
-        enqueuer.broker.close()
+    with caplog.at_level(logging.WARNING):
+        probe = await enqueuer.probe("discovery_analytics")
+    assert probe is not None and not probe.exists
+    assert [record.getMessage() for record in caplog.records] == []
