@@ -421,7 +421,10 @@ async def test_cancelling_a_busy_loop_that_never_checks_interrupts_it_and_frees_
 
 # -- crashes and outages -------------------------------------------------------------------------------------------
 
-LOAD_JOBS = 200
+#: Jobs submitted at once, and how many complete before the kill: the 80 after it are the recovery under load. It
+#: was 200 (160 after): on a machine shared with the core-loading tests they took 60-90 s, adding nothing to the
+#: checks, which are about the jobs the kill hit.
+LOAD_JOBS = 120
 KILL_AFTER_COMPLETED = 40
 
 
@@ -484,7 +487,7 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
         await events.wait_until(lambda: len(completed_ids()) >= KILL_AFTER_COMPLETED, timeout_s=60)
         # Kill it while it runs a job it has announced and not finished: between two jobs, or between a slot and
         # its job.started, the kill would take down no job a watcher saw start. The check and the kill run in one
-        # thread: this loop, busy with 200 submits, once came back to the kill after the job had ended.
+        # thread: this loop, busy with the submits, once came back to the kill after the job had ended.
         deadline = time.monotonic() + 30
         with MongoClient[dict[str, Any]](fast.env["ENGINEROOM_MONGODB_URL"]) as client:
             database = client[fast.env["ENGINEROOM_MONGODB_DB"]]
@@ -510,7 +513,7 @@ async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twic
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
         killer = asyncio.create_task(kill_first_worker_mid_load())
-        # When 200 jobs are submitted at once and one worker is SIGKILLed after ~40 have completed
+        # When LOAD_JOBS jobs are submitted at once and one worker is SIGKILLed after ~40 have completed
         jobs = await asyncio.gather(*(submit(http, token, "general.demo", payload) for payload in payloads))
         job_ids = {job["id"] for job in jobs}
         done_at_kill = await killer
