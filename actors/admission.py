@@ -15,9 +15,8 @@ A redelivered message whose job holds a slot elsewhere most likely comes from a 
 slot stays held until the scheduler sees that worker gone (or the slot's lease lapses). Such a message is set aside,
 unacknowledged, and tried again (after ``RETRY_INTERVAL_S``, then twice as long each time up to ``MAX_ASIDE_RETRY_S``:
 the job may be running on a live worker whose connection was reset) while the line goes on behind it: held at the
-head, it
-stopped every other worker of the engine until then (6 s after a ``kill -9`` in the tests; a minute or more with
-production leases).
+head, it stopped every other worker of the engine until then (6 s after a ``kill -9`` in the tests; a minute or
+more with production leases).
 
 A paused engine is not consumed at all: the held message goes back to the head of its line and the consumer is
 cancelled until a check (every ``RETRY_INTERVAL_S``) finds the engine resumed, so the whole backlog then starts in
@@ -533,17 +532,21 @@ class GatedConsumer(Consumer):
         self._set_prefetch()
         return message
 
+    def _forget_aside(self) -> list[MessageProxy]:
+        """Every message set aside, no longer kept here."""
+        with self._unacked_lock:
+            aside = [message for message, _ in self._aside.values()]
+            self._aside.clear()
+        self._aside_tries.clear()
+        return aside
+
     def _pause(self) -> None:
         """Give the held message and those set aside back and fetch nothing while the engine is paused: its whole
         line, in priority order, waits in the broker for the resume."""
         if self._held is not None:
             self.line.give_back(self._held)
             self._hold(None)
-        with self._unacked_lock:
-            aside = [message for message, _ in self._aside.values()]
-            self._aside.clear()
-        self._aside_tries.clear()
-        for message in aside:
+        for message in self._forget_aside():
             self.line.give_back(message)
         self.gate.release_offers(self.engine)
         self.line.stop_fetching()
@@ -602,9 +605,7 @@ class GatedConsumer(Consumer):
 
     def close(self) -> None:
         self._hold(None)  # RabbitMQ gets it back with the connection, and those set aside
-        with self._unacked_lock:
-            self._aside.clear()
-        self._aside_tries.clear()
+        self._forget_aside()
         self.gate.release_offers(self.engine)
         self.inner.close()
 

@@ -189,47 +189,46 @@ async def _drop(collection: AsyncIOMotorCollection[dict[str, Any]], names: Itera
             await collection.drop_index(name)
 
 
-def _other_indexes() -> dict[str, list[IndexModel]]:
-    """The indexes of every collection but ``jobs``, by collection."""
-    return {
-        "outbox": [IndexModel([("at", 1)], name="outbox_age")],  # batches whose messages are in doubt
-        "workflows": [
-            IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest"),
-            IndexModel([("state", 1)], name="by_state"),
-        ],
-        "leases": [IndexModel([("expires_at", 1)], name="lease_expiry")],
-        # The scheduler's sweeps (due ticks; ticks whose claimer died) and GET /schedules, the owner's newest first.
-        "schedules": [
-            IndexModel([("paused", 1), ("next_fire_at", 1)], name="due_schedules"),
-            IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest"),
-            IndexModel([("pending_fire.claimed_at", 1)], name="pending_fires"),
-        ],
-        # Replays (store/events.py): one query per routing key, each a range of one multikey index over the events'
-        # replay keys (store/event_keys.py); records expire at ``expires_at``.
-        "events": [
-            IndexModel([("keys", 1), ("_id", 1)], name="replay"),
-            IndexModel([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0),
-        ],
-        # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
-        # field of the unread query, so SecantusDB uses it too.
-        "notifications": [
-            IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest"),
-            IndexModel([("tenant_id", 1), ("user_id", 1), ("read_at", 1), ("_id", -1)], name="owner_unread_newest"),
-        ],
-        # One document per user; and the notifier's "does anyone want this event type" (store/preferences.py
-        # ``enabled_types``): one query per channel, each naming both fields of its index (SecantusDB scans the
-        # collection for an ``$or`` of them).
-        "notification_preferences": [
-            IndexModel([("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True),
-            *(
-                IndexModel([(f"{channel}.events", 1), (f"{channel}.enabled", 1)], name=f"{channel}_wants")
-                for channel in NotificationChannel
-            ),
-        ],
-        "rate_limits": [IndexModel([("expires_at", 1)], name="window_end", expireAfterSeconds=0)],
-        # GET /workers lists heartbeats still in force; lapsed ones expire (killed processes never delete theirs).
-        "workers": [IndexModel([("expires_at", 1)], name="workers_ttl", expireAfterSeconds=0)],
-    }
+#: The indexes of every collection but ``jobs``, by collection.
+OTHER_INDEXES: dict[str, list[IndexModel]] = {
+    "outbox": [IndexModel([("at", 1)], name="outbox_age")],  # batches whose messages are in doubt
+    "workflows": [
+        IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest"),
+        IndexModel([("state", 1)], name="by_state"),
+    ],
+    "leases": [IndexModel([("expires_at", 1)], name="lease_expiry")],
+    # The scheduler's sweeps (due ticks; ticks whose claimer died) and GET /schedules, the owner's newest first.
+    "schedules": [
+        IndexModel([("paused", 1), ("next_fire_at", 1)], name="due_schedules"),
+        IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="schedule_owner_newest"),
+        IndexModel([("pending_fire.claimed_at", 1)], name="pending_fires"),
+    ],
+    # Replays (store/events.py): one query per routing key, each a range of one multikey index over the events'
+    # replay keys (store/event_keys.py); records expire at ``expires_at``.
+    "events": [
+        IndexModel([("keys", 1), ("_id", 1)], name="replay"),
+        IndexModel([("expires_at", 1)], name="events_ttl", expireAfterSeconds=0),
+    ],
+    # GET /notifications, all or only the unread (``read_at: null``), newest first; the second index names every
+    # field of the unread query, so SecantusDB uses it too.
+    "notifications": [
+        IndexModel([("tenant_id", 1), ("user_id", 1), ("_id", -1)], name="owner_newest"),
+        IndexModel([("tenant_id", 1), ("user_id", 1), ("read_at", 1), ("_id", -1)], name="owner_unread_newest"),
+    ],
+    # One document per user; and the notifier's "does anyone want this event type" (store/preferences.py
+    # ``enabled_types``): one query per channel, each naming both fields of its index (SecantusDB scans the
+    # collection for an ``$or`` of them).
+    "notification_preferences": [
+        IndexModel([("tenant_id", 1), ("user_id", 1)], name="one_per_user", unique=True),
+        *(
+            IndexModel([(f"{channel}.events", 1), (f"{channel}.enabled", 1)], name=f"{channel}_wants")
+            for channel in NotificationChannel
+        ),
+    ],
+    "rate_limits": [IndexModel([("expires_at", 1)], name="window_end", expireAfterSeconds=0)],
+    # GET /workers lists heartbeats still in force; lapsed ones expire (killed processes never delete theirs).
+    "workers": [IndexModel([("expires_at", 1)], name="workers_ttl", expireAfterSeconds=0)],
+}
 
 
 async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexSet = "auto") -> None:
@@ -248,7 +247,7 @@ async def ensure_indexes(db: Database, *, retention_days: int, index_set: IndexS
     # Indexes no query uses any more, and with the minimal set the full set's own: every write maintains them.
     unwanted = {*OBSOLETE_JOB_INDEXES, *(() if full else FULL_ONLY_JOB_INDEXES)}
     await _drop(jobs, unwanted & set(await jobs.index_information()))
-    for name, indexes in _other_indexes().items():
+    for name, indexes in OTHER_INDEXES.items():
         await db[name].create_indexes(indexes)
     await _replace_old_replay_indexes(db["events"], set(await db["events"].index_information()))
     logger.debug("indexes ensured on %s", db.name)
