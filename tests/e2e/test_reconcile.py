@@ -34,8 +34,9 @@ FAST_SETTINGS = {
     "ENGINEROOM_DISPATCH_GRACE_S": "1",
     "ENGINEROOM_BROKER_CHECK_INTERVAL_S": "0.5",
 }
-#: A task that writes one line per run to the file named by ``RUNS_FILE``, so a test counts runs, not messages.
-COUNTED_TASK_MODULE = """
+#: ``counted`` writes one line per run to the file named by ``RUNS_FILE``, so a test counts runs, not messages;
+#: ``held`` runs until the file named by ``RELEASE_FILE`` exists, so a test needs no race against a job's length.
+TASK_MODULE = """
 import os
 import time
 
@@ -48,6 +49,13 @@ def counted(ctx: JobContext, duration_s: float = 0.0) -> str:
         runs.write(ctx.job_id + "\\n")
     time.sleep(duration_s)
     return "done"
+
+
+@task("general", name="held", max_retries=0, timeout_s=60)
+def held(ctx: JobContext) -> str:
+    while not os.path.exists(os.environ["RELEASE_FILE"]):
+        time.sleep(0.05)
+    return "released"
 """
 
 
@@ -55,6 +63,18 @@ def counted(ctx: JobContext, duration_s: float = 0.0) -> str:
 def fast(stack: Stack) -> Stack:
     stack.env.update(FAST_SETTINGS)
     return stack
+
+
+@pytest.fixture
+def with_tasks(fast: Stack, tmp_path: Path) -> Stack:
+    """The fast stack, its processes loading ``TASK_MODULE``."""
+    (tmp_path / "reconcile_tasks_e2e.py").write_text(TASK_MODULE)
+    (tmp_path / "runs.txt").touch()
+    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
+    fast.env["ENGINEROOM_TASK_MODULES"] = "reconcile_tasks_e2e"
+    fast.env["RUNS_FILE"] = str(tmp_path / "runs.txt")
+    fast.env["RELEASE_FILE"] = str(tmp_path / "release")
+    return fast
 
 
 @pytest.fixture
@@ -158,49 +178,45 @@ async def test_the_scheduler_sends_again_by_itself_the_jobs_of_a_queue_rabbitmq_
 
 
 async def test_the_scheduler_sends_again_the_jobs_of_a_queue_purged_under_a_busy_worker(
-    fast: Stack, token_for: TokenFor, namespace: str, channel: BlockingChannel
+    with_tasks: Stack, token_for: TokenFor, namespace: str, channel: BlockingChannel
 ) -> None:
-    scheduler = fast.start_scheduler()
-    worker = fast.start_worker("--engines", "general", "--threads", "1")
-    base_url = fast.start_api()
+    scheduler = with_tasks.start_scheduler()
+    worker = with_tasks.start_worker("--engines", "general", "--threads", "1")
+    base_url = with_tasks.start_api()
     await logged(worker, WORKER_READY)
     token = token_for()
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
-        # Given a one-thread worker busy with a long job, four more waiting (one prefetched by the worker)
-        long_job = await submit(http, token, "general.demo", {"duration_s": 8, "steps": 4})
+        # Given a one-thread worker busy with a job that runs until released, four more waiting (some prefetched)
+        long_job = await submit(http, token, "general.held", {})
         await poll_job(http, token, long_job["id"], lambda job: job["state"] == "running")
         waiting = [await submit(http, token, "general.demo", {"duration_s": 0.05, "steps": 1}) for _ in range(4)]
         # When the queue is purged: what the worker holds is invisible to AMQP, so the queue looks only suspect
         await asyncio.sleep(1.0)
         channel.queue_purge(f"{namespace}general")
-        # Then, once it stayed empty for a few checks, the scheduler sends them all again (the prefetched one too:
+        # Then, once it stayed empty for a few checks, the scheduler sends them all again (the prefetched ones too:
         # it cannot tell) while the long job still runs, and every job runs once
         await logged(scheduler, "re-sent 4 job(s) of general")
         assert (await poll_job(http, token, long_job["id"], lambda job: True))["state"] == "running"
+        Path(with_tasks.env["RELEASE_FILE"]).touch()
         done = [await poll_job(http, token, job["id"], is_terminal) for job in [long_job, *waiting]]
     for job in done:
         assert_ran_once(job)
 
 
 async def test_a_job_whose_message_arrives_twice_runs_once(
-    fast: Stack, token_for: TokenFor, tmp_path: Path, settings: Settings, namespace: str, channel: BlockingChannel
+    with_tasks: Stack, token_for: TokenFor, settings: Settings, namespace: str, channel: BlockingChannel
 ) -> None:
-    (tmp_path / "counted_tasks_e2e.py").write_text(COUNTED_TASK_MODULE)
-    runs_file = tmp_path / "runs.txt"
-    runs_file.touch()
-    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
-    fast.env["ENGINEROOM_TASK_MODULES"] = "counted_tasks_e2e"
-    fast.env["RUNS_FILE"] = str(runs_file)
-    fast.start_scheduler()
-    base_url = fast.start_api()
+    runs_file = Path(with_tasks.env["RUNS_FILE"])
+    with_tasks.start_scheduler()
+    base_url = with_tasks.start_api()
     token = token_for()
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:
         # Given jobs queued while no worker runs, each sent a second time by ``engineroom reconcile``
         jobs = [await submit(http, token, "general.counted", {"duration_s": 1.0}) for _ in range(3)]
-        report = await run_command(fast, "reconcile", "reconcile", "--engine", "general")
+        report = await run_command(with_tasks, "reconcile", "reconcile", "--engine", "general")
         assert "re-sent 3 job(s)" in report, report
         # When a worker with threads to spare takes both messages of each job at once
-        worker = fast.start_worker("--engines", "general", "--threads", "4")
+        worker = with_tasks.start_worker("--engines", "general", "--threads", "4")
         done = [await poll_job(http, token, job["id"], is_terminal) for job in jobs]
         # and one more copy of a message arrives after its job finished
         late = job_message(settings.model_copy(update={"namespace": namespace}), make_job(id=jobs[0]["id"]))
