@@ -146,6 +146,10 @@ def test_the_index_sets_have_the_indexes_the_clause_queries_ride(settings: Setti
         assert information[index]["key"][0][0] == clause, name
 
 
+#: Tries of each query in the timing comparison below.
+MAX_TIMING_TRIES = 20
+
+
 def test_secantusdb_looks_one_clause_up_on_an_index_when_none_covers_the_query(
     settings: Settings, mongodb_url: str
 ) -> None:
@@ -160,17 +164,20 @@ def test_secantusdb_looks_one_clause_up_on_an_index_when_none_covers_the_query(
         )
         jobs.insert_one({"_id": "R", "state": "running", "lease_expires_at": NOW, "probe": True})
 
-        def fastest_s(query: dict[str, Any]) -> float:
-            timings = []
-            for _ in range(3):
-                started = time.perf_counter()
-                found = list(jobs.find(query).sort("lease_expires_at", 1).limit(1))
-                timings.append(time.perf_counter() - started)
-                assert [document["_id"] for document in found] == ["R"]
-            return min(timings)
+        def timed_s(query: dict[str, Any]) -> float:
+            started = time.perf_counter()
+            found = list(jobs.find(query).sort("lease_expires_at", 1).limit(1))
+            assert [document["_id"] for document in found] == ["R"]
+            return time.perf_counter() - started
 
-        one_clause = fastest_s({"state": "running", "lease_expires_at": {"$lte": NOW}})
-        scan = fastest_s({"lease_expires_at": {"$lte": NOW}, "probe": True})  # no clause leads an index
+        # The fastest of interleaved tries, until the gap shows (~30x on an idle machine): on a loaded one a try
+        # of either may wait behind other work, which makes any one pair say nothing. A scan never gets that fast.
+        one_clause = scan = float("inf")
+        for _ in range(MAX_TIMING_TRIES):
+            one_clause = min(one_clause, timed_s({"state": "running", "lease_expires_at": {"$lte": NOW}}))
+            scan = min(scan, timed_s({"lease_expires_at": {"$lte": NOW}, "probe": True}))  # no clause leads an index
+            if one_clause * 5 < scan:
+                break
         assert one_clause * 5 < scan, (one_clause, scan)
 
 
