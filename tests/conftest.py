@@ -4,6 +4,7 @@ what lets the suite run on several pytest-xdist workers (``tests/parallel.py``).
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import uuid
 from collections.abc import Callable, Generator, Iterator
@@ -37,6 +38,17 @@ def _unavailable(what: str) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     keep_index_options()
+    hear_interrupts()
+
+
+def hear_interrupts() -> None:
+    """Started in the background by a non-interactive shell (as CI may start ``.ci/run``), pytest and every process
+    a test starts inherit SIGINT ignored, and a process stays deaf to it until it installs its own handler: one a
+    test interrupts in its first second then runs on, and the test waits 15 s before it kills it (the scheduler of
+    ``test_due_jobs_fire_after_the_scheduler_was_down``: 21 s in CI, 3.5 s at a terminal). The tests press Ctrl-C
+    as at a terminal: restore Python's default, which the processes they start inherit as the default action."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.hookimpl(tryfirst=True)
