@@ -458,6 +458,8 @@ def last_ran_on(job: Job, pid: str) -> bool:
 # What this test asserts is that no job is lost or run twice, not how fast the rest recovers (~15 s here). It once
 # took 35-100 s: jobs released from the line together went back to it behind each other, one start at a time
 # (``JobStore.has_line_ahead``; tests/unit/api/test_queues.py pins the fix). The room is kept for a slow machine.
+# Alone under xdist: with nothing beside it, 14 s; beside the benchmark runs, 40-68 s of the suite's wall time.
+@pytest.mark.alone
 @pytest.mark.timeout(300)
 async def test_killing_a_worker_during_load_loses_no_job_and_completes_none_twice(
     fast: Stack, token_for: TokenFor
