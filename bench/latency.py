@@ -16,7 +16,8 @@ message's latency whatever order the threads ran in.
 
 Repeats interleave (engineroom, raw, engineroom, raw, ...); each engineroom repeat has a fresh database and fresh
 processes. Reported per side: p50, p99 and max in milliseconds, and the submit rate achieved. Targets (engineroom
-p50 <= 5 ms, p99 <= 20 ms) are reported, not asserted.
+p50 <= 5 ms, p99 <= 20 ms; at ``--rate 20`` also the hot-path issue's p50 <= 15 ms, p99 <= 60 ms) are reported, not
+asserted.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ DEFAULT_OUTPUT = RESULTS_DIR / "latency.json"
 #: The brief's targets for engineroom, in milliseconds.
 P50_TARGET_MS = 5.0
 P99_TARGET_MS = 20.0
+#: The hot-path issue's targets (milliseconds), which it sets at 20 submits a second on an idle engine.
+ISSUE_RATE = 20.0
+ISSUE_TARGETS_MS = {"p50": 15.0, "p99": 60.0}
 POLL_S = 0.01
 #: Connections for the paced submits: enough that a slow answer never holds up the schedule at 50/s.
 CONNECTIONS = 8
@@ -275,16 +279,20 @@ def report(
 
 
 def comparisons(result: dict[str, Any]) -> list[Comparison]:
-    """The suite's latency lines: p50 and p99 against raw Dramatiq's at the same rate. A repeat where some job
-    was never seen starting cannot meet a target."""
+    """The suite's latency lines: p50 and p99 against raw Dramatiq's at the same rate, with the brief's targets and,
+    at the hot-path issue's rate, with that issue's too. A repeat where some job was never seen starting cannot
+    meet a target."""
     summary, rate = result["summary"], result["config"]["rate"]
     complete = summary["engineroom submit->job.started seen of counted"]["min"] >= 1.0
+    targets = [("p50", P50_TARGET_MS, ""), ("p99", P99_TARGET_MS, "")]
+    if rate == ISSUE_RATE:
+        targets += [(name, target, " (hot-path issue)") for name, target in ISSUE_TARGETS_MS.items()]
     found = []
-    for name, target in (("p50", P50_TARGET_MS), ("p99", P99_TARGET_MS)):
+    for name, target, whose in targets:
         engineroom = summary[f"engineroom submit->job.started {name} ms"]
         found.append(
             Comparison(
-                figure=f"latency submit->job.started {name} ms (at {rate:g}/s)",
+                figure=f"latency submit->job.started {name} ms (at {rate:g}/s){whose}",
                 engineroom=engineroom,
                 baseline=summary[f"raw enqueue->actor start {name} ms"],
                 baseline_is=f"raw Dramatiq enqueue -> actor start at {rate:g} msg/s",

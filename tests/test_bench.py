@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from bench import latency
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Seconds a small benchmark run may take on a busy 2-core machine (each starts SecantusDB, an API, workers).
 SMOKE_TIMEOUT_S = 600
@@ -164,3 +166,37 @@ def test_a_small_artifact_run_reports_write_and_read_speeds_beside_the_drivers_g
         for what in ("write", "read"):
             assert summary[f"{side} {what} MB/s"]["median"] > 0
         assert summary[f"{side} write peak Python MB"]["median"] > 0
+
+
+def latency_result(rate: float, p50_ms: float, p99_ms: float) -> dict[str, Any]:
+    """A latency benchmark's result as ``bench.latency.run`` returns it, with only what ``comparisons`` reads."""
+
+    def figure(value: float) -> dict[str, float]:
+        return {"median": value, "min": value, "max": value}
+
+    return {
+        "config": {"rate": rate},
+        "summary": {
+            "engineroom submit->job.started seen of counted": figure(1.0),
+            "engineroom submit->job.started p50 ms": figure(p50_ms),
+            "engineroom submit->job.started p99 ms": figure(p99_ms),
+            "raw enqueue->actor start p50 ms": figure(1.4),
+            "raw enqueue->actor start p99 ms": figure(2.2),
+        },
+    }
+
+
+def test_the_latency_lines_add_the_hot_path_issues_targets_at_its_rate() -> None:
+    at_issue_rate = {line.figure: line.met for line in latency.comparisons(latency_result(20, 12.0, 70.0))}
+    at_other_rate = [line.figure for line in latency.comparisons(latency_result(50, 12.0, 70.0))]
+
+    assert at_issue_rate == {
+        "latency submit->job.started p50 ms (at 20/s)": False,
+        "latency submit->job.started p99 ms (at 20/s)": False,
+        "latency submit->job.started p50 ms (at 20/s) (hot-path issue)": True,
+        "latency submit->job.started p99 ms (at 20/s) (hot-path issue)": False,
+    }
+    assert at_other_rate == [
+        "latency submit->job.started p50 ms (at 50/s)",
+        "latency submit->job.started p99 ms (at 50/s)",
+    ]
