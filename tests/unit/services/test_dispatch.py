@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from mongomock_motor import AsyncMongoMockClient
@@ -157,14 +157,17 @@ async def test_a_batch_whose_send_failed_is_sent_by_the_sweep_except_the_jobs_th
     await jobs.collection.update_one({"_id": claimed.id}, {"$set": {"state": str(JobState.RUNNING)}})  # a worker's
     assert await jobs.park(parked.id)
     assert await jobs.unpark(parked) is not None  # flagged on its own, under a new token: the per-job path's
-    # While RabbitMQ is down the record stays; once it is back, the sweep sends the two jobs still waiting for it
-    assert not await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    # While RabbitMQ is down the record stays; once it is back, the sweep sends the two jobs still waiting for it.
+    # The sweep runs a second later: a date is stored and compared to the millisecond, so "opened before now"
+    # misses a record opened in the same millisecond, which this in-memory test can be.
+    later = datetime.now(UTC) + timedelta(seconds=1)
+    assert not await dispatcher.send_overdue_batches(later, limit=10)
     enqueuer.down = False
-    assert await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    assert await dispatcher.send_overdue_batches(later, limit=10)
     assert enqueuer.sent == [held[0].id, held[3].id]
     await asyncio.sleep(0.3)
     assert await dispatcher.outbox.collection.count_documents({}) == 0
-    assert await dispatcher.send_overdue_batches(datetime.now(UTC), limit=10)
+    assert await dispatcher.send_overdue_batches(later, limit=10)
     assert enqueuer.sent == [held[0].id, held[3].id]
 
 
