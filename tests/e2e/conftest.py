@@ -126,6 +126,13 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def load_tasks(self, module: str, source: str) -> None:
+        """Have the processes started from now on load the task module ``module`` (``source``, written beside their
+        logs), as ``ENGINEROOM_TASK_MODULES`` loads a user's."""
+        (self.log_dir / f"{module}.py").write_text(source)
+        self.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.log_dir), self.env.get("PYTHONPATH")]))
+        self.env["ENGINEROOM_TASK_MODULES"] = module
+
     def start_api(
         self,
         name: str = "api",

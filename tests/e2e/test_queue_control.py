@@ -216,11 +216,9 @@ def stall_database_calls(ctx: JobContext, stall_s: float) -> dict:
 
 
 async def test_a_worker_whose_database_calls_stall_past_the_lease_keeps_its_job(
-    stack: Any, token_for: TokenFor, tmp_path: Any
+    stack: Any, token_for: TokenFor
 ) -> None:
-    (tmp_path / "stalling_tasks_e2e.py").write_text(STALLING_TASK_MODULE)
-    stack.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), stack.env.get("PYTHONPATH")]))
-    stack.env["ENGINEROOM_TASK_MODULES"] = "stalling_tasks_e2e"
+    stack.load_tasks("stalling_tasks_e2e", STALLING_TASK_MODULE)
     base_url = start_cluster(stack)  # leases of 3 s; the stall lasts three leases
     admin = token_for("ops", "acme", admin=True)
     async with httpx.AsyncClient(base_url=base_url, timeout=30) as http:

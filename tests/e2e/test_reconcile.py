@@ -8,7 +8,6 @@ test deletes or purges with pika, as an operator's mistake or a node restored em
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,10 +67,8 @@ def fast(stack: Stack) -> Stack:
 @pytest.fixture
 def with_tasks(fast: Stack, tmp_path: Path) -> Stack:
     """The fast stack, its processes loading ``TASK_MODULE``."""
-    (tmp_path / "reconcile_tasks_e2e.py").write_text(TASK_MODULE)
+    fast.load_tasks("reconcile_tasks_e2e", TASK_MODULE)
     (tmp_path / "runs.txt").touch()
-    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
-    fast.env["ENGINEROOM_TASK_MODULES"] = "reconcile_tasks_e2e"
     fast.env["RUNS_FILE"] = str(tmp_path / "runs.txt")
     fast.env["RELEASE_FILE"] = str(tmp_path / "release")
     return fast

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import re
 import signal
@@ -19,7 +18,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -389,11 +387,9 @@ def spin(ctx: JobContext, seconds: float = 120.0) -> int:
 
 
 async def test_cancelling_a_busy_loop_that_never_checks_interrupts_it_and_frees_the_thread(
-    fast: Stack, token_for: TokenFor, tmp_path: Path
+    fast: Stack, token_for: TokenFor
 ) -> None:
-    (tmp_path / "spin_tasks_e2e.py").write_text(SPIN_TASK_MODULE)
-    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
-    fast.env["ENGINEROOM_TASK_MODULES"] = "spin_tasks_e2e"
+    fast.load_tasks("spin_tasks_e2e", SPIN_TASK_MODULE)
     # Given a single-thread worker spinning in a task that never calls ctx.raise_if_cancelled
     fast.start_worker("--threads", "1", "--engines", "general", "--grace-s", "2", new_session=True)
     base_url = fast.start_api()
@@ -593,11 +589,9 @@ def die_before_announcing(ctx: JobContext) -> str:
 
 
 async def test_a_worker_dying_between_storing_and_announcing_a_completion_still_gets_it_announced(
-    fast: Stack, token_for: TokenFor, tmp_path: Path
+    fast: Stack, token_for: TokenFor
 ) -> None:
-    (tmp_path / "dying_tasks_e2e.py").write_text(DIE_BEFORE_ANNOUNCING_MODULE)
-    fast.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), fast.env.get("PYTHONPATH")]))
-    fast.env["ENGINEROOM_TASK_MODULES"] = "dying_tasks_e2e"
+    fast.load_tasks("dying_tasks_e2e", DIE_BEFORE_ANNOUNCING_MODULE)
     # Given two workers, so one survives the other's death and gets its unacknowledged message back
     workers = [fast.start_worker("--engines", "general", name=f"worker-{n}", new_session=True) for n in (1, 2)]
     fast.start_scheduler()

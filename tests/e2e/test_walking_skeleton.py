@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -186,12 +185,8 @@ def shout(ctx: JobContext, text: str, times: int = 1) -> dict:
 '''
 
 
-async def test_tasks_from_task_modules_are_listed_validated_and_run(
-    stack: Any, token_for: TokenFor, tmp_path: Any
-) -> None:
-    (tmp_path / "user_tasks_e2e.py").write_text(USER_TASK_MODULE)
-    stack.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), stack.env.get("PYTHONPATH")]))
-    stack.env["ENGINEROOM_TASK_MODULES"] = "user_tasks_e2e"
+async def test_tasks_from_task_modules_are_listed_validated_and_run(stack: Any, token_for: TokenFor) -> None:
+    stack.load_tasks("user_tasks_e2e", USER_TASK_MODULE)
     base_url = stack.start_api()
     stack.start_worker("--engines", "text_intelligence")
     token = token_for()
