@@ -509,8 +509,8 @@ class GatedConsumer(Consumer):
         return message
 
     def _set_aside(self, message: MessageProxy) -> None:
-        """Keep ``message`` unacknowledged beside the line, to be tried again in ``RETRY_INTERVAL_S``, and go on with
-        the line (the module says why)."""
+        """Keep ``message`` unacknowledged beside the line, to be tried again after a wait that doubles with each try
+        (``RETRY_INTERVAL_S`` up to ``MAX_ASIDE_RETRY_S``), and go on with the line (the module says why)."""
         tries = self._aside_tries[message.message_id]
         self._aside_tries[message.message_id] += 1
         retry_in = min(MAX_ASIDE_RETRY_S, RETRY_INTERVAL_S * 2**tries)
