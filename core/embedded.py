@@ -20,6 +20,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the embedded database to accept connections.
 DATABASE_START_TIMEOUT_S = 30.0
+#: Seconds a stopping server has to exit before it is killed.
+STOP_TIMEOUT_S = 10.0
+#: Seconds between two SIGTERMs to a server continued from a freeze (see ``EmbeddedDatabase._terminate``).
+RESEND_TERM_S = 0.5
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -53,6 +57,9 @@ class EmbeddedDatabase:
         self.host = host
         self.port = port or free_port(host)
         self._process: subprocess.Popen[bytes] | None = None
+        self._frozen = False
+        #: How the last server stopped: 0 for a clean exit, minus the signal that ended it otherwise.
+        self.exit_code: int | None = None
 
     @property
     def url(self) -> str:
@@ -100,6 +107,8 @@ class EmbeddedDatabase:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._process is not None:
+            self.exit_code = self._process.returncode
         self._process = None
 
     def freeze(self) -> None:
@@ -107,21 +116,37 @@ class EmbeddedDatabase:
         partition, where a driver waits on its sockets instead of being refused (fault tests); ``thaw`` resumes it."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGSTOP)
+            self._frozen = True
 
     def thaw(self) -> None:
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGCONT)
+            self._frozen = False
 
     def stop(self) -> None:
-        self.thaw()  # a frozen server would take SIGTERM only once continued
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._terminate(self._process, frozen=self._frozen)
+            self.exit_code = self._process.returncode
         self._process = None
+        self._frozen = False
+
+    def _terminate(self, process: subprocess.Popen[bytes], *, frozen: bool) -> None:
+        """SIGTERM, and SIGKILL after ``STOP_TIMEOUT_S``. A frozen server is continued first, and its SIGTERM is
+        sent again after ``RESEND_TERM_S``: the one that follows its SIGCONT at once is lost (it ran on until the
+        SIGKILL, every time). Only once: each SIGTERM starts SecantusDB's stop over, which takes 2 s."""
+        if frozen:
+            process.send_signal(signal.SIGCONT)
+        waits_s = (RESEND_TERM_S, STOP_TIMEOUT_S - RESEND_TERM_S) if frozen else (STOP_TIMEOUT_S,)
+        for wait_s in waits_s:
+            process.terminate()
+            try:
+                process.wait(timeout=wait_s)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+        process.kill()
+        process.wait()
 
 
 def is_rabbitmq_reachable(amqp_url: str, timeout_s: float = 2.0) -> bool:
