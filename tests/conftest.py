@@ -3,6 +3,7 @@ what lets the suite run on several pytest-xdist workers (``tests/parallel.py``).
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
@@ -22,7 +23,7 @@ from engineroom.core.config import ENGINES, Settings
 from engineroom.core.embedded import EmbeddedDatabase, is_rabbitmq_reachable
 from engineroom.services.tokens import issue_token
 from tests.mongomock_fixes import keep_index_options
-from tests.parallel import group_for_xdist, lock_directory, own_vhost, run_lock
+from tests.parallel import RunLock, group_for_xdist, lock_directory, own_vhost, runs_alone
 from tests.ports import free_port
 from tests.settings import TEST_JWT_SECRET, make_settings
 
@@ -60,11 +61,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, object, object]:
     """Under xdist each test holds the run lock (``tests/parallel.py``), taken outside pytest-timeout's timer: a
     test waiting for another to end is not timed out for it."""
-    directory = lock_directory(item.config)
-    if directory is None:
+    lock = run_lock(item.config)
+    if lock is None:
         return (yield)
-    with run_lock(directory, alone=item.get_closest_marker("alone") is not None):
+    with lock.held(alone=runs_alone(item), next_alone=runs_alone(nextitem)):
         return (yield)
+
+
+@functools.cache
+def run_lock(config: pytest.Config) -> RunLock | None:
+    """This worker's handle on the run lock; None outside xdist."""
+    directory = lock_directory(config)
+    return None if directory is None else RunLock(directory)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ import pytest
 
 #: Tests that load both cores on purpose run one after the other on one worker (``--dist loadgroup``).
 LOADS_CORES_GROUP = "loads-cores"
+#: Tests that run with no other test alongside run one after the other on one worker, first.
+ALONE_GROUP = "alone"
 #: Seconds one ``rabbitmqctl`` call may take (it boots an Erlang VM: 1-3 s).
 RABBITMQCTL_TIMEOUT_S = 60
 
@@ -75,24 +77,48 @@ def lock_directory(config: pytest.Config) -> Path | None:
     return directory
 
 
-@contextlib.contextmanager
-def run_lock(directory: Path, *, alone: bool) -> Iterator[None]:
+class RunLock:
     """Held around each test under xdist: shared by ordinary tests, exclusive for one that must run alone (it stops
-    RabbitMQ). A test waiting to run alone holds the turnstile, so the other workers' next tests wait behind it
-    rather than keep the shared lock taken for ever."""
-    with (directory / "turnstile.lock").open("a") as turnstile, (directory / "run.lock").open("a") as run:
-        fcntl.flock(turnstile, fcntl.LOCK_EX)
-        try:
-            fcntl.flock(run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
-        finally:
-            if not alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
+    RabbitMQ, or its figure depends on the machine's load). A test waiting to run alone holds the turnstile, so the
+    other workers' next tests wait behind it rather than keep the shared lock taken for ever.
+
+    A worker keeps the lock exclusive from one test that runs alone to the next (they share a group, so one worker
+    runs them all back to back): released between them, the other worker ran one test of its own in each gap, alone
+    too, while this one waited for it (the first 100 s of a run were serial, 60 s of them tests that needed it)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._turnstile = (directory / "turnstile.lock").open("a")
+        self._run = (directory / "run.lock").open("a")
+        self._alone = False
+
+    @contextlib.contextmanager
+    def held(self, *, alone: bool, next_alone: bool) -> Iterator[None]:
+        if not self._alone:
+            self._take(alone=alone)
         try:
             yield
         finally:
-            fcntl.flock(run, fcntl.LOCK_UN)
-            if alone:
-                fcntl.flock(turnstile, fcntl.LOCK_UN)
+            if not (alone and next_alone):
+                self._release()
+
+    def _take(self, *, alone: bool) -> None:
+        fcntl.flock(self._turnstile, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self._run, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        finally:
+            if not alone:
+                fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+        self._alone = alone
+
+    def _release(self) -> None:
+        fcntl.flock(self._run, fcntl.LOCK_UN)
+        if self._alone:
+            fcntl.flock(self._turnstile, fcntl.LOCK_UN)
+        self._alone = False
+
+
+def runs_alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
 
 
 def shares_module_fixture(item: pytest.Item) -> bool:
@@ -105,14 +131,17 @@ def shares_module_fixture(item: pytest.Item) -> bool:
 
 
 def group_for_xdist(items: list[pytest.Item]) -> None:
-    """Add an ``xdist_group`` (``--dist loadgroup``) to the tests that must share a worker: those loading both
-    cores, one after another, and each module's tests that share a module-scoped fixture. Tests that run alone go
-    first (``--no-loadscope-reorder`` keeps this order): the other worker then waits once, early, for one test."""
-    items.sort(key=lambda item: item.get_closest_marker("alone") is None)
+    """Add an ``xdist_group`` (``--dist loadgroup``) to the tests that must share a worker: those that run alone, one
+    after another on one worker and first (``--no-loadscope-reorder`` keeps this order: the other worker then waits
+    once, early); those loading both cores, one after another; and each module's tests that share a module-scoped
+    fixture."""
+    items.sort(key=lambda item: not runs_alone(item))
     for item in items:
         if item.get_closest_marker("xdist_group") is not None:
             continue
-        if item.get_closest_marker("loads_cores") is not None:
+        if runs_alone(item):
+            item.add_marker(pytest.mark.xdist_group(ALONE_GROUP))
+        elif item.get_closest_marker("loads_cores") is not None:
             item.add_marker(pytest.mark.xdist_group(LOADS_CORES_GROUP))
         elif shares_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
