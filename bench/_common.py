@@ -72,12 +72,13 @@ def engineroom_env(settings: Settings, mongodb_url: str, mongodb_db: str, jwt_se
     }
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process (Dramatiq and uvicorn shut down cleanly on it); SIGKILL its group if it hangs."""
-    if process.poll() is None:
+def stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
+    """SIGTERM the process (Dramatiq and uvicorn shut down cleanly on it); SIGKILL its group if it hangs, or at
+    once with ``kill``."""
+    if process.poll() is None and not kill:
         process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=STOP_TIMEOUT_S)
+        process.wait(timeout=0 if kill else STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # its own session: the group is it and its forked workers
@@ -85,8 +86,10 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``argv`` with stdout and stderr in ``log``; stop it on leaving, whatever happened."""
+def running(
+    argv: list[str], log: Path, env: dict[str, str], *, kill: bool = False
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` with stdout and stderr in ``log``; stop it on leaving (``stop``), whatever happened."""
     with log.open("ab") as output:
         process = subprocess.Popen(
             argv, stdout=output, stderr=subprocess.STDOUT, env=process_env(env), cwd=REPO_ROOT, start_new_session=True
@@ -94,7 +97,7 @@ def running(argv: list[str], log: Path, env: dict[str, str]) -> Iterator[subproc
     try:
         yield process
     finally:
-        stop(process)
+        stop(process, kill=kill)
 
 
 def wait_until(ready: Callable[[], bool], what: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -148,7 +151,9 @@ def database(work_dir: Path) -> Iterator[tuple[str, int]]:
     port, storage, log = free_port(HOST), work_dir / "secantus-data", work_dir / "secantusd.log"
     argv = ["secantusd-py", "--host", HOST, "--port", str(port), "--storage-path", str(storage)]
     try:
-        with running(argv, log, {}) as process:
+        # Killed at the end: its data goes, and its own stop waits 2 s for its accept thread (closing a listening
+        # socket does not wake an ``accept`` blocked on it).
+        with running(argv, log, {}, kill=True) as process:
             wait_until(lambda: port_open(port), "secantusd-py", process, log)
             # retryWrites=false: SecantusDB slows down badly with retryable writes (DESIGN.md pitfalls).
             yield f"mongodb://{HOST}:{port}/?retryWrites=false&directConnection=true", process.pid
@@ -383,12 +388,14 @@ def dramatiq_worker(
     ctx: RunContext[Any], module: str, queue: str, log_name: str, env: dict[str, str]
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A plain ``dramatiq <module>`` worker (``ctx.config``'s processes and threads) on ``queue``, with ``env``;
-    yields it once every process consumes ``queue``, stops it on leaving."""
+    yields it once every process consumes ``queue``, kills it on leaving: a baseline has done its work by then, and
+    Dramatiq's own stop takes 3 s (a second's poll each in its worker process, its consumers and its parent), per
+    side and repeat."""
     config: _WorkerConfig = ctx.config
     log = ctx.log(log_name)
     argv = [sys.executable, "-m", "dramatiq", module, "--path", str(REPO_ROOT)]
     argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", queue]
-    with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}) as worker:
+    with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}, kill=True) as worker:
         wait_until(consumers_at_least(config.amqp_url, queue, config.processes), module, worker, log)
         yield worker
 
@@ -675,7 +682,7 @@ def _start_worker(
     config: _WorkerConfig = ctx.config
     argv = [*ENGINEROOM, "worker", "--engines", engine, "--processes", str(config.processes)]
     argv += ["--threads", str(config.threads)]
-    worker = stack.enter_context(running(argv, log, env))
+    worker = stack.enter_context(running(argv, log, env, kill=True))
     consuming = consumers_at_least(config.amqp_url, ctx.settings.queue_name(engine), config.processes)
     wait_until(consuming, "engineroom worker", worker, log)
     return worker
@@ -696,18 +703,20 @@ def engineroom_stack(
     With ``raise_limit`` the engine's cluster-wide concurrency is raised to the worker's threads (``general``
     defaults to 2), so every worker thread may run a job, as raw Dramatiq's do; without it the engine keeps its
     default limit, as a user's does. Rate limits stay unset (``process_env`` drops inherited ``ENGINEROOM_*``):
-    unset means no limit."""
+    unset means no limit. Its processes are killed on leaving, each figure read by then: stopped one after another,
+    they took 4-5 s (a worker command drains for 3 s), per repeat."""
     settings, port, env = ctx.settings, free_port(HOST), ctx.engineroom_env(f"bench_{repeat}")
     base_url = f"http://{HOST}:{port}"
     with contextlib.ExitStack() as stack:
         api_log = ctx.log(f"api-{repeat}")
-        api = stack.enter_context(running([*ENGINEROOM, "api", "--host", HOST, "--port", str(port)], api_log, env))
+        api_argv = [*ENGINEROOM, "api", "--host", HOST, "--port", str(port)]
+        api = stack.enter_context(running(api_argv, api_log, env, kill=True))
         wait_until(lambda: http_ok(f"{base_url}/readyz"), "engineroom api", api, api_log)
         token = issue_token(settings, user_id="bench", tenant_id="bench", admin=True)
         scheduler_process = None
         if scheduler:
             log = ctx.log(f"scheduler-{repeat}")
-            scheduler_process = stack.enter_context(running([*ENGINEROOM, "scheduler"], log, env))
+            scheduler_process = stack.enter_context(running([*ENGINEROOM, "scheduler"], log, env, kill=True))
             wait_until(lambda: _scheduler_leads(base_url, token), "engineroom scheduler", scheduler_process, log)
         worker_process = _start_worker(stack, ctx, engine, ctx.log(f"worker-{repeat}"), env) if worker else None
         if worker and raise_limit:
