@@ -1,4 +1,4 @@
-"""What running the suite on several pytest-xdist workers (``-n 2``) needs beyond a database per worker (each
+"""What running the suite on several pytest-xdist workers (``-n 3``) needs beyond a database per worker (each
 worker is a session of its own, so the session's SecantusDB already is): a RabbitMQ vhost per worker, a lock that
 lets a test run with no other test alongside, and groups that keep tests sharing a module's fixture together."""
 
