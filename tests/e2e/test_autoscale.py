@@ -31,8 +31,10 @@ FAST = {
     "ENGINEROOM_AUTOSCALE_COOLDOWN_S": "2",
     "ENGINEROOM_AUTOSCALE_INTERVAL_S": "0.25",
 }
-JOBS = 30
-#: Seconds the whole scale-up, drain and scale-down may take (one process alone needs 15 s for the jobs).
+#: Jobs of a second each: one process of two threads alone needs 10 s for them, the backlog stays over
+#: ``AUTOSCALE_BACKLOG_PER_PROCESS`` for most of that, and a scale-up needs it for ``AUTOSCALE_SUSTAIN_S``.
+JOBS = 20
+#: Seconds the whole scale-up, drain and scale-down may take (one process alone needs 10 s for the jobs).
 DEADLINE_S = 120.0
 #: Seconds between two samples of the timeline.
 SAMPLE_S = 0.25
@@ -127,7 +129,7 @@ def test_a_backlog_of_slow_jobs_scales_one_engine_up_and_back_down(
     limits = httpx.put(f"{base_url}/queues/general/limits", json={"max_concurrency": 20}, headers=auth(admin))
     assert limits.status_code == 200, limits.text
 
-    # When 30 jobs of a second each arrive at once
+    # When 20 jobs of a second each arrive at once
     body = {"jobs": [{"task": "general.demo", "payload": {"duration_s": 1.0, "steps": 2}} for _ in range(JOBS)]}
     submitted = httpx.post(f"{base_url}/jobs/batch", json=body, headers=auth(admin), timeout=30)
     assert submitted.status_code == 202, submitted.text
