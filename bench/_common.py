@@ -313,6 +313,17 @@ def consumer_count(amqp_url: str, queue: str) -> int:
     return 0 if counts is None else counts[1]
 
 
+def forget_deliveries(amqp_url: str, queue: str) -> None:
+    """Once a killed worker's consumers are gone from ``queue``, purge it: the messages it had not acknowledged
+    (a last ack lost with the process) are back in the line, and the next repeat's worker would take them (seen: a
+    job of the first repeat "not found" by the second's worker; a raw message counted twice)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while consumer_count(amqp_url, queue) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(pika.exceptions.ChannelClosedByBroker), amqp_channel(amqp_url) as channel:
+        channel.queue_purge(queue)
+
+
 def consumers_at_least(amqp_url: str, queue: str, count: int) -> Callable[[], bool]:
     """A readiness check: ``count`` consumers (one per worker process) are on ``queue``."""
     return lambda: consumer_count(amqp_url, queue) >= count
@@ -388,16 +399,20 @@ def dramatiq_worker(
     ctx: RunContext[Any], module: str, queue: str, log_name: str, env: dict[str, str]
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A plain ``dramatiq <module>`` worker (``ctx.config``'s processes and threads) on ``queue``, with ``env``;
-    yields it once every process consumes ``queue``, kills it on leaving: a baseline has done its work by then, and
-    Dramatiq's own stop takes 3 s (a second's poll each in its worker process, its consumers and its parent), per
-    side and repeat."""
+    yields it once every process consumes ``queue``, kills it on leaving and forgets what it had not acknowledged
+    (``forget_deliveries``): a baseline has done its work by then, and Dramatiq's own stop takes 3 s (a second's
+    poll each in its worker process, its consumers and its parent), per side and repeat."""
     config: _WorkerConfig = ctx.config
     log = ctx.log(log_name)
     argv = [sys.executable, "-m", "dramatiq", module, "--path", str(REPO_ROOT)]
     argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", queue]
     with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}, kill=True) as worker:
         wait_until(consumers_at_least(config.amqp_url, queue, config.processes), module, worker, log)
-        yield worker
+        try:
+            yield worker
+        finally:
+            stop(worker, kill=True)
+            forget_deliveries(config.amqp_url, queue)
 
 
 @contextlib.contextmanager
@@ -682,8 +697,10 @@ def _start_worker(
     config: _WorkerConfig = ctx.config
     argv = [*ENGINEROOM, "worker", "--engines", engine, "--processes", str(config.processes)]
     argv += ["--threads", str(config.threads)]
+    queue = ctx.settings.queue_name(engine)
+    stack.callback(forget_deliveries, config.amqp_url, queue)  # after the kill: the stack unwinds last in, first out
     worker = stack.enter_context(running(argv, log, env, kill=True))
-    consuming = consumers_at_least(config.amqp_url, ctx.settings.queue_name(engine), config.processes)
+    consuming = consumers_at_least(config.amqp_url, queue, config.processes)
     wait_until(consuming, "engineroom worker", worker, log)
     return worker
 
