@@ -20,6 +20,14 @@ logger = logging.getLogger(__name__)
 
 #: Seconds to wait for the embedded database to accept connections.
 DATABASE_START_TIMEOUT_S = 30.0
+#: WiredTiger's cache for the embedded server (``--cache-size``; SecantusDB's default is 1G). The server hung for
+#: good twice in ~16 full test runs, both times during a 200 MB GridFS artifact: a thread holding SecantusDB's storage
+#: lock waited in WiredTiger for eviction (``py-spy dump --native``: ``__wt_cache_eviction_worker`` under
+#: ``Storage._coll_options``) while the other threads, whose sessions may pin the pages to evict, waited on that
+#: lock. WiredTiger makes a thread help evict once dirty pages pass 20 % of the cache (``eviction_dirty_trigger``):
+#: 200 MB of 1G. Twice the cache keeps such an artifact under it. WiredTiger takes memory for its cache as pages are
+#: read or written, not up front.
+CACHE_SIZE = "2G"
 #: Seconds a stopping server has to exit before it is killed.
 STOP_TIMEOUT_S = 10.0
 #: Seconds between two SIGTERMs to a server continued from a freeze (see ``EmbeddedDatabase._terminate``).
@@ -91,6 +99,8 @@ class EmbeddedDatabase:
                     str(self.storage_path),
                     "--log-level",
                     "WARNING",
+                    "--cache-size",
+                    CACHE_SIZE,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
