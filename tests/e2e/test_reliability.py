@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -422,6 +423,8 @@ async def test_cancelling_a_busy_loop_that_never_checks_interrupts_it_and_frees_
 #: checks, which are about the jobs the kill hit.
 LOAD_JOBS = 120
 KILL_AFTER_COMPLETED = 40
+#: Seconds a job must still have to run for the kill to be aimed at it (``still_running``).
+KILL_MARGIN_S = 0.1
 
 
 def worker_pid(process: Process) -> str:
@@ -438,11 +441,21 @@ def slots_held_by(queues: Collection[dict[str, Any]], engine: str, pid: str) -> 
 
 
 def still_running(jobs: Collection[dict[str, Any]], job_ids: set[str]) -> set[str]:
-    """Those of the jobs whose document says ``running`` now: a job whose ``job.completed`` has not reached the test
-    yet may have finished (its slot is freed just after), and a kill then would hit no job in flight."""
+    """Those of the jobs whose document says ``running`` and whose task has at least ``KILL_MARGIN_S`` of its
+    ``duration_s`` left: a job whose ``job.completed`` has not reached the test yet may have finished (its slot is
+    freed just after), and one about to end may store its outcome before the kill lands; either way the kill would
+    hit no job in flight (seen once: nothing was started again)."""
     if not job_ids:
         return set()
-    return {job["_id"] for job in jobs.find({"_id": {"$in": sorted(job_ids)}, "state": "running"}, {"_id": 1})}
+    now = datetime.now(UTC)
+    found = jobs.find(
+        {"_id": {"$in": sorted(job_ids)}, "state": "running"}, {"_id": 1, "started_at": 1, "payload.duration_s": 1}
+    )
+    return {
+        job["_id"]
+        for job in found
+        if job["started_at"].replace(tzinfo=UTC) + timedelta(seconds=job["payload"]["duration_s"] - KILL_MARGIN_S) > now
+    }
 
 
 def last_ran_on(job: Job, pid: str) -> bool:
