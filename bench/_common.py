@@ -151,8 +151,7 @@ def database(work_dir: Path) -> Iterator[tuple[str, int]]:
     port, storage, log = free_port(HOST), work_dir / "secantus-data", work_dir / "secantusd.log"
     argv = ["secantusd-py", "--host", HOST, "--port", str(port), "--storage-path", str(storage)]
     try:
-        # Killed at the end: its data goes, and its own stop waits 2 s for its accept thread (closing a listening
-        # socket does not wake an ``accept`` blocked on it).
+        # Killed at the end: its data is deleted with it, so there is nothing for a clean stop to keep.
         with running(argv, log, {}, kill=True) as process:
             wait_until(lambda: port_open(port), "secantusd-py", process, log)
             # retryWrites=false: SecantusDB slows down badly with retryable writes (DESIGN.md pitfalls).
@@ -406,13 +405,12 @@ def dramatiq_worker(
     log = ctx.log(log_name)
     argv = [sys.executable, "-m", "dramatiq", module, "--path", str(REPO_ROOT)]
     argv += ["--processes", str(config.processes), "--threads", str(config.threads), "--queues", queue]
-    with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}, kill=True) as worker:
-        wait_until(consumers_at_least(config.amqp_url, queue, config.processes), module, worker, log)
-        try:
+    try:
+        with running(argv, log, {"BENCH_AMQP_URL": config.amqp_url, **env}, kill=True) as worker:
+            wait_until(consumers_at_least(config.amqp_url, queue, config.processes), module, worker, log)
             yield worker
-        finally:
-            stop(worker, kill=True)
-            forget_deliveries(config.amqp_url, queue)
+    finally:
+        forget_deliveries(config.amqp_url, queue)
 
 
 @contextlib.contextmanager
